@@ -1,0 +1,64 @@
+"""The `m2kt` command: thin over the library, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from m2kt import __version__
+from m2kt.cli import demo, inspect, keygen, sign, verify
+from m2kt.cli._common import error_console
+from m2kt.errors import M2KTError
+
+# (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
+COMMAND_GROUPS = (
+    ("work with packets", (inspect, sign, verify, keygen)),
+    ("try it", (demo,)),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lines = ["commands:"]
+    for title, modules in COMMAND_GROUPS:
+        lines.append(f"\n  {title}")
+        lines.extend(f"    {m.NAME:<10} {m.SUMMARY}" for m in modules)
+    lines.append("\nSee `m2kt <command> --help` for a command's options.")
+    parser = argparse.ArgumentParser(
+        prog="m2kt",
+        usage="m2kt [--version] [--help] <command> [<args>]",
+        description="Move what one neural network knows into another of a different architecture.",
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"m2kt {__version__}")
+    sub = parser.add_subparsers(metavar="<command>", dest="command", help=argparse.SUPPRESS)
+    sub.required = True
+    for _, modules in COMMAND_GROUPS:
+        for module in modules:
+            command = sub.add_parser(
+                module.NAME,
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 verification failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except M2KTError as exc:
+        message = " ".join(exc.message.split())
+        error_console.print(f"error: {message} (hint: {exc.hint})", markup=False, highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_console.print("interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Create a signing key pair: KEY (private, keep it secret) and PUB (share it with users).
+
+Example:
+  m2kt keygen --out keys/            # writes keys/m2kt.key and keys/m2kt.pub
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from m2kt.cli._common import console
+from m2kt.packet import fingerprint_of_public_key, generate_keypair
+
+NAME = "keygen"
+SUMMARY = "create a signing key pair"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=".", metavar="DIR", help="directory for the keys")
+    parser.add_argument("--name", default="m2kt", help="file stem of the keys (default m2kt)")
+
+
+def run(args: argparse.Namespace) -> int:
+    private, public = generate_keypair(args.out, args.name)
+    console.print(f"private key: {private}  (keep it secret)")
+    console.print(f"public key:  {public}  (give it to whoever verifies your packets)")
+    console.print(f"fingerprint: {fingerprint_of_public_key(public)}")
+    return 0

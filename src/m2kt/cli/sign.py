@@ -1,0 +1,30 @@
+"""Sign a packet with a private key (from `m2kt keygen`); the manifest and tensors are covered.
+
+Example:
+  m2kt sign concepts.m2kt --key keys/m2kt.key
+  m2kt sign concepts.m2kt --key keys/m2kt.key --out signed.m2kt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from m2kt.cli._common import add_limit_arguments, console, limits_from
+from m2kt.packet import read_packet
+
+NAME = "sign"
+SUMMARY = "sign a packet with your private key"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("packet", metavar="PACKET")
+    parser.add_argument("--key", required=True, metavar="KEY", help="private key (PEM)")
+    parser.add_argument("--out", metavar="PATH", help="write here instead of in place")
+    add_limit_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    packet = read_packet(args.packet, limits_from(args)).signed(args.key)
+    path = packet.save(args.out or args.packet)
+    console.print(f"signed {path}  {packet.digest}")
+    return 0

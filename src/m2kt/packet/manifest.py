@@ -1,0 +1,254 @@
+"""The manifest schema, version 1 (normative text: docs/packet-format.md).
+
+The manifest is the JSON half of a packet: it names every tensor with its dtype and shape and
+describes the parts C (concepts), G (abstraction graph), A (attention), R (reasoning traces),
+M (provenance) and, for model patches, the patch payload. Models are strict: unknown fields,
+wrong types and inconsistent cross-references are refused, so that a packet means one thing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+DType = Literal["float32", "float16", "bfloat16"]
+EdgeType = Literal["is-a", "part-of", "related"]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+Text = Annotated[str, Field(max_length=4096)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+JSONScalar = str | int | float | bool | None
+Settings = dict[Annotated[str, Field(max_length=128)], JSONScalar | list[JSONScalar]]
+
+CONCEPTS_TENSOR = "concepts.embeddings"
+ATTENTION_TENSOR = "attention.patterns"
+TRACE_PREFIX = "traces."
+PATCH_PREFIX = "patch."
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TensorSpec(_Strict):
+    """dtype and shape of one tensor in `tensors.safetensors`."""
+
+    dtype: DType
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
+
+
+class Concept(_Strict):
+    """One concept of part C: row `index` of `concepts.embeddings`, in list order."""
+
+    id: Identifier
+    name: Name
+    probes: list[Text] = Field(default_factory=list, max_length=10_000)
+    layer: int | None = None
+    method: Name
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class GraphNode(_Strict):
+    id: Identifier
+    name: Name
+    kind: Literal["concept", "abstract"]
+
+
+class GraphEdge(_Strict):
+    source: Identifier
+    target: Identifier
+    type: EdgeType
+    weight: float = Field(ge=0.0, le=1e6)
+
+
+class Graph(_Strict):
+    """Part G: concept nodes (ids of part C) and abstract parents, typed weighted edges."""
+
+    nodes: list[GraphNode] = Field(max_length=1_000_000)
+    edges: list[GraphEdge] = Field(max_length=10_000_000)
+
+
+class Attention(_Strict):
+    """Part A: `attention.patterns` of shape [K concepts, len(layers), length, length].
+
+    Heads are aggregated and sequence positions resampled to `length`, so that a student with
+    another head count or tokenizer can compare them with its own.
+    """
+
+    layers: list[int] = Field(min_length=1, max_length=1024)
+    length: int = Field(ge=1, le=4096)
+    head_reduction: Name = "mean"
+
+
+class Trace(_Strict):
+    """One reasoning trace of part R: tensor `traces.<id>` of shape [len(steps), width]."""
+
+    id: Identifier
+    probe: Text
+    answer: Text | None = None
+    steps: list[Name] = Field(min_length=1, max_length=4096)
+
+
+class ModelRef(_Strict):
+    """Identity of a model that produced (part of) the packet."""
+
+    id: Name
+    architecture: Name
+    weight_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    tokenizer: Name | None = None
+    hidden_size: int | None = Field(default=None, ge=1)
+    num_layers: int | None = Field(default=None, ge=1)
+
+
+class Provenance(_Strict):
+    """Part M: where the knowledge came from and how it was read out."""
+
+    created_at: Annotated[str, Field(max_length=64)]
+    library_version: Name
+    method: Name
+    models: list[ModelRef] = Field(default_factory=list, max_length=64)
+    settings: Settings = Field(default_factory=dict)
+    license: Name | None = None
+    parents: list[Digest] = Field(default_factory=list, max_length=1024)
+    inputs_seen: dict[Identifier, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class Patch(_Strict):
+    """The payload of a model patch: a logit-space adapter and the named axes it acts on.
+
+    Its tensors are the declared tensors whose names start with `patch.`; the logit width is
+    len(task_classes) + len(aux_classes).
+    """
+
+    adapter: Name
+    task_classes: list[Name] = Field(min_length=2, max_length=100_000)
+    aux_classes: list[Name] = Field(default_factory=list, max_length=100_000)
+    templates: list[Text] = Field(default_factory=list, max_length=1024)
+    config: Settings = Field(default_factory=dict)
+
+    @property
+    def logit_dim(self) -> int:
+        return len(self.task_classes) + len(self.aux_classes)
+
+
+class Manifest(_Strict):
+    """The whole manifest. Parts are optional; what is present must be consistent."""
+
+    format_version: Literal[1]
+    kind: Literal["knowledge", "patch"]
+    tensors: dict[str, TensorSpec] = Field(max_length=100_000)
+    provenance: Provenance
+    concepts: list[Concept] | None = Field(default=None, max_length=1_000_000)
+    graph: Graph | None = None
+    attention: Attention | None = None
+    traces: list[Trace] | None = Field(default=None, max_length=100_000)
+    patch: Patch | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        problems = _cross_reference_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def expected_tensors(self) -> set[str]:
+        """Names of the tensors the declared parts refer to."""
+        names: set[str] = set()
+        if self.concepts is not None:
+            names.add(CONCEPTS_TENSOR)
+        if self.attention is not None:
+            names.add(ATTENTION_TENSOR)
+        for trace in self.traces or []:
+            names.add(TRACE_PREFIX + trace.id)
+        if self.patch is not None:
+            names.update(n for n in self.tensors if n.startswith(PATCH_PREFIX))
+        return names
+
+
+def _cross_reference_problems(m: Manifest) -> list[str]:
+    """Every way the parts of `m` can disagree with each other or with the tensor table."""
+    problems: list[str] = []
+    bad_names = [n for n in m.tensors if not _TENSOR_NAME.match(n)]
+    if bad_names:
+        problems.append(f"invalid tensor names {bad_names[:3]}")
+    if m.kind == "patch":
+        if m.patch is None:
+            problems.append("a patch packet needs a `patch` part")
+        if any(p is not None for p in (m.concepts, m.attention, m.traces)):
+            problems.append("a patch packet must not carry concepts, attention or traces")
+    elif m.patch is not None:
+        problems.append("a knowledge packet must not carry a `patch` part")
+
+    expected = m.expected_tensors()
+    declared = set(m.tensors)
+    if m.patch is not None and not any(n.startswith(PATCH_PREFIX) for n in declared):
+        problems.append("the patch part declares no `patch.*` tensors")
+    if declared - expected:
+        problems.append(f"tensors no part refers to: {sorted(declared - expected)[:5]}")
+    if expected - declared:
+        problems.append(f"tensors referred to but not declared: {sorted(expected - declared)[:5]}")
+    if problems:
+        return problems
+
+    width = None
+    if m.concepts is not None:
+        ids = [c.id for c in m.concepts]
+        if len(set(ids)) != len(ids):
+            problems.append("concept ids are not unique")
+        shape = m.tensors[CONCEPTS_TENSOR].shape
+        if len(shape) != 2 or shape[0] != len(m.concepts):
+            problems.append(f"{CONCEPTS_TENSOR} must have shape [{len(m.concepts)}, width]")
+        else:
+            width = shape[1]
+    if m.attention is not None:
+        if m.concepts is None:
+            problems.append("attention patterns need the concepts part")
+        else:
+            want = [
+                len(m.concepts),
+                len(m.attention.layers),
+                m.attention.length,
+                m.attention.length,
+            ]
+            if m.tensors[ATTENTION_TENSOR].shape != want:
+                problems.append(f"{ATTENTION_TENSOR} must have shape {want}")
+    if m.traces is not None:
+        ids = [t.id for t in m.traces]
+        if len(set(ids)) != len(ids):
+            problems.append("trace ids are not unique")
+        for trace in m.traces:
+            shape = m.tensors[TRACE_PREFIX + trace.id].shape
+            if len(shape) != 2 or shape[0] != len(trace.steps):
+                problems.append(f"traces.{trace.id} must have shape [{len(trace.steps)}, width]")
+            elif width is not None and shape[1] != width:
+                problems.append(
+                    f"traces.{trace.id} width {shape[1]} differs from concepts' {width}"
+                )
+    if m.graph is not None:
+        problems.extend(_graph_problems(m.graph, {c.id for c in m.concepts or []}))
+    if m.patch is not None:
+        classes = m.patch.task_classes + m.patch.aux_classes
+        if len(set(classes)) != len(classes):
+            problems.append("patch class names (task and auxiliary) must be unique")
+    return problems
+
+
+def _graph_problems(graph: Graph, concept_ids: set[str]) -> list[str]:
+    problems = []
+    node_ids = [n.id for n in graph.nodes]
+    if len(set(node_ids)) != len(node_ids):
+        problems.append("graph node ids are not unique")
+    missing = [n.id for n in graph.nodes if n.kind == "concept" and n.id not in concept_ids]
+    if missing:
+        problems.append(f"graph concept nodes not in part C: {missing[:5]}")
+    known = set(node_ids)
+    dangling = [f"{e.source}->{e.target}" for e in graph.edges if {e.source, e.target} - known]
+    if dangling:
+        problems.append(f"graph edges to unknown nodes: {dangling[:5]}")
+    return problems

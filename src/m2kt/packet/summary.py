@@ -1,0 +1,61 @@
+"""A JSON-ready description of a packet, shared by `m2kt inspect` and its `--json` form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from m2kt.packet.packet import Packet
+from m2kt.packet.signing import signature_key_hint
+
+
+def summarize(packet: Packet) -> dict[str, Any]:
+    """Everything a reviewer needs to decide whether to trust and use a packet."""
+    m = packet.manifest
+    hint = signature_key_hint(packet.signature) if packet.signature is not None else None
+    signature: dict[str, Any] = {"signed": packet.signature is not None, "claimed_key": hint}
+    if packet.signer is not None:
+        signature |= {
+            "verified": True,
+            "key": packet.signer.fingerprint,
+            "key_file": str(packet.signer.key_path),
+        }
+    else:
+        signature["verified"] = False
+    parts: dict[str, Any] = {
+        "concepts": None if m.concepts is None else len(m.concepts),
+        "graph": None
+        if m.graph is None
+        else {"nodes": len(m.graph.nodes), "edges": len(m.graph.edges)},
+        "attention": None if m.attention is None else m.attention.model_dump(mode="json"),
+        "traces": None if m.traces is None else len(m.traces),
+        "patch": None,
+    }
+    if m.patch is not None:
+        parts["patch"] = {
+            "adapter": m.patch.adapter,
+            "task_classes": m.patch.task_classes,
+            "aux_classes": len(m.patch.aux_classes),
+            "logit_dim": m.patch.logit_dim,
+            "config": m.patch.config,
+        }
+    return {
+        "digest": packet.digest,
+        "format_version": m.format_version,
+        "kind": m.kind,
+        "body_bytes": len(packet.manifest_bytes) + len(packet.tensor_bytes),
+        "signature": signature,
+        "parts": parts,
+        "tensors": {name: spec.model_dump(mode="json") for name, spec in m.tensors.items()},
+        "concepts": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "probes": len(c.probes),
+                "layer": c.layer,
+                "method": c.method,
+                "confidence": c.confidence,
+            }
+            for c in m.concepts or []
+        ],
+        "provenance": m.provenance.model_dump(mode="json", exclude_none=True),
+    }

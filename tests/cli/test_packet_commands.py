@@ -1,0 +1,112 @@
+"""The packet commands as a user runs them: exit codes and one-line errors, never tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from m2kt.cli import main
+
+from conftest import knowledge_packet
+
+
+def _m2kt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "m2kt", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> tuple[Path, Path]:
+    assert main(["keygen", "--out", str(tmp_path), "--name", "me"]) == 0
+    path = knowledge_packet().save(tmp_path / "p.m2kt")
+    assert main(["sign", str(path), "--key", str(tmp_path / "me.key")]) == 0
+    return path, tmp_path / "me.pub"
+
+
+def test_keygen_sign_verify_inspect(signed, capsys) -> None:
+    path, public = signed
+    capsys.readouterr()
+    assert main(["verify", str(path), "--key", str(public)]) == 0
+    assert knowledge_packet().digest in capsys.readouterr().out
+    assert main(["inspect", str(path), "--key", str(public)]) == 0
+    out = capsys.readouterr().out
+    assert "concept c0" in out and "verified" in out and "attention.patterns" in out
+
+
+def test_inspect_json(signed, capsys) -> None:
+    path, _ = signed
+    capsys.readouterr()
+    assert main(["inspect", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["digest"] == knowledge_packet().digest
+    assert summary["signature"] == {
+        "signed": True,
+        "verified": False,
+        "claimed_key": summary["signature"]["claimed_key"],
+    }
+    assert [c["id"] for c in summary["concepts"]] == ["c0", "c1", "c2"]
+    assert summary["parts"]["traces"] == 1
+
+
+def test_verify_flipped_byte_exits_1_with_one_line(signed) -> None:
+    path, public = signed
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = _m2kt("verify", str(path), "--key", str(public))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: verification failed") and "hint:" in result.stderr
+
+
+def test_inspect_truncated_exits_2_with_one_line(signed) -> None:
+    path, _ = signed
+    path.write_bytes(path.read_bytes()[:300])
+    result = _m2kt("inspect", str(path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and "truncated" in result.stderr
+
+
+def test_unsigned_and_untrusted(tmp_path: Path, signed, capsys) -> None:
+    path, _ = signed
+    assert main(["keygen", "--out", str(tmp_path), "--name", "stranger"]) == 0
+    assert main(["verify", str(path), "--key", str(tmp_path / "stranger.pub")]) == 1
+    assert "do not trust" in capsys.readouterr().err
+    unsigned = knowledge_packet().save(tmp_path / "u.m2kt")
+    assert main(["verify", str(unsigned), "--key", str(tmp_path / "stranger.pub")]) == 1
+    assert "not signed" in capsys.readouterr().err
+
+
+def test_bad_key_file_is_bad_input(signed, tmp_path: Path, capsys) -> None:
+    path, _ = signed
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key")
+    assert main(["verify", str(path), "--key", str(junk)]) == 2
+    assert "not a PEM public key" in capsys.readouterr().err
+
+
+def test_keygen_refuses_to_overwrite(signed, capsys) -> None:
+    _, public = signed
+    assert main(["keygen", "--out", str(public.parent), "--name", "me"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_help_lists_commands() -> None:
+    result = _m2kt("--help")
+    assert result.returncode == 0
+    for command in ("inspect", "sign", "verify", "keygen", "demo"):
+        assert f"    {command}" in result.stdout
+
+
+def test_demo_builds_signs_and_verifies(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote and verified" in out and "verified, key" in out
+    assert (tmp_path / "demo.m2kt").is_file()
