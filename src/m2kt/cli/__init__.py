@@ -7,13 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from m2kt import __version__
-from m2kt.cli import demo, inspect, keygen, sign, verify
+from m2kt.cli import bench, demo, inspect, keygen, patch, sign, verify
 from m2kt.cli._common import error_console
 from m2kt.errors import M2KTError
 
 # (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
 COMMAND_GROUPS = (
+    ("transfer knowledge", (patch,)),
     ("work with packets", (inspect, sign, verify, keygen)),
+    ("measure", (bench,)),
     ("try it", (demo,)),
 )
 

@@ -22,7 +22,7 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Text = Annotated[str, Field(max_length=4096)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
-JSONScalar = str | int | float | bool | None
+JSONScalar = str | int | float | bool
 Settings = dict[Annotated[str, Field(max_length=128)], JSONScalar | list[JSONScalar]]
 
 CONCEPTS_TENSOR = "concepts.embeddings"

