@@ -1,103 +1,78 @@
-"""The packet lifecycle end to end on a tiny model: build, sign, save, verify.
+"""The main job: carry a weak model's adaptation to a stronger model, end to end, offline.
 
-The model is a seeded, randomly initialised byte-level transformer, so the packet shows the
-format and the trust chain, not useful knowledge; real extraction lives in `m2kt extract`.
+On BBC News, with the embedded models E2 (weak, 3 layers) and E1 (strong, 6 layers):
+1. the weak model's class-name head is tuned on the labelled training split (the adaptation a
+   user has paid for); a patch learns that gap from the same inputs without their labels;
+2. the patch is signed, verified, and transferred to the strong model with one SVD;
+3. the patched strong model is scored on the held-out test split beside the teacher, the
+   untouched strong model and the baselines, with every input each model saw.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch import nn
+from m2kt.bench.run_patch import BenchPlan, run_benchmark
+from m2kt.packet import generate_keypair, load_packet
+from m2kt.patch.api import Progress, load_patched_model, train_patch, transfer_patch_packet
+from m2kt.patch.few_shot import accuracy
+from m2kt.tasks import load_task
 
-from m2kt.packet import Packet, generate_keypair, make_provenance, verify_packet
-
-CONCEPT_PROBES = {
-    "sport": ["The striker scored twice in the final.", "She won the marathon in record time."],
-    "politics": ["Parliament passed the budget bill.", "The minister resigned after the vote."],
-    "technology": ["The new chip doubles battery life.", "Engineers released the software update."],
-}
-
-
-class TinyByteEncoder(nn.Module):
-    """A 2-layer transformer encoder over UTF-8 bytes; small enough to build in milliseconds."""
-
-    def __init__(self, width: int = 32, layers: int = 2, heads: int = 4) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(256, width)
-        block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-
-    def forward(self, text: str) -> torch.Tensor:
-        """Mean-pooled final hidden state of one text, shape [width]."""
-        ids = torch.tensor([list(text.encode("utf-8"))])
-        return self.encoder(self.embed(ids)).mean(dim=1)[0]
+DEMO_PLAN = BenchPlan(tasks=("bbc",), pairs=(("e2", "e1"),), seeds=(0,))
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    packet_path: Path
+    weak_patch: Path
+    strong_patch: Path
     public_key: Path
-    digest: str
+    patched_accuracy: float
+    inputs_seen: dict[str, dict[str, int]]
+    benchmark: dict[str, Any]
 
 
-def run_demo(out_dir: str | Path, seed: int = 0) -> DemoResult:
-    """Build a concept packet from the tiny model, sign it with a fresh key, verify the file."""
+def run_demo(
+    out_dir: str | Path,
+    cache: Path | None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = print,
+    per_split_limit: int | None = None,
+) -> DemoResult:
+    """`per_split_limit` caps every split (for a fast smoke run); the default uses them all."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = TinyByteEncoder().eval()
-    embeddings, concepts = [], []
-    with torch.no_grad():
-        for name, probes in CONCEPT_PROBES.items():
-            states = torch.stack([model(p) for p in probes])
-            centroid = states.mean(dim=0)
-            agreement = torch.cosine_similarity(states, centroid[None], dim=-1).mean()
-            embeddings.append(centroid)
-            concepts.append(
-                {
-                    "id": name,
-                    "name": name,
-                    "probes": probes,
-                    "layer": 2,
-                    "method": "bottleneck",
-                    "confidence": float(agreement.clamp(0, 1)),
-                }
-            )
-    graph = {
-        "nodes": [{"id": c["id"], "name": c["name"], "kind": "concept"} for c in concepts]
-        + [{"id": "news", "name": "news topic", "kind": "abstract"}],
-        "edges": [
-            {"source": c["id"], "target": "news", "type": "is-a", "weight": 1.0} for c in concepts
-        ],
-    }
-    provenance = make_provenance(
-        method="bottleneck",
-        models=[
-            {
-                "id": "m2kt-demo-tiny-byte-encoder",
-                "architecture": "TinyByteEncoder",
-                "hidden_size": 32,
-                "num_layers": 2,
-            }
-        ],
-        settings={"seed": seed, "pooling": "mean"},
-        license="Apache-2.0",
-        inputs_seen={"teacher": sum(len(p) for p in CONCEPT_PROBES.values())},
-    )
-    packet = Packet.create(
-        kind="knowledge",
-        provenance=provenance,
-        concepts=concepts,
-        graph=graph,
-        tensors={"concepts.embeddings": torch.stack(embeddings)},
-    )
+    task = load_task("bbc").limited(per_split_limit)
     private_key, public_key = _fresh_keys(out)
-    path = packet.signed(private_key).save(out / "demo.m2kt")
-    verified = verify_packet(path, [public_key])
-    return DemoResult(packet_path=path, public_key=public_key, digest=verified.digest)
+
+    log("1/3 learning the patch on the weak model (e2) without labels")
+    weak = train_patch("e2", task, seed=seed, cache=cache, progress=progress).signed(private_key)
+    weak_path = weak.save(out / "bbc-e2.patch.m2kt")
+
+    log("2/3 verifying the signed patch and transferring it to the strong model (e1)")
+    verified = load_packet(weak_path, trusted_keys=[public_key])
+    strong = transfer_patch_packet(verified, "e1", task, cache=cache, progress=progress)
+    strong_path = strong.signed(private_key).save(out / "bbc-e1.patch.m2kt")
+
+    log("3/3 scoring on the test split, beside the baselines")
+    model = load_patched_model(load_packet(strong_path, trusted_keys=[public_key]), "e1")
+    patched = accuracy(model.task_logits(task.test.texts, cache), task.test.labels)
+    plan = replace(DEMO_PLAN, seeds=(seed,), per_split_limit=per_split_limit)
+    benchmark = run_benchmark(plan, out / "benchmark", cache, log=lambda _: None)
+    return DemoResult(
+        weak_patch=weak_path,
+        strong_patch=strong_path,
+        public_key=public_key,
+        patched_accuracy=patched,
+        inputs_seen={
+            "learn (on e2)": dict(weak.manifest.provenance.inputs_seen),
+            "transfer (e2 → e1)": dict(strong.manifest.provenance.inputs_seen),
+        },
+        benchmark=benchmark,
+    )
 
 
 def _fresh_keys(out: Path) -> tuple[Path, Path]:

@@ -103,10 +103,3 @@ def test_help_lists_commands() -> None:
     assert result.returncode == 0
     for command in ("inspect", "sign", "verify", "keygen", "demo"):
         assert f"    {command}" in result.stdout
-
-
-def test_demo_builds_signs_and_verifies(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "wrote and verified" in out and "verified, key" in out
-    assert (tmp_path / "demo.m2kt").is_file()

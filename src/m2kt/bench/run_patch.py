@@ -6,7 +6,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from m2kt.atomic import atomic_write_bytes
 from m2kt.bench.patch_benchmark import encode_task, run_seed
 from m2kt.bench.report import bar_plot, markdown_table, summarise
 from m2kt.patch.config import PatchConfig
-from m2kt.tasks import TextClassificationTask, load_task
+from m2kt.tasks import load_task
 
 MAX_LENGTH = {"bbc": 256, "tweets": 64}
 
@@ -49,7 +49,7 @@ def run_benchmark(
     records: dict[str, Any] = {}
     summaries = {}
     for task_name in plan.tasks:
-        task = _limited(load_task(task_name), plan.per_split_limit)
+        task = load_task(task_name).limited(plan.per_split_limit)
         for weak_id, strong_id in plan.pairs:
             key = f"{task_name} {weak_id}→{strong_id}"
             log(f"{key}: encoding {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
@@ -86,16 +86,3 @@ def run_benchmark(
     atomic_write_bytes(out_dir / "results.md", (tables + "\n").encode())
     bar_plot(summaries, out_dir / "results.png")
     return result
-
-
-def _limited(task: TextClassificationTask, limit: int | None) -> TextClassificationTask:
-    """Every k-th input of each split, at most `limit`: splits are in corpus order, so this keeps
-    the class balance."""
-    if limit is None:
-        return task
-    parts = {}
-    for name in ("train", "val", "test"):
-        split = getattr(task, name)
-        step = max(1, len(split) // limit)
-        parts[name] = split.subset(list(range(0, len(split), step))[:limit])
-    return replace(task, **parts)

@@ -1,7 +1,9 @@
-"""Run the main job end to end on embedded defaults and print what happened.
+"""Run the main job on the embedded default models and print the results table.
 
-Today: build a knowledge packet from a tiny model, sign it with a fresh key, verify it and show
-it as `m2kt inspect` would.
+A model patch learned on the weak model E2 (without labels) is signed, verified, moved to the
+stronger E1 with one closed-form step and scored on BBC News beside the fine-tuned weak model
+(the teacher), E1 untouched, E1 fine-tuned, and the logit-arithmetic and ensemble baselines.
+Takes about 3 minutes on 2 CPU cores the first time, seconds after (embeddings are cached).
 
 Example:
   m2kt demo --out out/demo
@@ -10,9 +12,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from m2kt.cli import inspect
-from m2kt.cli._common import console
+from m2kt.cli._common import console, progress_bars
 
 NAME = "demo"
 SUMMARY = "run the main job on the embedded default models"
@@ -21,19 +23,33 @@ SUMMARY = "run the main job on the embedded default models"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="where to write results")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt.bench.report import markdown_table
     from m2kt.demo import run_demo
+    from m2kt.models.embedded import cache_dir
 
-    result = run_demo(args.out, seed=args.seed)
-    console.print(f"wrote and verified {result.packet_path} (public key {result.public_key})\n")
-    return inspect.run(
-        argparse.Namespace(
-            packet=str(result.packet_path),
-            json=False,
-            key=[str(result.public_key)],
-            all=False,
-            max_packet_bytes=1 << 32,
-        )
+    cache = Path(args.cache) if args.cache else cache_dir() / "embeddings"
+    cache.mkdir(parents=True, exist_ok=True)
+    with progress_bars() as progress:
+        result = run_demo(args.out, cache, seed=args.seed, progress=progress, log=console.print)
+    run = next(iter(result.benchmark["runs"].values()))
+    console.print()
+    console.print(markdown_table(f"BBC News, e2 → e1, seed {args.seed}", run["summary"]))
+    console.print(
+        "teacher = weak fine-tuned (e2 with the adaptation to carry); student = e1; "
+        "baselines = logit arithmetic, ensemble; reference = e1 fine-tuned"
     )
+    console.print(f"\ninputs: {run['inputs']} (train inputs are used without labels by the patch)")
+    for step, seen in result.inputs_seen.items():
+        console.print(f"inputs seen, {step}: {seen}")
+    console.print(
+        f"\nsigned patches: {result.weak_patch}, {result.strong_patch} "
+        f"(verify with --key {result.public_key})"
+    )
+    console.print(
+        f"patched e1 from the verified packet: {100 * result.patched_accuracy:.1f}% on test"
+    )
+    return 0

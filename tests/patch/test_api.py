@@ -1,0 +1,45 @@
+"""The patch verbs on real models: labels never reach the patch, and mismatches are refused."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from m2kt.errors import UsageError
+from m2kt.models.embedded import e1_directory
+from m2kt.patch.api import load_patched_model, train_patch, transfer_patch_packet
+from m2kt.patch.config import PatchConfig
+from m2kt.tasks import Split, load_task
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    return load_task("bbc").limited(40)
+
+
+def test_shuffling_labels_changes_nothing(small_task, tmp_path: Path) -> None:
+    """With a given fine-tuned weak model, the patch is a function of unlabelled inputs only."""
+    shuffled = small_task.train.labels[torch.randperm(len(small_task.train))]
+    other = type(small_task)(
+        **{**small_task.__dict__, "train": Split(small_task.train.texts, shuffled)}
+    )
+    config = PatchConfig(logit_dim=32, epochs=2)
+    kwargs = {"weak_finetuned": str(e1_directory()), "config": config, "cache": tmp_path}
+    a = train_patch("e2", small_task, **kwargs)
+    b = train_patch("e2", other, **kwargs)
+    assert a.tensor_bytes == b.tensor_bytes
+
+
+def test_train_transfer_apply(small_task, tmp_path: Path) -> None:
+    weak = train_patch("e2", small_task, config=PatchConfig(logit_dim=32, epochs=2), cache=tmp_path)
+    assert weak.manifest.provenance.inputs_seen == {"weak_pretrained": 40, "weak_finetuned": 40}
+    strong = transfer_patch_packet(weak, "e1", small_task, cache=tmp_path)
+    assert strong.manifest.provenance.parents == [weak.digest]
+    assert strong.manifest.provenance.inputs_seen["validation_labels"] == len(small_task.val)
+    model = load_patched_model(strong, "e1")
+    logits = model.task_logits(small_task.test.texts[:8], tmp_path)
+    assert logits.shape == (8, 5)
+    with pytest.raises(UsageError, match="made for e1"):
+        load_patched_model(strong, "e2")
+    with pytest.raises(UsageError, match="classes"):
+        transfer_patch_packet(weak, "e1", load_task("tweets").limited(10), cache=tmp_path)

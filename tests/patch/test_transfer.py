@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from m2kt.errors import UsageError
+from m2kt.patch.config import PatchConfig
+from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.train import learn_patch
+from m2kt.patch.transfer import transfer_patch
+
+K, C = 32, 4
+
+
+@pytest.fixture(scope="module")
+def trained():
+    g = torch.Generator().manual_seed(0)
+    pretrained = torch.randn(400, K, generator=g) * 3
+    finetuned = 2 * pretrained @ torch.randn(K, C, generator=g) / K**0.5
+    return learn_patch(pretrained, finetuned, PatchConfig(logit_dim=K, epochs=20)), pretrained
+
+
+def test_transfer_to_a_rescaled_copy_keeps_the_behaviour(trained) -> None:
+    patch, source = trained
+    target = 0.5 * source - 2  # another model whose logits differ only by scale and offset
+    moved = transfer_patch(patch, source, target, identity_weight=0.0)
+    with torch.no_grad():
+        assert torch.allclose(moved(target), 0.5 * patch(source) - 2, atol=1e-3)
+
+
+def test_transfer_finds_a_rotation_of_the_logit_space(trained) -> None:
+    """A target whose standardised logits are the source's in a rotated basis: the moved patch
+    must reproduce the source patch's output, expressed in the target's basis."""
+    patch, source = trained
+    mean, std = source.mean(1, keepdim=True), source.std(1, keepdim=True)
+    s = (source - mean) / std
+    basis, _ = torch.linalg.qr(torch.eye(K) - 1.0 / K)  # first K-1 columns span zero-mean rows
+    basis = basis[:, : K - 1]
+    q, _ = torch.linalg.qr(torch.randn(K - 1, K - 1, generator=torch.Generator().manual_seed(5)))
+    rotation = basis @ q @ basis.T + torch.full((K, K), 1.0 / K)
+    target = s @ rotation
+    moved = transfer_patch(patch, source, target, identity_weight=0.0)
+    with torch.no_grad():
+        expected = ((patch(source) - mean) / std) @ rotation
+        assert torch.allclose(moved(target), expected, atol=1e-3)
+        assert not torch.allclose(patch(target), expected, atol=1e-1)
+
+
+def test_no_gradient_reaches_the_target_model(trained) -> None:
+    patch, source = trained
+    target_model = torch.nn.Linear(K, K)  # stands for the strong model; trainable on purpose
+    target_logits = target_model(source)
+    moved = transfer_patch(patch, source, target_logits)
+    assert target_model.weight.grad is None and target_model.bias.grad is None
+    assert moved.weight.grad_fn is None
+
+
+def test_constant_target_logits_are_refused(trained) -> None:
+    patch, source = trained
+    flat = torch.ones_like(source)
+    with pytest.raises(UsageError, match="constant"):
+        transfer_patch(patch, source, flat)
+
+
+def test_width_and_row_mismatches_are_refused(trained) -> None:
+    patch, source = trained
+    with pytest.raises(UsageError, match="differ in shape"):
+        transfer_patch(patch, source, source[:10])
+    with pytest.raises(UsageError, match="width"):
+        transfer_patch(patch, source[:, :10], source[:, :10])
+
+
+def test_few_shot_tuning_never_selects_worse_than_untouched_on_validation(trained) -> None:
+    patch, source = trained
+    labels = torch.arange(len(source)) % C
+    tuned, epoch = tune_patch(
+        patch, source[:64], labels[:64], source[64:200], labels[64:200], epochs=5
+    )
+    with torch.no_grad():
+        before = accuracy(patch(source[64:200])[:, :C], labels[64:200])
+        after = accuracy(tuned(source[64:200])[:, :C], labels[64:200])
+    assert after >= before and 0 <= epoch <= 5

@@ -1,0 +1,32 @@
+import pytest
+
+from m2kt.errors import UsageError
+from m2kt.tasks import load_task
+
+
+@pytest.mark.parametrize(("name", "total", "classes"), [("bbc", 2125, 5), ("tweets", 6000, 3)])
+def test_splits_are_fixed_disjoint_and_stratified(name: str, total: int, classes: int) -> None:
+    task = load_task(name)
+    again = load_task(name)
+    assert len(task.class_names) == classes
+    assert len(task.train) + len(task.val) + len(task.test) == total
+    assert task.test.texts == again.test.texts
+    assert set(task.train.texts).isdisjoint(task.test.texts)
+    for split in (task.train, task.val, task.test):
+        counts = split.labels.bincount(minlength=classes).float()
+        assert counts.min() > 0.5 * counts.max()  # every class present, none dominant
+
+
+def test_few_shot_and_limits() -> None:
+    task = load_task("tweets")
+    index = task.few_shot(16, seed=0)
+    assert len(index) == 48 and task.train.labels[index].bincount().tolist() == [16, 16, 16]
+    assert index != task.few_shot(16, seed=1)
+    small = task.limited(30, ("train",))
+    assert len(small.train) == 30 and len(small.test) == len(task.test)
+    assert small.train.labels.bincount().tolist() == [10, 10, 10]
+
+
+def test_unknown_task() -> None:
+    with pytest.raises(UsageError, match="unknown task"):
+        load_task("imagenet")
