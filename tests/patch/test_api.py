@@ -36,6 +36,8 @@ def test_train_transfer_apply(small_task, tmp_path: Path) -> None:
     strong = transfer_patch_packet(weak, "e1", small_task, cache=tmp_path)
     assert strong.manifest.provenance.parents == [weak.digest]
     assert strong.manifest.provenance.inputs_seen["validation_labels"] == len(small_task.val)
+    plus = transfer_patch_packet(weak, "e1", small_task, few_shot=2, cache=tmp_path)
+    assert plus.manifest.provenance.inputs_seen["few_shot_labels"] == 2 * 5
     model = load_patched_model(strong, "e1")
     logits = model.task_logits(small_task.test.texts[:8], tmp_path)
     assert logits.shape == (8, 5)

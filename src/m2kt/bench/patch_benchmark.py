@@ -73,8 +73,10 @@ def run_seed(
 
     clock = time.perf_counter()
     head_weak = zero_shot_head(weak.encoder, axes)
+    weak_head_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
     head_strong = zero_shot_head(strong.encoder, axes)
-    head_seconds = time.perf_counter() - clock
+    strong_head_seconds = time.perf_counter() - clock
     z_weak = {s: head_weak.logits(weak.embeddings[s]) for s in SPLITS}
     z_strong = {s: head_strong.logits(strong.embeddings[s]) for s in SPLITS}
 
@@ -97,6 +99,7 @@ def run_seed(
         strong_ft.weights.numel() + 1,
         labels=n["train"],
         strong_inputs=n["train"],
+        step_seconds=seconds,
     )
 
     ls = lambda t: F.log_softmax(t, dim=-1)  # noqa: E731
@@ -123,7 +126,7 @@ def run_seed(
     patch = learn_patch(
         z_weak["train"], weak_ft.logits(weak.embeddings["train"]), config, seed=seed
     )
-    learn_seconds = time.perf_counter() - clock
+    learn_seconds = time.perf_counter() - clock + weak_head_seconds
     row(
         "weak + patch",
         predict(patch, z_weak["test"], c),
@@ -136,7 +139,7 @@ def run_seed(
     moved, weight, scores = select_identity_weight(
         patch, z_weak["train"], z_strong["train"], z_strong["val"], y["val"], c
     )
-    transfer_seconds = time.perf_counter() - clock + head_seconds
+    transfer_seconds = time.perf_counter() - clock + strong_head_seconds
     row(
         "strong + patch",
         predict(moved, z_strong["test"], c),
@@ -146,7 +149,7 @@ def run_seed(
         strong_inputs=n["train"] + n["val"],
         identity_weight=weight,
         val_scores=scores,
-        transfer_only_seconds=transfer_seconds,
+        step_seconds=transfer_seconds,
     )
 
     index = task.few_shot(FEW_SHOT, seed)
@@ -171,9 +174,8 @@ def _fine_tune(
     head: ClassNameHead, embeddings: torch.Tensor, labels: torch.Tensor, classes: int, seed: int
 ) -> tuple[ClassNameHead, float]:
     """The adaptation a user pays for, here: tuning the task rows of the class-name head."""
-    task_head = ClassNameHead(head.class_names[:classes], head.weights[:classes], head.scale)
     clock = time.perf_counter()
-    tuned = fine_tune_head(task_head, embeddings, labels, seed=seed)
+    tuned = fine_tune_head(head.first(classes), embeddings, labels, seed=seed)
     return tuned, time.perf_counter() - clock
 
 

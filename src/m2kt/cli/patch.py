@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LAMBDA",
         help="λ of the basis change (default: chosen on the validation split)",
     )
+    transfer.add_argument(
+        "--few-shot",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Patch+: then tune on N labelled inputs per class (e.g. 16)",
+    )
     add_trust_arguments(transfer)
     add_limit_arguments(transfer)
     _common(transfer)
@@ -145,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 task,
                 source=args.source,
                 identity_weight=args.identity_weight,
+                few_shot=args.few_shot,
+                seed=args.seed,
                 cache=cache,
                 progress=progress,
             )

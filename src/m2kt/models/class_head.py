@@ -44,6 +44,10 @@ class ClassNameHead:
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.scale * embeddings @ self.weights.T
 
+    def first(self, classes: int) -> ClassNameHead:
+        """The head restricted to its first `classes` names (the task's, before auxiliaries)."""
+        return ClassNameHead(self.class_names[:classes], self.weights[:classes], self.scale)
+
 
 def fine_tune_head(
     head: ClassNameHead,

@@ -77,13 +77,15 @@ class TextEncoder:
 def load_text_encoder(spec: str, max_length: int = 256) -> TextEncoder:
     """Load an encoder by embedded-default id (`e1`, `e2`, `e3`) or Hugging Face directory.
 
-    A directory is read with `AutoModel`/`AutoTokenizer` in offline mode; a hub id is not
-    fetched: download it once with `huggingface-cli download` and pass the directory.
+    Embedded defaults are also accepted under the names they record in provenance
+    (`e1:all-MiniLM-L6-v2`). A directory is read with `AutoModel`/`AutoTokenizer` in offline
+    mode; a hub id is not fetched: download it once and pass the directory.
     """
     from m2kt.models import embedded
 
-    if spec.lower() in embedded.DEFAULTS:
-        return embedded.DEFAULTS[spec.lower()](max_length)
+    short = spec.split(":", 1)[0].lower()
+    if short in embedded.DEFAULTS and not Path(spec).exists():
+        return embedded.DEFAULTS[short](max_length)
     path = Path(spec)
     if not path.is_dir():
         raise UsageError(

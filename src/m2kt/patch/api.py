@@ -19,6 +19,7 @@ from m2kt.models.embedding_cache import cached_encode
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
+from m2kt.patch.few_shot import tune_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import transfer_patch
@@ -78,8 +79,7 @@ def train_patch(
         target = finetuned.logits(tuned_inputs)
         tuned_ref = _model_ref(tuned_encoder)
     else:
-        task_head = ClassNameHead(head.class_names[:classes], head.weights[:classes], head.scale)
-        tuned = fine_tune_head(task_head, embeddings, task.train.labels, seed=seed)
+        tuned = fine_tune_head(head.first(classes), embeddings, task.train.labels, seed=seed)
         target, labels_used = tuned.logits(embeddings), len(inputs)
         tuned_ref = ModelRef(id=f"{encoder.name}+tuned-head", architecture="class-name head")
     patch = learn_patch(
@@ -95,7 +95,7 @@ def train_patch(
         settings={"task": task.name, "seed": seed, "stand_in_adaptation_labels": labels_used},
         inputs_seen={"weak_pretrained": len(inputs), "weak_finetuned": len(inputs)},
     )
-    return patch_to_packet(patch, axes, provenance, {"model": encoder.name})
+    return patch_to_packet(patch, axes, provenance, _made_for(encoder))
 
 
 def transfer_patch_packet(
@@ -105,13 +105,17 @@ def transfer_patch_packet(
     *,
     source: str | None = None,
     identity_weight: float | None = None,
+    few_shot: int = 0,
+    seed: int = 0,
     cache: Path | None = None,
     progress: Progress | None = None,
 ) -> Packet:
     """Carry a weak model's patch to `target` using `task`'s unlabelled training inputs.
 
     λ is chosen on the validation split when `identity_weight` is None. Only forward passes of
-    both models run; no gradient is computed anywhere.
+    both models run, and no gradient reaches either model. With `few_shot` > 0 (Patch+), the
+    moved patch is then tuned on that many labelled training inputs per class, the epoch chosen
+    on the validation split.
     """
     progress = progress or _quiet
     patch, axes = patch_from_packet(packet)
@@ -120,8 +124,8 @@ def transfer_patch_packet(
     source_id = source or (recorded if isinstance(recorded, str) else None)
     if source_id is None:
         raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
-    weak = load_text_encoder(_embedded_id(source_id))
-    strong = load_text_encoder(_embedded_id(target))
+    weak = load_text_encoder(source_id)
+    strong = load_text_encoder(target)
     inputs = task.train.texts
     z_weak = zero_shot_head(weak, axes).logits(
         cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))
@@ -141,6 +145,15 @@ def transfer_patch_packet(
         seen["validation_labels"] = len(task.val)
     else:
         moved = transfer_patch(patch, z_weak, z_strong, identity_weight)
+    if few_shot > 0:
+        index = task.few_shot(few_shot, seed)
+        z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
+        moved, _ = tune_patch(
+            moved, z_strong[index], task.train.labels[index], z_val, task.val.labels, seed=seed
+        )
+        seen["few_shot_labels"] = len(index)
+        seen["validation_labels"] = len(task.val)
+        seen["target"] = len(inputs) + len(task.val)
     provenance = make_provenance(
         method="transmiter-transfer",
         models=[_model_ref(weak), _model_ref(strong)],
@@ -148,23 +161,28 @@ def transfer_patch_packet(
         parents=[packet.digest],
         inputs_seen=seen,
     )
-    return patch_to_packet(
-        moved, axes, provenance, {"model": strong.name, "identity_weight": identity_weight}
-    )
+    extra = _made_for(strong) | {"identity_weight": identity_weight, "few_shot": few_shot}
+    return patch_to_packet(moved, axes, provenance, extra)
 
 
 def load_patched_model(packet: Packet, model: str) -> PatchedModel:
     """The patch on `model`, refusing a model other than the one the patch was made for."""
     patch, axes = patch_from_packet(packet)
-    encoder = load_text_encoder(_embedded_id(model))
-    made_for = packet.manifest.provenance.models[-1] if packet.manifest.provenance.models else None
-    if made_for is not None and made_for.weight_sha256 not in (None, encoder.weight_sha256()):
+    encoder = load_text_encoder(model)
+    config = packet.manifest.patch.config if packet.manifest.patch else {}
+    expected = config.get("model_sha256")
+    if isinstance(expected, str) and expected != encoder.weight_sha256():
         raise UsageError(
-            f"this patch was made for {made_for.id} (weights {made_for.weight_sha256[:12]}…), "
+            f"this patch was made for {config.get('model')} (weights {expected[:12]}…), "
             f"not for {encoder.name} (weights {encoder.weight_sha256()[:12]}…)",
             f"transfer it first: m2kt patch transfer PATCH --to {model} ...",
         )
     return PatchedModel(encoder, zero_shot_head(encoder, axes), patch, axes)
+
+
+def _made_for(encoder: TextEncoder) -> dict[str, str]:
+    """Patch settings naming the model whose logits the patch reads."""
+    return {"model": encoder.name, "model_sha256": encoder.weight_sha256()}
 
 
 def _model_ref(encoder: TextEncoder) -> ModelRef:
@@ -177,8 +195,3 @@ def _model_ref(encoder: TextEncoder) -> ModelRef:
         hidden_size=int(config.hidden_size),
         num_layers=int(config.num_hidden_layers),
     )
-
-
-def _embedded_id(name: str) -> str:
-    """Embedded models are recorded as `e1:all-MiniLM-L6-v2`; load them by their short id."""
-    return name.split(":", 1)[0] if name[:2] in ("e1", "e2", "e3") and ":" in name else name
