@@ -34,3 +34,13 @@ def test_identity_weight_pulls_toward_identity_whatever_n() -> None:
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError):
         orthogonal_procrustes(torch.zeros(3, 4), torch.zeros(3, 5))
+
+
+def test_ridge_recovers_a_general_linear_map_and_shrinks_to_identity() -> None:
+    from m2kt.align import ridge_to_identity
+
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(400, 12, generator=g)
+    m = torch.randn(12, 12, generator=g)  # not orthogonal: scales and shears
+    assert torch.allclose(ridge_to_identity(a, a @ m), m, atol=1e-3)
+    assert torch.allclose(ridge_to_identity(a, a @ m, 1e6), torch.eye(12), atol=1e-3)

@@ -15,7 +15,8 @@ def test_quick_mode_writes_every_method_for_every_run(tmp_path: Path) -> None:
         rows = run["seeds"][0]
         assert set(rows) == set(METHOD_ORDER)
         assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
-        assert rows["strong + patch"]["identity_weight"] in rows["strong + patch"]["val_scores"]
+        assert rows["strong + patch"]["transfer"]["map"] in ("orthogonal", "linear")
+        assert rows["strong + patch (orthogonal)"]["transfer"]["map"] == "orthogonal"
         assert rows["strong + patch"]["labels"] == run["inputs"]["val"]
         assert rows["weak + patch"]["labels"] == 0  # the patch itself never sees a label
     table = (tmp_path / "out" / "results.md").read_text()

@@ -78,3 +78,25 @@ def test_few_shot_tuning_never_selects_worse_than_untouched_on_validation(traine
         before = accuracy(patch(source[64:200])[:, :C], labels[64:200])
         after = accuracy(tuned(source[64:200])[:, :C], labels[64:200])
     assert after >= before and 0 <= epoch <= 5
+
+
+def test_linear_transfer_undoes_a_shear_that_a_rotation_cannot(trained) -> None:
+    patch, source = trained
+    s = (source - source.mean(1, keepdim=True)) / source.std(1, keepdim=True)
+    shear = torch.eye(K) + 0.5 * torch.randn(K, K, generator=torch.Generator().manual_seed(9))
+    target = s @ shear
+    linear = transfer_patch(patch, source, target, identity_weight=0.0, map="linear")
+    rotated = transfer_patch(patch, source, target, identity_weight=0.0, map="orthogonal")
+    with torch.no_grad():
+        want = patch(source)[:, :C].argmax(1)
+        agree_linear = (linear(target)[:, :C].argmax(1) == want).float().mean()
+        agree_rotated = (rotated(target)[:, :C].argmax(1) == want).float().mean()
+    assert agree_linear > 0.9 and agree_linear > agree_rotated
+
+
+def test_blend_zero_leaves_the_target_untouched(trained) -> None:
+    patch, source = trained
+    moved = transfer_patch(patch, source, 2 * source, map="linear")
+    moved.set_blend(0.0)
+    with torch.no_grad():
+        assert torch.allclose(moved(2 * source), 2 * source, atol=1e-4)

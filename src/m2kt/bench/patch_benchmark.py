@@ -22,7 +22,14 @@ from m2kt.models.embedding_cache import timed_cached_encode
 from m2kt.patch.config import PatchConfig
 from m2kt.patch.few_shot import accuracy, tune_patch
 from m2kt.patch.train import learn_patch
-from m2kt.patch.workflow import class_axes, predict, select_identity_weight, zero_shot_head
+from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap
+from m2kt.patch.workflow import (
+    BLEND_GRID,
+    class_axes,
+    predict,
+    select_transfer,
+    zero_shot_head,
+)
 from m2kt.tasks import TextClassificationTask
 
 Log = Callable[[str], None]
@@ -135,22 +142,37 @@ def run_seed(
         labels=0,
     )
 
-    clock = time.perf_counter()
-    moved, weight, scores = select_identity_weight(
-        patch, z_weak["train"], z_strong["train"], z_strong["val"], y["val"], c
+    transferred = {}
+    variants: tuple[tuple[str, tuple[TransferMap, ...], tuple[float, ...]], ...] = (
+        ("strong + patch (orthogonal)", ("orthogonal",), (1.0,)),  # TransMiter as published
+        ("strong + patch", TRANSFER_MAPS, BLEND_GRID),
     )
-    transfer_seconds = time.perf_counter() - clock + strong_head_seconds
-    row(
-        "strong + patch",
-        predict(moved, z_strong["test"], c),
-        strong.seconds["train"] + transfer_seconds,
-        patch.parameter_count(),
-        labels=n["val"],
-        strong_inputs=n["train"] + n["val"],
-        identity_weight=weight,
-        val_scores=scores,
-        step_seconds=transfer_seconds,
-    )
+    for name, maps, blends in variants:
+        clock = time.perf_counter()
+        moved, choice = select_transfer(
+            patch,
+            z_weak["train"],
+            z_strong["train"],
+            z_strong["val"],
+            y["val"],
+            c,
+            maps=maps,
+            blends=blends,
+        )
+        transfer_seconds = time.perf_counter() - clock + strong_head_seconds
+        transferred[name] = moved
+        row(
+            name,
+            predict(moved, z_strong["test"], c),
+            strong.seconds["train"] + transfer_seconds,
+            patch.parameter_count(),
+            labels=n["val"],
+            strong_inputs=n["train"] + n["val"],
+            transfer=choice.settings(),
+            val_accuracy=choice.val_accuracy,
+            step_seconds=transfer_seconds,
+        )
+    moved = transferred["strong + patch"]
 
     index = task.few_shot(FEW_SHOT, seed)
     clock = time.perf_counter()

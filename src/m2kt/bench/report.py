@@ -13,6 +13,7 @@ METHOD_ORDER = (
     "strong zero-shot",
     "logit arithmetic",
     "ensemble",
+    "strong + patch (orthogonal)",
     "strong + patch",
     "strong + patch+",
     "strong fine-tuned",
@@ -43,7 +44,7 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out["strong + patch"] |= {
         "step_seconds_mean": statistics.fmean(r["step_seconds"] for r in patched),
         "inference_overhead_mean": statistics.fmean(r["inference_overhead"] for r in patched),
-        "identity_weights": [r["identity_weight"] for r in patched],
+        "transfers": [r["transfer"] for r in patched],
     }
     out["strong fine-tuned"]["step_seconds_mean"] = statistics.fmean(
         s["strong fine-tuned"]["step_seconds"] for s in seeds
@@ -69,7 +70,8 @@ def markdown_table(title: str, summary: dict[str, dict[str, Any]]) -> str:
     lines += [
         "",
         f"Transfer step {patch['step_seconds_mean']:.2f} s (the strong model's prompt head and one "
-        f"SVD per λ in the grid; λ chosen {patch['identity_weights']}) vs strong fine-tuning step "
+        f"SVD or solve per candidate; chosen per seed: {patch['transfers']}) vs strong fine-tuning "
+        "step "
         f"{tuned['step_seconds_mean']:.2f} s, both after the same forward pass over the training "
         f"inputs; patch inference overhead {100 * patch['inference_overhead_mean']:.2f}% of the "
         "strong model's own time.",

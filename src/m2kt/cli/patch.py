@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="λ of the basis change (default: chosen on the validation split)",
     )
     transfer.add_argument(
+        "--map",
+        choices=["orthogonal", "linear"],
+        help="the basis change (default: whichever validates better)",
+    )
+    transfer.add_argument(
         "--few-shot",
         type=int,
         default=0,
@@ -152,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 task,
                 source=args.source,
                 identity_weight=args.identity_weight,
+                transfer_map=args.map,
                 few_shot=args.few_shot,
                 seed=args.seed,
                 cache=cache,

@@ -1,12 +1,14 @@
 """The patch: a residual MLP in a rotated, per-sample standardised logit space.
 
     s  = (z − μ(z)) / σ(z)                       standardise each sample across its K logits
-    x  = s · Wᵀ                                  rotate (W orthogonal)
+    x  = (s · M) · Wᵀ                            map (M = I until a linear transfer), rotate
     x ← x + MLP(x)                               LayerNorm → K·e → GELU → K, last layer zero
-    z' = (x · W) · σ(z) + μ(z)                   rotate back, undo the standardisation
+    y  = x · W                                   rotate back (W orthogonal)
+    z' = (s + α·(y − s)) · σ(z) + μ(z)           blend (α = 1 until a transfer picks it), undo s
 
-It starts as the identity (the MLP's last layer is zero), is blind to each model's logit scale
-and offset, and its one rotation W is what a transfer to another model replaces.
+It starts as the identity (the MLP's last layer is zero) and is blind to each model's logit
+scale and offset. A transfer to another model changes only W (orthogonal transfer, as in
+TransMiter), or M (linear transfer), and α; the MLP is carried unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def standardise(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
 class LogitPatch(nn.Module):
     """Maps a model's K logits to adapted K logits; the first C are the task's."""
 
+    input_map: torch.Tensor
+    blend: torch.Tensor
+
     def __init__(self, config: PatchConfig, seed: int = 0) -> None:
         super().__init__()
         k = config.logit_dim
@@ -47,6 +52,8 @@ class LogitPatch(nn.Module):
             project.weight.zero_()  # the patch starts as the identity
             project.bias.zero_()
         self.mlp = nn.Sequential(nn.LayerNorm(k), expand, nn.GELU(), project)
+        self.register_buffer("input_map", torch.eye(k))
+        self.register_buffer("blend", torch.ones(1))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -57,13 +64,14 @@ class LogitPatch(nn.Module):
         s, mean, std = standardise(logits)
         with parametrize.cached():
             w = self.rotation.weight
-            x = s @ w.T
+            x = s @ self.input_map @ w.T
             x = x + self.mlp(x)
-            return (x @ w) * std + mean
+            y = x @ w
+        return (s + self.blend * (y - s)) * std + mean
 
-    def latent(self, logits: torch.Tensor) -> torch.Tensor:
-        """s · Wᵀ: standardised logits in the rotated basis, the space where transfer aligns."""
-        return standardise(logits)[0] @ self.weight.T
+    def mapped(self, logits: torch.Tensor) -> torch.Tensor:
+        """s · M: standardised logits as the patch's rotation and MLP receive them."""
+        return standardise(logits)[0] @ self.input_map
 
     def keep_orthogonal(self) -> None:
         """Constrain W to stay orthogonal while training (Cayley map: fast at K = 1,024)."""
@@ -79,6 +87,12 @@ class LogitPatch(nn.Module):
         self.freeze_rotation()
         with torch.no_grad():
             self.rotation.weight.copy_(weight)
+
+    def set_input_map(self, input_map: torch.Tensor) -> None:
+        self.input_map.copy_(input_map)
+
+    def set_blend(self, blend: float) -> None:
+        self.blend.fill_(blend)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

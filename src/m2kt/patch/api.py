@@ -22,8 +22,8 @@ from m2kt.patch.config import PatchConfig
 from m2kt.patch.few_shot import tune_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
-from m2kt.patch.transfer import transfer_patch
-from m2kt.patch.workflow import class_axes, predict, select_identity_weight, zero_shot_head
+from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
+from m2kt.patch.workflow import class_axes, predict, select_transfer, zero_shot_head
 from m2kt.tasks import TextClassificationTask
 
 Progress = Callable[[str, int, int], None]
@@ -105,6 +105,7 @@ def transfer_patch_packet(
     *,
     source: str | None = None,
     identity_weight: float | None = None,
+    transfer_map: TransferMap | None = None,
     few_shot: int = 0,
     seed: int = 0,
     cache: Path | None = None,
@@ -112,7 +113,8 @@ def transfer_patch_packet(
 ) -> Packet:
     """Carry a weak model's patch to `target` using `task`'s unlabelled training inputs.
 
-    λ is chosen on the validation split when `identity_weight` is None. Only forward passes of
+    Without `identity_weight`, the map (orthogonal or linear, unless `transfer_map` fixes it), λ
+    and the blend α are chosen on the validation split. Only forward passes of
     both models run, and no gradient reaches either model. With `few_shot` > 0 (Patch+), the
     moved patch is then tuned on that many labelled training inputs per class, the epoch chosen
     on the validation split.
@@ -138,13 +140,17 @@ def transfer_patch_packet(
     seen = {"source": len(inputs), "target": len(inputs)}
     if identity_weight is None:
         z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
-        moved, identity_weight, _ = select_identity_weight(
-            patch, z_weak, z_strong, z_val, task.val.labels, classes
+        maps = TRANSFER_MAPS if transfer_map is None else (transfer_map,)
+        moved, choice = select_transfer(
+            patch, z_weak, z_strong, z_val, task.val.labels, classes, maps=maps
         )
+        settings = choice.settings()
         seen["target"] += len(task.val)
         seen["validation_labels"] = len(task.val)
     else:
-        moved = transfer_patch(patch, z_weak, z_strong, identity_weight)
+        kind = transfer_map or "orthogonal"
+        moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=kind)
+        settings = {"map": kind, "identity_weight": identity_weight, "blend": 1.0}
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
         z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
@@ -157,11 +163,11 @@ def transfer_patch_packet(
     provenance = make_provenance(
         method="transmiter-transfer",
         models=[_model_ref(weak), _model_ref(strong)],
-        settings={"task": task.name, "identity_weight": identity_weight},
+        settings={"task": task.name} | settings,
         parents=[packet.digest],
         inputs_seen=seen,
     )
-    extra = _made_for(strong) | {"identity_weight": identity_weight, "few_shot": few_shot}
+    extra = _made_for(strong) | {"transfer": str(settings["map"]), "few_shot": few_shot}
     return patch_to_packet(moved, axes, provenance, extra)
 
 

@@ -27,7 +27,7 @@ class PatchConfig:
     weight_decay: float = 1e-3
     warmup_fraction: float = 0.05
     temperature: float = 1.0
-    teacher_sharpening: float = 0.5
+    teacher_sharpening: float = 0.25
     noise_prob: float = 0.5
     noise_std: float = 0.5
     identity_weight: float = 1.0

@@ -1,19 +1,30 @@
-"""Carry a patch to another model with one SVD: forward passes only, no gradient anywhere.
+"""Carry a patch to another model in closed form: forward passes only, no gradient anywhere.
 
-Both models' logits over the same unlabelled inputs, standardised and rotated by the source
-patch's W, are aligned by an orthogonal Q (Procrustes, pulled toward the identity); the target's
-rotation becomes Qᵀ·W and the MLP is kept as it is.
+Both models' logits over the same unlabelled inputs are standardised. The target's are then
+brought to where the patch expects its inputs, by one of two maps fitted in closed form and
+pulled toward the identity by λ (per input, so it means the same for any number of inputs):
+
+- `orthogonal` (TransMiter): in the patch's rotated basis, an orthogonal Q from the SVD of
+  AᵀB/N + λI; the target's rotation becomes Qᵀ·W, so outputs come back in the target's axes.
+- `linear`: a ridge map M from the target's standardised logits to the source's; the patch then
+  runs as trained. M can also undo scaling and shearing between the two models' logit spaces.
+
+The MLP is carried unchanged in both.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 
-from m2kt.align import orthogonal_procrustes
+from m2kt.align import orthogonal_procrustes, ridge_to_identity
 from m2kt.errors import UsageError
-from m2kt.patch.adapter import LogitPatch
+from m2kt.patch.adapter import LogitPatch, standardise
+
+TransferMap = Literal["orthogonal", "linear"]
+TRANSFER_MAPS: tuple[TransferMap, ...] = ("orthogonal", "linear")
 
 
 @torch.no_grad()
@@ -22,12 +33,13 @@ def transfer_patch(
     source_logits: torch.Tensor,
     target_logits: torch.Tensor,
     identity_weight: float | None = None,
+    map: TransferMap = "orthogonal",
 ) -> LogitPatch:
     """A copy of `patch` for the target model.
 
     source_logits: [N, K] the source (weak pre-trained) model's logits on N unlabelled inputs.
     target_logits: [N, K] the target model's logits on the same inputs, same class axes.
-    identity_weight: λ per input; defaults to the patch config's.
+    identity_weight: λ; defaults to the patch config's.
     """
     if source_logits.shape != target_logits.shape:
         raise UsageError(
@@ -46,8 +58,16 @@ def transfer_patch(
             "its class-name head is degenerate",
             "check that the target model loaded correctly and its prompts are not empty",
         )
+    if map not in TRANSFER_MAPS:
+        raise UsageError(f"unknown transfer map {map!r}", f"choose one of {TRANSFER_MAPS}")
     weight = patch.config.identity_weight if identity_weight is None else identity_weight
-    q = orthogonal_procrustes(patch.latent(target_logits), patch.latent(source_logits), weight)
+    expected = patch.mapped(source_logits)  # what the patch's rotation received on the source
+    target = standardise(target_logits)[0]
     moved = copy.deepcopy(patch)
-    moved.set_rotation(q.T @ patch.weight)
+    if map == "orthogonal":
+        q = orthogonal_procrustes(target @ patch.weight.T, expected @ patch.weight.T, weight)
+        moved.set_rotation(q.T @ patch.weight)
+        moved.set_input_map(torch.eye(patch.config.logit_dim))
+    else:
+        moved.set_input_map(ridge_to_identity(target, expected, weight))
     return moved.eval()

@@ -11,7 +11,9 @@ predict(moved, zero_shot_head(strong, axes).logits(x_new))      task logits
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -20,9 +22,10 @@ from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.aux_classes import pick_aux_classes
 from m2kt.patch.few_shot import accuracy
 from m2kt.patch.packet_io import ClassAxes
-from m2kt.patch.transfer import transfer_patch
+from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
 
 IDENTITY_WEIGHT_GRID = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+BLEND_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 def class_axes(
@@ -42,22 +45,47 @@ def predict(patch: LogitPatch, logits: torch.Tensor, classes: int) -> torch.Tens
     return patch(logits)[:, :classes]
 
 
-def select_identity_weight(
+@dataclass(frozen=True)
+class TransferChoice:
+    """The transfer picked on the validation split, and every candidate's score."""
+
+    map: TransferMap
+    identity_weight: float
+    blend: float
+    val_accuracy: float
+    scores: dict[str, float]
+
+    def settings(self) -> dict[str, str | float]:
+        return {"map": self.map, "identity_weight": self.identity_weight, "blend": self.blend}
+
+
+def select_transfer(
     patch: LogitPatch,
     source_logits: torch.Tensor,
     target_logits: torch.Tensor,
     val_logits: torch.Tensor,
     val_labels: torch.Tensor,
     classes: int,
+    maps: Sequence[TransferMap] = TRANSFER_MAPS,
     grid: Sequence[float] = IDENTITY_WEIGHT_GRID,
-) -> tuple[LogitPatch, float, dict[float, float]]:
-    """Transfer once per λ in `grid`; keep the best on the validation split (ties: larger λ)."""
-    scores: dict[float, float] = {}
-    best: tuple[float, float, LogitPatch] | None = None
-    for weight in grid:
-        moved = transfer_patch(patch, source_logits, target_logits, weight)
-        scores[weight] = accuracy(predict(moved, val_logits, classes), val_labels)
-        if best is None or scores[weight] >= best[0]:
-            best = (scores[weight], weight, moved)
+    blends: Sequence[float] = BLEND_GRID,
+) -> tuple[LogitPatch, TransferChoice]:
+    """Transfer with every (map, λ, α) candidate and keep the best on the validation split.
+
+    Ties go to the orthogonal map (TransMiter's), then to the larger λ, then to α nearest 1.
+    """
+    best: tuple[tuple[float, int, float, float], LogitPatch, TransferChoice] | None = None
+    scores: dict[str, float] = {}
+    for kind in maps:
+        for weight in grid:
+            moved = transfer_patch(patch, source_logits, target_logits, weight, map=kind)
+            for blend in blends:
+                moved.set_blend(blend)
+                score = accuracy(predict(moved, val_logits, classes), val_labels)
+                scores[f"{kind} λ={weight} α={blend}"] = score
+                key = (score, int(kind == "orthogonal"), weight, -abs(blend - 1))
+                if best is None or key > best[0]:
+                    choice = TransferChoice(kind, weight, blend, score, scores)
+                    best = (key, copy.deepcopy(moved), choice)
     assert best is not None
-    return best[2], best[1], scores
+    return best[1], best[2]
