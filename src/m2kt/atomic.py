@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp's 0600 is not what users expect
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -35,6 +36,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` atomically."""
     return atomic_write(path, lambda handle: handle.write(data))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

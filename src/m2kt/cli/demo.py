@@ -3,7 +3,7 @@
 A model patch learned on the weak model E2 (without labels) is signed, verified, moved to the
 stronger E1 with one closed-form step and scored on BBC News beside the fine-tuned weak model
 (the teacher), E1 untouched, E1 fine-tuned, and the logit-arithmetic and ensemble baselines.
-Takes about 3 minutes on 2 CPU cores the first time, seconds after (embeddings are cached).
+Takes a few minutes on 2 CPU cores the first time, seconds after (embeddings are cached).
 
 Example:
   m2kt demo --out out/demo

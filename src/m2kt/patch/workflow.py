@@ -5,7 +5,7 @@ z_weak   = zero_shot_head(weak, axes).logits(x_weak)            [N, K], unlabell
 z_ft     = the weak fine-tuned model's task logits on them      [N, C]
 patch    = learn_patch(z_weak, z_ft, config)                    no labels
 z_strong = zero_shot_head(strong, axes).logits(x_strong)        same inputs, forward only
-moved    = transfer_patch(patch, z_weak, z_strong, λ)           one SVD
+moved, _ = select_transfer(patch, z_weak, z_strong, val, ...)    map, λ, α picked on validation
 predict(moved, zero_shot_head(strong, axes).logits(x_new))      task logits
 """
 
