@@ -88,7 +88,7 @@ def bar_plot(summaries: dict[str, dict[str, dict[str, Any]]], path: Path) -> Pat
 
     groups = list(summaries)
     width = 0.8 / len(METHOD_ORDER)
-    fig, ax = plt.subplots(figsize=(max(6, 3 * len(groups)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 3 * len(groups)), 4.5))
     for i, method in enumerate(METHOD_ORDER):
         xs = [g + (i - len(METHOD_ORDER) / 2) * width for g in range(len(groups))]
         means = [100 * summaries[g][method]["accuracy_mean"] for g in groups]
@@ -97,7 +97,7 @@ def bar_plot(summaries: dict[str, dict[str, dict[str, Any]]], path: Path) -> Pat
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=3, loc="lower center")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
