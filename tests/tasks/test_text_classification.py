@@ -37,3 +37,18 @@ def test_a_class_missing_from_a_split_is_refused() -> None:
     negatives = (task.val.labels != 0).nonzero().flatten().tolist()
     with pytest.raises(UsageError, match="class 'negative' has no example in the val split"):
         type(task)(**{**task.__dict__, "val": task.val.subset(negatives)})
+
+
+def test_your_own_csv_is_a_task(tmp_path) -> None:
+    rows = ["text,label"] + [
+        f"review number {i} was {'great' if i % 2 else 'awful'},{'good' if i % 2 else 'bad'}"
+        for i in range(40)
+    ]
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(rows) + "\n")
+    task = load_task(str(path))
+    assert task.class_names == ("bad", "good") and task.name == "reviews"
+    assert len(task.train) + len(task.val) + len(task.test) == 40
+    path.write_text("text,label\nhello,\n")
+    with pytest.raises(UsageError, match="line 2: empty text or label"):
+        load_task(str(path))

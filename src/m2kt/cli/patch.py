@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--task", required=True, help="task whose inputs and classes to use (bbc, tweets)"
+        "--task", required=True, help="bbc, tweets, or your own CSV file with text,label columns"
     )
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the patch")
     parser.add_argument("--sign", metavar="KEY", help="sign the result with this private key")

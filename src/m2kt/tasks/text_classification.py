@@ -15,6 +15,7 @@ import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,9 +84,33 @@ class TextClassificationTask:
 
 
 def load_task(name: str, split_seed: int = 0) -> TextClassificationTask:
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}", f"choose one of: {', '.join(TASKS)}")
-    return TASKS[name](split_seed)
+    """An embedded task by name, or your own data: a CSV file with `text` and `label` columns."""
+    if name in TASKS:
+        return TASKS[name](split_seed)
+    if name.endswith(".csv") and Path(name).is_file():
+        return _from_csv(Path(name), split_seed)
+    raise UsageError(
+        f"unknown task {name!r}",
+        f"choose one of: {', '.join(TASKS)}, or pass a CSV file with text and label columns",
+    )
+
+
+def _from_csv(path: Path, seed: int) -> TextClassificationTask:
+    """Your own labelled texts; class names are the distinct labels, in sorted order."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", "pass a UTF-8 CSV file") from None
+    if not rows or not {"text", "label"} <= set(rows[0]):
+        raise UsageError(f"{path} needs a header with `text` and `label` columns")
+    for number, row in enumerate(rows, start=2):
+        if not (row["text"] or "").strip() or not (row["label"] or "").strip():
+            raise UsageError(f"{path}, line {number}: empty text or label")
+    classes = tuple(sorted({row["label"].strip() for row in rows}))
+    texts = [" ".join(row["text"].split()) for row in rows]
+    labels = [classes.index(row["label"].strip()) for row in rows]
+    templates = ("{}.", "This text is about {}.", "It is {}.")
+    return _split(path.stem, texts, labels, classes, templates, seed)
 
 
 def _split(
