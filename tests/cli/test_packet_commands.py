@@ -103,3 +103,19 @@ def test_help_lists_commands() -> None:
     assert result.returncode == 0
     for command in ("inspect", "sign", "verify", "keygen", "demo"):
         assert f"    {command}" in result.stdout
+
+
+def test_a_missing_optional_package_is_one_line_with_a_hint(monkeypatch, capsys) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name.startswith("transformers"):
+            raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    assert main(["bench", "patch", "--out", "/nonexistent-never-written"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the package transformers" in err and "models extra" in err

