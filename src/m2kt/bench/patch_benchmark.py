@@ -71,6 +71,9 @@ def run_seed(
     axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
     rows: dict[str, dict[str, Any]] = {}
 
+    # inputs_seen counts training-time model evaluations: the weak pre-trained and the weak
+    # fine-tuned model each read the training inputs (2N), the strong model reads them and the
+    # validation inputs (N + val). Test inputs are not counted: every method sees them once.
     def row(name: str, logits: torch.Tensor, seconds: float, params: int, **extra: Any) -> None:
         rows[name] = {
             "accuracy": accuracy(logits, y["test"]),
@@ -87,27 +90,22 @@ def run_seed(
     z_weak = {s: head_weak.logits(weak.embeddings[s]) for s in SPLITS}
     z_strong = {s: head_strong.logits(strong.embeddings[s]) for s in SPLITS}
 
-    row("weak zero-shot", z_weak["test"][:, :c], 0.0, 0, labels=0)
-    row("strong zero-shot", z_strong["test"][:, :c], 0.0, 0, labels=0)
+    row("weak zero-shot", z_weak["test"][:, :c], 0.0, 0, labels=0, inputs_seen=0)
+    row("strong zero-shot", z_strong["test"][:, :c], 0.0, 0, labels=0, inputs_seen=0)
 
-    weak_ft, seconds = _fine_tune(head_weak, weak.embeddings["train"], y["train"], c, seed)
-    row(
-        "weak fine-tuned",
-        weak_ft.logits(weak.embeddings["test"]),
-        weak.seconds["train"] + seconds,
-        weak_ft.weights.numel() + 1,
-        labels=n["train"],
-    )
-    strong_ft, seconds = _fine_tune(head_strong, strong.embeddings["train"], y["train"], c, seed)
-    row(
-        "strong fine-tuned",
-        strong_ft.logits(strong.embeddings["test"]),
-        strong.seconds["train"] + seconds,
-        strong_ft.weights.numel() + 1,
-        labels=n["train"],
-        strong_inputs=n["train"],
-        step_seconds=seconds,
-    )
+    tuned = {}
+    for name, model, head in (("weak", weak, head_weak), ("strong", strong, head_strong)):
+        tuned[name], seconds = _fine_tune(head, model.embeddings["train"], y["train"], c, seed)
+        row(
+            f"{name} fine-tuned",
+            tuned[name].logits(model.embeddings["test"]),
+            model.seconds["train"] + seconds,
+            tuned[name].weights.numel() + 1,
+            labels=n["train"],
+            inputs_seen=n["train"],
+            step_seconds=seconds,
+        )
+    weak_ft = tuned["weak"]
 
     ls = lambda t: F.log_softmax(t, dim=-1)  # noqa: E731
     weak_ft_test = weak_ft.logits(weak.embeddings["test"])
@@ -117,6 +115,7 @@ def run_seed(
         0.0,
         0,
         labels=0,
+        inputs_seen=0,
         inference_models=3,
     )
     row(
@@ -125,6 +124,7 @@ def run_seed(
         0.0,
         0,
         labels=0,
+        inputs_seen=0,
         inference_models=2,
     )
 
@@ -140,6 +140,7 @@ def run_seed(
         learn_seconds,
         patch.parameter_count(),
         labels=0,
+        inputs_seen=2 * n["train"],
     )
 
     transferred = {}
@@ -167,7 +168,7 @@ def run_seed(
             strong.seconds["train"] + transfer_seconds,
             patch.parameter_count(),
             labels=n["val"],
-            strong_inputs=n["train"] + n["val"],
+            inputs_seen=3 * n["train"] + n["val"],
             transfer=choice.settings(),
             val_accuracy=choice.val_accuracy,
             step_seconds=transfer_seconds,
@@ -185,6 +186,7 @@ def run_seed(
         rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
         plus.parameter_count(),
         labels=n["val"] + len(index),
+        inputs_seen=3 * n["train"] + n["val"],
         best_epoch=epoch,
     )
 

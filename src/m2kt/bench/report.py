@@ -39,6 +39,7 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "seconds_mean": statistics.fmean(s[method]["seconds"] for s in seeds),
             "trained_params": seeds[0][method]["trained_params"],
             "labels": seeds[0][method]["labels"],
+            "inputs_seen": seeds[0][method]["inputs_seen"],
         }
     patched = [s["strong + patch"] for s in seeds]
     out["strong + patch"] |= {
@@ -56,15 +57,15 @@ def markdown_table(title: str, summary: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"**{title}**",
         "",
-        "| method | test accuracy % (mean ± std) | gap closed | labels used "
+        "| method | test accuracy % (mean ± std) | gap closed | labels used | inputs seen "
         "| trained params | wall-clock s |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         lines.append(
             f"| {method} | {100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_std']:.1f} | "
             f"{100 * s['gap_closed_mean']:.0f}% | {int(s['labels']):,} | "
-            f"{int(s['trained_params']):,} | {s['seconds_mean']:.1f} |"
+            f"{int(s['inputs_seen']):,} | {int(s['trained_params']):,} | {s['seconds_mean']:.1f} |"
         )
     patch, tuned = summary["strong + patch"], summary["strong fine-tuned"]
     lines += [
