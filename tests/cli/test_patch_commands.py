@@ -1,5 +1,6 @@
 """`m2kt patch train | transfer | apply` and `m2kt demo` as a user runs them."""
 
+import json
 from pathlib import Path
 
 from m2kt.cli import main
@@ -38,6 +39,10 @@ def test_train_transfer_apply_with_signatures(tmp_path: Path, capsys) -> None:
         == 0
     )
     assert main(["verify", strong, "--key", pub]) == 0
+    record = json.loads(Path(strong + ".record.json").read_text())
+    assert record["step"] == "patch transfer" and record["seconds"] > 0
+    assert record["inputs_seen"] == {"source": 48, "target": 48}
+    assert record["settings"]["map"] == "orthogonal" and len(record["parents"]) == 1
     capsys.readouterr()
     assert (
         main(

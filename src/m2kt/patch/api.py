@@ -19,7 +19,7 @@ from m2kt.models.embedding_cache import cached_encode
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import tune_patch
+from m2kt.patch.few_shot import accuracy, tune_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
@@ -144,7 +144,10 @@ def transfer_patch_packet(
         moved, choice = select_transfer(
             patch, z_weak, z_strong, z_val, task.val.labels, classes, maps=maps
         )
-        settings = choice.settings()
+        settings = choice.settings() | {
+            "val_accuracy_before": accuracy(z_val[:, :classes], task.val.labels),
+            "val_accuracy_after": choice.val_accuracy,
+        }
         seen["target"] += len(task.val)
         seen["validation_labels"] = len(task.val)
     else:
