@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -71,3 +72,16 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept an unsigned packet (only for packets you made yourself)",
     )
+
+
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
+
+
+def embedding_cache(args: argparse.Namespace) -> Path:
+    """The embedding cache directory: --cache, else the per-user cache; created if missing."""
+    from m2kt.models.embedded import cache_dir
+
+    cache = Path(args.cache) if args.cache else cache_dir() / "embeddings"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from m2kt.cli._common import console
+from m2kt.cli._common import add_cache_argument, console, embedding_cache
 
 NAME = "bench"
 SUMMARY = "run a benchmark and write its tables and plots"
@@ -21,15 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", choices=["patch"], help="which benchmark")
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", default="out/bench", metavar="DIR")
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
+    add_cache_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from m2kt.bench.run_patch import PLANS, run_benchmark
-    from m2kt.models.embedded import cache_dir
 
-    cache = Path(args.cache) if args.cache else cache_dir() / "embeddings"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = embedding_cache(args)
     out = Path(args.out)
     result = run_benchmark(PLANS[args.mode], out, cache, log=lambda m: console.log(m))
     console.print((out / "results.md").read_text(), soft_wrap=True)

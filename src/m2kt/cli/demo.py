@@ -12,9 +12,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from m2kt.cli._common import console, progress_bars
+from m2kt.cli._common import add_cache_argument, console, embedding_cache, progress_bars
 
 NAME = "demo"
 SUMMARY = "run the main job on the embedded default models"
@@ -23,16 +22,14 @@ SUMMARY = "run the main job on the embedded default models"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="where to write results")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
+    add_cache_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from m2kt.bench.report import markdown_table
     from m2kt.demo import run_demo
-    from m2kt.models.embedded import cache_dir
 
-    cache = Path(args.cache) if args.cache else cache_dir() / "embeddings"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = embedding_cache(args)
     with progress_bars() as progress:
         result = run_demo(args.out, cache, seed=args.seed, progress=progress, log=console.print)
     run = next(iter(result.benchmark["runs"].values()))

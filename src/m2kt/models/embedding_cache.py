@@ -42,7 +42,7 @@ def timed_cached_encode(
     """
     if cache is None:
         return _timed_encode(encoder, texts, progress)
-    key = hashlib.sha256(f"{encoder.weight_sha256()}:{encoder.max_length}".encode())
+    key = hashlib.sha256(f"{encoder.weight_sha256}:{encoder.max_length}".encode())
     for text in texts:
         key.update(hashlib.sha256(text.encode("utf-8")).digest())
     path = cache / f"{key.hexdigest()[:32]}.safetensors"

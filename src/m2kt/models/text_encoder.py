@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ class TextEncoder:
                 progress(min(start + batch_size, len(texts)), len(texts))
         return out
 
+    @cached_property
     def weight_sha256(self) -> str:
-        """SHA-256 over the parameters in name order: identifies the weights, not the file."""
+        """SHA-256 over the parameters in name order: identifies the weights, not the file.
+
+        Computed once: the weights are frozen, and hashing E3 reads 440 MB.
+        """
         digest = hashlib.sha256()
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())

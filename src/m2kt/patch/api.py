@@ -138,8 +138,11 @@ def transfer_patch_packet(
     )
     classes = len(axes.task_classes)
     seen = {"source": len(inputs), "target": len(inputs)}
-    if identity_weight is None:
+    if identity_weight is None or few_shot > 0:  # both choose on the validation split
         z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
+        seen["target"] += len(task.val)
+        seen["validation_labels"] = len(task.val)
+    if identity_weight is None:
         maps = TRANSFER_MAPS if transfer_map is None else (transfer_map,)
         moved, choice = select_transfer(
             patch, z_weak, z_strong, z_val, task.val.labels, classes, maps=maps
@@ -148,21 +151,16 @@ def transfer_patch_packet(
             "val_accuracy_before": accuracy(z_val[:, :classes], task.val.labels),
             "val_accuracy_after": choice.val_accuracy,
         }
-        seen["target"] += len(task.val)
-        seen["validation_labels"] = len(task.val)
     else:
         kind = transfer_map or "orthogonal"
         moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=kind)
         settings = {"map": kind, "identity_weight": identity_weight, "blend": 1.0}
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
-        z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
         moved, _ = tune_patch(
             moved, z_strong[index], task.train.labels[index], z_val, task.val.labels, seed=seed
         )
         seen["few_shot_labels"] = len(index)
-        seen["validation_labels"] = len(task.val)
-        seen["target"] = len(inputs) + len(task.val)
     provenance = make_provenance(
         method="transmiter-transfer",
         models=[_model_ref(weak), _model_ref(strong)],
@@ -180,10 +178,10 @@ def load_patched_model(packet: Packet, model: str) -> PatchedModel:
     encoder = load_text_encoder(model)
     config = packet.manifest.patch.config if packet.manifest.patch else {}
     expected = config.get("model_sha256")
-    if isinstance(expected, str) and expected != encoder.weight_sha256():
+    if isinstance(expected, str) and expected != encoder.weight_sha256:
         raise UsageError(
             f"this patch was made for {config.get('model')} (weights {expected[:12]}…), "
-            f"not for {encoder.name} (weights {encoder.weight_sha256()[:12]}…)",
+            f"not for {encoder.name} (weights {encoder.weight_sha256[:12]}…)",
             f"transfer it first: m2kt patch transfer PATCH --to {model} ...",
         )
     return PatchedModel(encoder, zero_shot_head(encoder, axes), patch, axes)
@@ -191,7 +189,7 @@ def load_patched_model(packet: Packet, model: str) -> PatchedModel:
 
 def _made_for(encoder: TextEncoder) -> dict[str, str]:
     """Patch settings naming the model whose logits the patch reads."""
-    return {"model": encoder.name, "model_sha256": encoder.weight_sha256()}
+    return {"model": encoder.name, "model_sha256": encoder.weight_sha256}
 
 
 def _model_ref(encoder: TextEncoder) -> ModelRef:
@@ -199,7 +197,7 @@ def _model_ref(encoder: TextEncoder) -> ModelRef:
     return ModelRef(
         id=encoder.name,
         architecture=type(encoder.model).__name__,
-        weight_sha256=encoder.weight_sha256(),
+        weight_sha256=encoder.weight_sha256,
         tokenizer=type(encoder.tokenizer).__name__,
         hidden_size=int(config.hidden_size),
         num_layers=int(config.num_hidden_layers),
