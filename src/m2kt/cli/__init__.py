@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         for module in modules:
             command = sub.add_parser(
                 module.NAME,
+                prog=f"m2kt {module.NAME}",
                 description=module.__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
