@@ -80,3 +80,71 @@ def other_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def signed_packet_bytes(keys: tuple[Path, Path]) -> bytes:
     return knowledge_packet().signed(keys[0]).to_bytes()
+
+
+# Tiny models built from a config in a second: real transformers code, random weights.
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from m2kt.models.embedded import e1_directory
+
+    return AutoTokenizer.from_pretrained(e1_directory(), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tokenizer):
+    from transformers import BertConfig, BertModel
+
+    from m2kt.models.view import ModelView
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(intermediate_size=64, max_position_embeddings=64, **TINY))
+    return ModelView("tiny-bert", model, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from m2kt.models.view import ModelView
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        intermediate_size=64,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY,
+    )
+    return ModelView("tiny-llama", LlamaForCausalLM(config), tokenizer, kind="causal-lm")
+
+
+class PlainEncoder(torch.nn.Module):
+    """A user's own model: embeddings and a stack of PyTorch transformer layers, no HF code."""
+
+    def __init__(self, vocab: int, width: int = 16, layers: int = 2) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+            for _ in range(layers)
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, src_key_padding_mask=~attention_mask.bool())
+        return x
+
+
+@pytest.fixture(scope="session")
+def plain_view(tokenizer):
+    from m2kt.models.view import ModelView
+
+    torch.manual_seed(0)
+    return ModelView("plain", PlainEncoder(tokenizer.vocab_size).eval(), tokenizer, context=64)

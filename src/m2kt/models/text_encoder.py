@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from m2kt.errors import UsageError
+from m2kt.models.fingerprint import weight_sha256
 
 Progress = Callable[[int, int], None]
 
@@ -66,17 +66,8 @@ class TextEncoder:
 
     @cached_property
     def weight_sha256(self) -> str:
-        """SHA-256 over the parameters in name order: identifies the weights, not the file.
-
-        Computed once: the weights are frozen, and hashing E3 reads 440 MB.
-        """
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(
-                tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
-            )
-        return digest.hexdigest()
+        """Computed once: the weights are frozen, and hashing E3 reads 440 MB."""
+        return weight_sha256(self.model)
 
 
 def load_text_encoder(spec: str, max_length: int = 256) -> TextEncoder:

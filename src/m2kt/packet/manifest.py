@@ -43,8 +43,25 @@ class TensorSpec(_Strict):
     shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
 
 
+class TokenScore(_Strict):
+    """A probe token and its share of a concept's positive attribution."""
+
+    token: Name
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class UnitScore(_Strict):
+    """A hidden unit (index into the embedding width) and its share of a concept's attribution."""
+
+    unit: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0)
+
+
 class Concept(_Strict):
-    """One concept of part C: row `index` of `concepts.embeddings`, in list order."""
+    """One concept of part C: row `index` of `concepts.embeddings`, in list order.
+
+    `tokens` and `units` are the evidence gradient attribution found, when that method was used.
+    """
 
     id: Identifier
     name: Name
@@ -52,6 +69,8 @@ class Concept(_Strict):
     layer: int | None = None
     method: Name
     confidence: float = Field(ge=0.0, le=1.0)
+    tokens: list[TokenScore] | None = Field(default=None, max_length=64)
+    units: list[UnitScore] | None = Field(default=None, max_length=64)
 
 
 class GraphNode(_Strict):
@@ -117,6 +136,7 @@ class Provenance(_Strict):
     license: Name | None = None
     parents: list[Digest] = Field(default_factory=list, max_length=1024)
     inputs_seen: dict[Identifier, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    measurements: Settings = Field(default_factory=dict)
 
 
 class Patch(_Strict):
@@ -206,6 +226,9 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             problems.append(f"{CONCEPTS_TENSOR} must have shape [{len(m.concepts)}, width]")
         else:
             width = shape[1]
+            wide = [c.id for c in m.concepts if any(u.unit >= width for u in c.units or [])]
+            if wide:
+                problems.append(f"concepts name hidden units beyond the width {width}: {wide[:5]}")
     if m.attention is not None:
         if m.concepts is None:
             problems.append("attention patterns need the concepts part")

@@ -58,4 +58,27 @@ def summarize(packet: Packet) -> dict[str, Any]:
             for c in m.concepts or []
         ],
         "provenance": m.provenance.model_dump(mode="json", exclude_none=True),
+        "worth": worth_lines(packet),
     }
+
+
+def worth_lines(packet: Packet) -> list[str]:
+    """The packet's measured worth, one line per figure, as `extract` and `inspect` print it."""
+    measured = packet.manifest.provenance.measurements
+    lines = []
+    if "concept_probe_accuracy" in measured:
+        single = 100 * float(measured["linear_probe_accuracy"])
+        lines.append(
+            f"concept-probe accuracy on {measured['heldout_probes']} held-out probes: "
+            f"{100 * float(measured['concept_probe_accuracy']):.1f}% "
+            f"(linear probe on single probes {single:.1f}%, "
+            f"chance {100 * float(measured['chance_accuracy']):.1f}%)"
+        )
+    teacher = measured.get("teacher_checkpoint_bytes")
+    if isinstance(teacher, int) and teacher > 0:
+        size = len(packet.manifest_bytes) + len(packet.tensor_bytes)
+        lines.append(
+            f"packet body {size:,} bytes = {100 * size / teacher:.3f}% of the teacher "
+            f"checkpoint ({teacher:,} bytes)"
+        )
+    return lines

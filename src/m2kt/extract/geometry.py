@@ -1,0 +1,81 @@
+"""How well concept embeddings tell concepts apart: the measurements every method shares.
+
+All comparisons are cosines after subtracting the mean of the concept embeddings. Pooled states
+of one model share a large common direction (and decoder LMs a few huge outlier units); without
+centering, every pair of concepts looks alike. The centre is computed from the embeddings alone,
+so a consumer of the packet can reproduce it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def centroids(vectors: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Mean vector of each class: [classes, d]; a class without rows gets zeros."""
+    sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
+    counts = torch.bincount(labels, minlength=classes).clamp(min=1).unsqueeze(1)
+    return sums / counts
+
+
+def concept_scores(vectors: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """Centred cosine of each vector [N, d] with each concept embedding [K, d] → [N, K]."""
+    centre = embeddings.mean(dim=0, keepdim=True)
+    return F.normalize(vectors - centre, dim=-1) @ F.normalize(embeddings - centre, dim=-1).T
+
+
+def leave_one_out_confidence(
+    vectors: torch.Tensor, labels: torch.Tensor, classes: int
+) -> torch.Tensor:
+    """Per concept, the share of its probes that land nearest their own concept's embedding
+    when that embedding is recomputed without them: probe consistency in [0, 1].
+
+    A concept with a single probe has nothing to be consistent with and scores 0.
+    """
+    sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
+    counts = torch.bincount(labels, minlength=classes).float()
+    correct = torch.zeros(classes)
+    for i in range(vectors.shape[0]):
+        own = int(labels[i])
+        if counts[own] < 2:
+            continue
+        means = sums / counts.clamp(min=1).unsqueeze(1)
+        means[own] = (sums[own] - vectors[i]) / (counts[own] - 1)
+        present = counts > 0
+        scores = concept_scores(vectors[i : i + 1], means[present])[0]
+        predicted = torch.nonzero(present).flatten()[scores.argmax()]
+        correct[own] += float(predicted == own)
+    return correct / counts.clamp(min=1)
+
+
+def linear_probe_accuracy(
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    test: torch.Tensor,
+    test_labels: torch.Tensor,
+    classes: int,
+    weight_decay: float = 1e-2,
+) -> float:
+    """Accuracy of a logistic-regression probe trained on `train` rows, tested on `test` rows.
+
+    Features are standardised with the training rows' statistics; L-BFGS, full batch, so the
+    result is deterministic.
+    """
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    x, x_test = (train - mean) / std, (test - mean) / std
+    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, train_labels)
+        loss = loss + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predicted = (x_test @ weight + bias).argmax(1)
+    return float((predicted == test_labels).float().mean())

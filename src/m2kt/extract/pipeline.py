@@ -1,0 +1,344 @@
+"""Teacher side, the paper's Algorithm 1: a teacher and a concept spec in, a packet out.
+
+Read top to bottom: resolve layers → read every probe once → hold out probes for the worth
+measurement → pick the layer → extract concepts by the chosen method → measure their worth →
+attention, traces, graph → provenance → packet. Same seed, inputs and creation time give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from m2kt.errors import UsageError
+from m2kt.extract import attribution, bottleneck, clustering
+from m2kt.extract.concepts import ConceptSet, Group, from_groups
+from m2kt.extract.geometry import leave_one_out_confidence
+from m2kt.extract.graph import abstraction_graph
+from m2kt.extract.probing import ProbeReadings, Reading, read_probes
+from m2kt.extract.spec import ConceptSpec
+from m2kt.extract.traces import layer_trace, step_trace
+from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
+from m2kt.models.view import ModelView, NoAttentionError, Pooling
+from m2kt.packet import ModelRef, Packet, make_provenance
+
+Method = Literal["bottleneck", "clustering", "attribution"]
+METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution")
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How to read the teacher. `layers` overrides the spec's candidate layers."""
+
+    method: Method = "bottleneck"
+    layers: list[int] | None = None
+    pooling: Literal["auto", "mean", "last"] = "auto"
+    attention: bool = True
+    attention_length: int = 16
+    clusters: int | None = None
+    ig_steps: int = 16
+    batch_size: int = 16
+    truncate: bool = False
+    seed: int = 0
+    license: str | None = None
+    created_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.pooling not in ("auto", "mean", "last"):
+            raise UsageError(f"unknown pooling {self.pooling!r}; choose auto, mean or last")
+        for name in ("attention_length", "ig_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The packet and what was learned making it (also in its provenance)."""
+
+    packet: Packet
+    worth: Worth | None
+    notes: list[str] = field(default_factory=list)
+
+
+def extract_packet(
+    view: ModelView,
+    spec: ConceptSpec,
+    settings: ExtractionSettings | None = None,
+    progress: Progress | None = None,
+) -> Extraction:
+    settings = settings or ExtractionSettings()
+    progress = progress or _quiet
+    notes: list[str] = []
+    torch.manual_seed(settings.seed)
+
+    # Setup: layers, texts, concept groups.
+    candidates = view.check_layers(settings.layers or spec.layers)
+    attention_layers = _attention_layers(view, spec, settings, notes)
+    texts = spec.all_probes() + list(spec.texts)
+    groups, start = [], 0
+    for entry in spec.concepts:
+        groups.append(Group(entry.name, entry.id, list(range(start, start + len(entry.probes)))))
+        start += len(entry.probes)
+    if settings.method != "clustering" and not groups:
+        raise UsageError("the spec has no named concepts", "use --method clustering for texts")
+
+    # Read every probe once.
+    poolings = _poolings(view, settings)
+    readings = read_probes(
+        view,
+        texts,
+        candidates,
+        attention_layers,
+        poolings=poolings,
+        attention_length=settings.attention_length,
+        batch_size=settings.batch_size,
+        truncate=settings.truncate,
+        progress=lambda d, t: progress("read probes", d, t),
+    )
+    split = holdout_split(groups, settings.seed)
+    pooling, layer = _best_reading(readings, split.train)
+    states = readings.states[(pooling, layer)]
+
+    # Concepts by the chosen method, and their worth on held-out probes.
+    concepts, train_embeddings, cluster_labels = _extract_concepts(
+        view, states, (pooling, layer), groups, split, settings, texts, progress
+    )
+    worth = measure_worth(states, split, train_embeddings, cluster_labels)
+    if worth is None:
+        notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
+
+    # Attention, traces, graph.
+    tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
+    attention_part = None
+    if readings.attention is not None:
+        tensors["attention.patterns"] = torch.stack(
+            [readings.attention[g.probes].mean(0) for g in concepts.groups]
+        )
+        attention_part = {
+            "layers": readings.attention_layers,
+            "length": settings.attention_length,
+            "head_reduction": "mean",
+        }
+    traces, trace_inputs = [], 0
+    for i, entry in enumerate(spec.traces):
+        progress("traces", i, len(spec.traces))
+        tensors[f"traces.{entry.id}.layers"] = layer_trace(view, entry.probe, settings.truncate)
+        steps = [f"layer {n}" for n in range(view.num_layers + 1)]
+        traces.append(
+            {
+                "id": f"{entry.id}.layers",
+                "probe": entry.probe,
+                "answer": entry.answer,
+                "steps": steps,
+            }
+        )
+        trace_inputs += 1
+        if entry.steps:
+            tensors[f"traces.{entry.id}.steps"] = step_trace(view, entry, layer, settings.truncate)
+            names = [f"step {n + 1}: {step}"[:256] for n, step in enumerate(entry.steps)]
+            traces.append(
+                {
+                    "id": f"{entry.id}.steps",
+                    "probe": entry.probe,
+                    "answer": entry.answer,
+                    "steps": names,
+                }
+            )
+            trace_inputs += len(entry.steps)
+    if spec.traces:
+        progress("traces", len(spec.traces), len(spec.traces))
+    graph = abstraction_graph(concepts, spec)
+
+    # Provenance and packet.
+    passes = len(texts) + trace_inputs
+    if settings.method == "attribution":
+        passes += len(spec.all_probes()) * (settings.ig_steps + 1)
+    provenance = make_provenance(
+        method=f"extract:{settings.method}",
+        created_at=settings.created_at,
+        license=settings.license,
+        models=[
+            ModelRef(
+                id=view.name,
+                architecture=view.architecture,
+                weight_sha256=view.weight_sha256,
+                tokenizer=view.tokenizer_name,
+                hidden_size=view.width,
+                num_layers=view.num_layers,
+            )
+        ],
+        settings=_settings_record(
+            view, spec, settings, candidates, (pooling, concepts), readings, notes
+        ),
+        inputs_seen={"teacher": len(texts) + trace_inputs},
+        measurements=(worth.as_measurements() if worth else {})
+        | {"teacher_forward_inputs": passes, "teacher_checkpoint_bytes": view.checkpoint_bytes},
+    )
+    packet = Packet.create(
+        kind="knowledge",
+        provenance=provenance,
+        tensors=tensors,
+        concepts=_concept_entries(concepts, texts),
+        graph=graph,
+        attention=attention_part,
+        traces=traces or None,
+    )
+    return Extraction(packet=packet, worth=worth, notes=notes)
+
+
+def _attention_layers(
+    view: ModelView, spec: ConceptSpec, settings: ExtractionSettings, notes: list[str]
+) -> list[int]:
+    """The attention layers to read, or none (with a note) when the model hides its weights."""
+    if not settings.attention:
+        return []
+    wanted = spec.attention_layers or list(range(1, view.num_layers + 1))
+    layers = view.check_layers(wanted, "attention")
+    probe = (spec.all_probes() or list(spec.texts))[:1]
+    try:
+        view.run(probe, attention_layers=layers[:1], truncate=True)
+    except NoAttentionError as exc:
+        notes.append(f"no attention patterns: {exc.message}")
+        return []
+    return layers
+
+
+def _poolings(view: ModelView, settings: ExtractionSettings) -> list[Pooling]:
+    """Candidate poolings: a decoder's last token sees the whole probe, its mean may be steadier."""
+    if settings.pooling != "auto":
+        return [settings.pooling]
+    return ["mean"] if view.kind == "encoder" else ["last", "mean"]
+
+
+def _best_reading(readings: ProbeReadings, train: list[Group]) -> Reading:
+    """The candidate (pooling, layer) where concepts are most consistent on extraction probes.
+
+    Held-out probes take no part, so the worth measured on them stays an honest estimate.
+    """
+    candidates = list(readings.states)
+    if len(candidates) == 1 or len(train) < 2:
+        return candidates[0]
+    index = torch.tensor([i for g in train for i in g.probes])
+    labels = torch.tensor([k for k, g in enumerate(train) for _ in g.probes])
+    scores = {
+        key: float(leave_one_out_confidence(states[index], labels, len(train)).mean())
+        for key, states in readings.states.items()
+    }
+    return max(candidates, key=lambda key: (scores[key], -candidates.index(key)))
+
+
+def _extract_concepts(
+    view: ModelView,
+    states: torch.Tensor,
+    reading: Reading,
+    groups: list[Group],
+    split: Split,
+    settings: ExtractionSettings,
+    texts: list[str],
+    progress: Progress,
+) -> tuple[ConceptSet, torch.Tensor, list[int] | None]:
+    """The packet's concepts, the embeddings made without held-out probes, cluster labels."""
+    pooling, layer = reading
+    if settings.method == "bottleneck":
+        train = bottleneck.bottleneck(states, layer, split.train)
+        return bottleneck.bottleneck(states, layer, groups), train.embeddings, None
+    if settings.method == "attribution":
+        targets = bottleneck.bottleneck(states, layer, split.train).embeddings
+        probes = [i for g in groups for i in g.probes]
+        labels = [k for k, g in enumerate(groups) for _ in g.probes]
+        found = attribution.attribute(
+            view,
+            [texts[i] for i in probes],
+            labels,
+            targets,
+            layer,
+            steps=settings.ig_steps,
+            pooling=pooling,
+            truncate=settings.truncate,
+            progress=lambda d, t: progress("attribution", d, t),
+        )
+        train = from_groups(found.vectors, split.train, layer, attribution.NAME)
+        return attribution.attributed_concepts(found, groups, layer), train.embeddings, None
+    count = settings.clusters or len(groups) or max(2, math.isqrt(len(texts)))
+    concepts = clustering.cluster(
+        states, texts, list(range(len(texts))), count, layer, settings.seed
+    )
+    if not split.heldout:
+        return concepts, concepts.embeddings, None
+    held = set(split.heldout)
+    kept = [i for i in range(len(texts)) if i not in held]
+    train = clustering.cluster(states, texts, kept, count, layer, settings.seed)
+    label_of = {i: k for k, g in enumerate(groups) for i in g.probes}
+    majority = []
+    for group in train.groups:
+        votes = [label_of[i] for i in group.probes if i in label_of]
+        majority.append(max(set(votes), key=lambda k: (votes.count(k), -k)) if votes else -1)
+    return concepts, train.embeddings, majority
+
+
+def _concept_entries(concepts: ConceptSet, texts: list[str]) -> list[dict[str, Any]]:
+    entries = []
+    for k, group in enumerate(concepts.groups):
+        entry: dict[str, Any] = {
+            "id": group.id,
+            "name": group.name,
+            "probes": [texts[i] for i in group.probes],
+            "layer": concepts.layer,
+            "method": concepts.method,
+            "confidence": round(float(concepts.confidence[k]), 6),
+        }
+        if concepts.tokens is not None:
+            entry["tokens"] = [{"token": t[:256], "score": s} for t, s in concepts.tokens[k]]
+        if concepts.units is not None:
+            entry["units"] = [{"unit": u, "score": s} for u, s in concepts.units[k]]
+        entries.append(entry)
+    return entries
+
+
+def _settings_record(
+    view: ModelView,
+    spec: ConceptSpec,
+    settings: ExtractionSettings,
+    candidates: list[int],
+    chosen: tuple[Pooling, ConceptSet],
+    readings: ProbeReadings,
+    notes: list[str],
+) -> dict[str, Any]:
+    pooling, concepts = chosen
+    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+    record: dict[str, Any] = {
+        "method": settings.method,
+        "layer": concepts.layer,
+        "candidate_layers": candidates,
+        "pooling": pooling,
+        "candidate_poolings": sorted({p for p, _ in readings.states}),
+        "trace_pooling": view.pooling,
+        "attention_layers": readings.attention_layers,
+        "attention_length": settings.attention_length,
+        "seed": settings.seed,
+        "truncate": settings.truncate,
+        "spec": spec.name,
+        "spec_sha256": hashlib.sha256(spec_json).hexdigest(),
+        "context": view.context,
+    }
+    if settings.method == "attribution":
+        record["ig_steps"] = settings.ig_steps
+    if settings.method == "clustering":
+        record["clusters"] = len(concepts.groups)
+    if notes:
+        record["notes"] = notes
+    return record

@@ -1,0 +1,92 @@
+"""Run the teacher over probe inputs in batches and keep only small summaries of each.
+
+Per probe: the pooled state at each requested layer, and the attention map of each requested
+layer with heads averaged and positions resampled to a fixed length. Full activations live for
+one batch only, so memory does not grow with the number of probes or layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from m2kt.models.view import ModelView, Pooling
+
+Progress = Callable[[int, int], None]
+Reading = tuple[Pooling, int]  # how a sequence is pooled, and at which hidden layer
+
+
+@dataclass(frozen=True)
+class ProbeReadings:
+    """`states[(pooling, layer)]` [N, d]; `attention` [N, len(attention_layers), L, L]."""
+
+    texts: list[str]
+    states: dict[Reading, torch.Tensor]
+    attention: torch.Tensor | None
+    attention_layers: list[int]
+
+
+def read_probes(
+    view: ModelView,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    attention_layers: Sequence[int] = (),
+    *,
+    poolings: Sequence[Pooling] = (),
+    attention_length: int = 16,
+    batch_size: int = 16,
+    truncate: bool = False,
+    progress: Progress | None = None,
+) -> ProbeReadings:
+    """Read every text once; `layers` and `attention_layers` are already-resolved indices.
+
+    Each layer is pooled in each of `poolings` (default: the view's own pooling).
+    """
+    keys = [(p, layer) for p in (poolings or [view.pooling]) for layer in layers]
+    states: dict[Reading, list[torch.Tensor]] = {key: [] for key in keys}
+    maps: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            capture = view.run(
+                chunk,
+                hidden_layers=layers,
+                attention_layers=attention_layers,
+                truncate=truncate,
+            )
+            for pooling, layer in keys:
+                pooled = view.pool(capture.hidden[layer], capture.mask, pooling)
+                states[(pooling, layer)].append(pooled.float())
+            if attention_layers:
+                per_layer = [
+                    aggregate_attention(capture.attention[layer], capture.mask, attention_length)
+                    for layer in attention_layers
+                ]
+                maps.append(torch.stack(per_layer, dim=1))
+            if progress is not None:
+                progress(min(start + batch_size, len(texts)), len(texts))
+    return ProbeReadings(
+        texts=list(texts),
+        states={key: torch.cat(parts) for key, parts in states.items()},
+        attention=torch.cat(maps) if maps else None,
+        attention_layers=list(attention_layers),
+    )
+
+
+def aggregate_attention(weights: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, H, T, T] attention → [B, length, length]: heads averaged, real tokens resampled.
+
+    Averaging heads makes the map independent of the head count; resampling the real-token
+    block by area (and renormalising rows to sum to 1) makes it independent of the tokenizer's
+    sequence length, so a student of another architecture can compare its own maps with it.
+    """
+    out = torch.empty(weights.shape[0], length, length)
+    for row in range(weights.shape[0]):
+        keep = mask[row].bool()
+        block = weights[row][:, keep][:, :, keep].float().mean(dim=0)
+        resized = F.interpolate(block[None, None], size=(length, length), mode="area")[0, 0]
+        out[row] = resized / resized.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+    return out

