@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="N",
         help="candidate hidden layer (repeatable; negative counts from the end; "
-        "default: the spec's, else the last)",
+        "default: the spec's, else five over the top two thirds)",
     )
     parser.add_argument(
         "--clusters", type=int, metavar="K", help="clusters for --method clustering"

@@ -86,7 +86,7 @@ def extract_packet(
     torch.manual_seed(settings.seed)
 
     # Setup: layers, texts, concept groups.
-    candidates = view.check_layers(settings.layers or spec.layers)
+    candidates = view.check_layers(settings.layers or spec.layers or default_layers(view))
     attention_layers = _attention_layers(view, spec, settings, notes)
     texts = spec.all_probes() + list(spec.texts)
     groups, start = [], 0
@@ -198,6 +198,16 @@ def extract_packet(
         traces=traces or None,
     )
     return Extraction(packet=packet, worth=worth, notes=notes)
+
+
+def default_layers(view: ModelView, count: int = 5) -> list[int]:
+    """Candidate layers spread over the top two thirds of the model, the last included.
+
+    Which layer holds a concept best differs between models (a decoder's last layer is shaped
+    by next-token prediction); the extraction probes choose among these.
+    """
+    top, low = view.num_layers, max(1, view.num_layers // 3)
+    return sorted({round(low + (top - low) * i / (count - 1)) for i in range(count)})
 
 
 def _attention_layers(

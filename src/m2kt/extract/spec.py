@@ -4,8 +4,8 @@
       - name: sport
         probes: ["The striker scored twice.", "She won the 100 m final."]
         parents: [leisure]          # optional abstract parents (graph edges is-a)
-    layers: [4, 6]                  # optional candidate layers (default: the last); the one
-                                    # where concepts are most consistent is used
+    layers: [4, 6]                  # optional candidate layers (default: five spread over the
+                                    # top two thirds); the most consistent one is used
     attention_layers: [1, 6]        # optional (default: every layer)
     traces:                         # optional reasoning probes
       - id: add-carry
@@ -66,7 +66,7 @@ class ConceptSpec(_Strict):
     name: Name = "concepts"
     description: Annotated[str, Field(max_length=4096)] | None = None
     concepts: list[ConceptEntry] = Field(default_factory=list, max_length=100_000)
-    layers: list[int] = Field(default_factory=lambda: [-1], min_length=1, max_length=256)
+    layers: list[int] | None = Field(default=None, min_length=1, max_length=256)
     attention_layers: list[int] | None = Field(default=None, min_length=1, max_length=256)
     traces: list[TraceEntry] = Field(default_factory=list, max_length=10_000)
     texts: list[ProbeText] = Field(default_factory=list, max_length=100_000)
