@@ -2,10 +2,12 @@
 
 For each probe, integrated gradients (Sundararajan et al., 2017) of the concept's score, its
 centred cosine with its own target minus the mean with the other concepts' targets, along a
-straight path from zero token embeddings to the real ones (positions kept). The probe's vector
-is then its layer states pooled with the positive token attributions as weights: the concept as
-read where the teacher carries it. Unit attribution is gradient × activation on the pooled
-state. The targets are bottleneck embeddings, so this method refines bottleneck probing.
+straight path from zero token embeddings to the real ones (positions kept). Where probes are
+mean-pooled, the probe's vector is its layer states pooled with the positive token attributions
+as weights instead: the concept as read where the teacher carries it. A last-token reading
+(decoders) has nothing to reweight and keeps its state; the tokens are then evidence only.
+Unit attribution is gradient × activation on the pooled state. The targets are bottleneck
+embeddings, so this method refines bottleneck probing.
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ def attribute(
         real = capture.mask[0].bool() & ~_is_special(capture.input_ids[0], special)
         weights = per_token.clamp(min=0) * real
         states = hidden[-1].detach().float()
-        if float(weights.sum()) > 0:  # attribution pooling replaces mean or last-token pooling
+        if (pooling or view.pooling) == "mean" and float(weights.sum()) > 0:
             vectors.append((weights.unsqueeze(1) * states).sum(0) / weights.sum())
-        else:  # nothing pushes toward the concept: fall back to the ordinary pooled state
+        else:  # a last-token state has no tokens to reweight; nor has a probe with no credit
             vectors.append(pooled[-1].detach())
         tokens.append(_token_scores(view, capture.input_ids[0], weights))
         units.append((pooled[-1] * pooled.grad[-1]).abs().detach())
