@@ -17,8 +17,9 @@ from typing import Any
 
 from m2kt.bench.run_patch import BenchPlan, run_benchmark
 from m2kt.packet import generate_keypair, load_packet
-from m2kt.patch.api import Progress, load_patched_model, train_patch, transfer_patch_packet
+from m2kt.patch.api import load_patched_model, train_patch, transfer_patch_packet
 from m2kt.patch.few_shot import accuracy
+from m2kt.progress import StageProgress
 from m2kt.tasks import load_task
 
 DEMO_PLAN = BenchPlan(tasks=("bbc",), pairs=(("e2", "e1"),), seeds=(0,))
@@ -38,7 +39,7 @@ def run_demo(
     out_dir: str | Path,
     cache: Path | None,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     log: Callable[[str], None] = print,
     per_split_limit: int | None = None,
 ) -> DemoResult:

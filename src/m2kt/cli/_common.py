@@ -101,7 +101,7 @@ def write_record(path: Path, step: str, packet: Packet, seconds: float) -> Path:
         "packet": str(path),
         "digest": packet.digest,
         "seconds": round(seconds, 3),
-        "packet_bytes": len(packet.to_bytes()),
+        "packet_bytes": path.stat().st_size,
         "tensor_values": sum(t.numel() for t in packet.tensors.values()),
         "inputs_seen": provenance.inputs_seen,
         "settings": provenance.settings,

@@ -12,7 +12,6 @@ embeddings, so this method refines bottleneck probing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from torch.nn import functional as F
 
 from m2kt.extract.concepts import ConceptSet, Group, from_groups
 from m2kt.models.view import ModelView, Pooling
+from m2kt.progress import Progress
 
 NAME = "attribution"
 TOP_TOKENS = 8
@@ -45,7 +45,7 @@ def attribute(
     steps: int = 16,
     pooling: Pooling | None = None,
     truncate: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Attributions:
     """Attribute each text's score for concept `labels[i]` against `targets` [K, d]."""
     centre = targets.mean(0, keepdim=True)

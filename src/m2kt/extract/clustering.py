@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.errors import UsageError
-from m2kt.extract.concepts import ConceptSet, Group, from_groups
+from m2kt.extract.concepts import ConceptSet, Group
+from m2kt.extract.geometry import centroids
 
 NAME = "clustering"
 _ITERATIONS = 100
@@ -48,13 +49,14 @@ def cluster(
         groups.append(
             Group(f"cluster {rank}: {label}", f"cluster-{rank}", [indices[i] for i in ranked])
         )
-    concepts = from_groups(vectors, groups, layer, NAME)
+    index = torch.tensor([i for g in groups for i in g.probes])
+    labels = torch.tensor([k for k, g in enumerate(groups) for _ in g.probes])
     confidence = torch.tensor(
         [float((silhouette[assignment == c] > 0).float().mean()) for c in order]
     )
     return ConceptSet(
         groups=groups,
-        embeddings=concepts.embeddings,
+        embeddings=centroids(vectors[index], labels, clusters),
         confidence=confidence,
         layer=layer,
         method=NAME,

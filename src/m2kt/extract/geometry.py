@@ -36,13 +36,14 @@ def leave_one_out_confidence(
     sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
     counts = torch.bincount(labels, minlength=classes).float()
     correct = torch.zeros(classes)
+    full = sums / counts.clamp(min=1).unsqueeze(1)
+    present = counts > 0
     for i in range(vectors.shape[0]):
         own = int(labels[i])
         if counts[own] < 2:
             continue
-        means = sums / counts.clamp(min=1).unsqueeze(1)
+        means = full.clone()
         means[own] = (sums[own] - vectors[i]) / (counts[own] - 1)
-        present = counts > 0
         scores = concept_scores(vectors[i : i + 1], means[present])[0]
         predicted = torch.nonzero(present).flatten()[scores.argmax()]
         correct[own] += float(predicted == own)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,18 +23,14 @@ from m2kt.extract.geometry import leave_one_out_confidence
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.probing import ProbeReadings, Reading, read_probes
 from m2kt.extract.spec import ConceptSpec
-from m2kt.extract.traces import layer_trace, step_trace
+from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
+from m2kt.progress import StageProgress, quiet
 
 Method = Literal["bottleneck", "clustering", "attribution"]
 METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution")
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(stage: str, done: int, total: int) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,10 @@ def extract_packet(
     view: ModelView,
     spec: ConceptSpec,
     settings: ExtractionSettings | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> Extraction:
     settings = settings or ExtractionSettings()
-    progress = progress or _quiet
+    progress = progress or quiet
     notes: list[str] = []
     torch.manual_seed(settings.seed)
 
@@ -133,34 +128,10 @@ def extract_packet(
             "length": settings.attention_length,
             "head_reduction": "mean",
         }
-    traces, trace_inputs = [], 0
-    for i, entry in enumerate(spec.traces):
-        progress("traces", i, len(spec.traces))
-        tensors[f"traces.{entry.id}.layers"] = layer_trace(view, entry.probe, settings.truncate)
-        steps = [f"layer {n}" for n in range(view.num_layers + 1)]
-        traces.append(
-            {
-                "id": f"{entry.id}.layers",
-                "probe": entry.probe,
-                "answer": entry.answer,
-                "steps": steps,
-            }
-        )
-        trace_inputs += 1
-        if entry.steps:
-            tensors[f"traces.{entry.id}.steps"] = step_trace(view, entry, layer, settings.truncate)
-            names = [f"step {n + 1}: {step}"[:256] for n, step in enumerate(entry.steps)]
-            traces.append(
-                {
-                    "id": f"{entry.id}.steps",
-                    "probe": entry.probe,
-                    "answer": entry.answer,
-                    "steps": names,
-                }
-            )
-            trace_inputs += len(entry.steps)
-    if spec.traces:
-        progress("traces", len(spec.traces), len(spec.traces))
+    trace_tensors, traces, trace_inputs = read_traces(
+        view, spec.traces, layer, settings.truncate, lambda d, t: progress("traces", d, t)
+    )
+    tensors |= trace_tensors
     graph = abstraction_graph(concepts, spec)
 
     # Provenance and packet.
@@ -182,7 +153,7 @@ def extract_packet(
             )
         ],
         settings=_settings_record(
-            view, spec, settings, candidates, (pooling, concepts), readings, notes
+            view, spec, settings, candidates, pooling, concepts, readings, notes
         ),
         inputs_seen={"teacher": len(texts) + trace_inputs},
         measurements=(worth.as_measurements() if worth else {})
@@ -259,7 +230,7 @@ def _extract_concepts(
     split: Split,
     settings: ExtractionSettings,
     texts: list[str],
-    progress: Progress,
+    progress: StageProgress,
 ) -> tuple[ConceptSet, torch.Tensor, list[int] | None]:
     """The packet's concepts, the embeddings made without held-out probes, cluster labels."""
     pooling, layer = reading
@@ -324,11 +295,11 @@ def _settings_record(
     spec: ConceptSpec,
     settings: ExtractionSettings,
     candidates: list[int],
-    chosen: tuple[Pooling, ConceptSet],
+    pooling: Pooling,
+    concepts: ConceptSet,
     readings: ProbeReadings,
     notes: list[str],
 ) -> dict[str, Any]:
-    pooling, concepts = chosen
     spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
     record: dict[str, Any] = {
         "method": settings.method,

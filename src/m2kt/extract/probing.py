@@ -7,15 +7,15 @@ one batch only, so memory does not grow with the number of probes or layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from m2kt.models.view import ModelView, Pooling
+from m2kt.progress import Progress
 
-Progress = Callable[[int, int], None]
 Reading = tuple[Pooling, int]  # how a sequence is pooled, and at which hidden layer
 
 

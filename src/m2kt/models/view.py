@@ -96,11 +96,12 @@ class ModelView:
         self._forward = forward or _hugging_face_forward
         self.context = context or _context_of(model, tokenizer)
         self.checkpoint_bytes = checkpoint_bytes or parameter_bytes(model)
-        if hasattr(model, "set_attn_implementation"):
+        switch = getattr(model, "set_attn_implementation", None)
+        if callable(switch):
             # Fused attention kernels do not return their weights; the eager path does, with
             # the same outputs up to float rounding.
             with suppress(ValueError, AttributeError):
-                model.set_attn_implementation("eager")
+                switch("eager")
 
     @property
     def num_layers(self) -> int:
@@ -151,22 +152,16 @@ class ModelView:
 
     def tokenize(self, texts: Sequence[str], truncate: bool = False) -> dict[str, torch.Tensor]:
         """Pad a batch; a text over the context is an error unless `truncate`."""
-        if not truncate:
-            lengths = [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
-            for text, length in zip(texts, lengths, strict=True):
-                if length > self.context:
-                    shown = text if len(text) <= 60 else text[:57] + "..."
-                    raise ProbeTooLongError(
-                        f"probe {shown!r} is {length} tokens, over the {self.context}-token "
-                        f"context of {self.name}"
-                    )
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.context,
-            return_tensors="pt",
-        )
+        limit = {"truncation": True, "max_length": self.context} if truncate else {}
+        batch = self.tokenizer(list(texts), padding=True, return_tensors="pt", **limit)
+        lengths = batch["attention_mask"].sum(1).tolist()
+        for text, length in zip(texts, lengths, strict=True):
+            if length > self.context:
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                raise ProbeTooLongError(
+                    f"probe {shown!r} is {length} tokens, over the {self.context}-token "
+                    f"context of {self.name}"
+                )
         return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
     def run(
@@ -300,25 +295,22 @@ def find_attention(block: nn.Module, model: nn.Module) -> nn.Module | None:
     """The self-attention module inside `block`, or None when there is none to hook."""
     attention_class = _recorded_class(model, "attentions")
     candidates = list(block.named_modules())
-    if attention_class is not None:
-        for _, module in candidates:
-            if isinstance(module, attention_class):
-                return module
-    for _, module in candidates:
-        if isinstance(module, nn.MultiheadAttention):
-            return module
+    for wanted in (attention_class, nn.MultiheadAttention):
+        found = [m for _, m in candidates if wanted is not None and isinstance(m, wanted)]
+        if found:
+            return found[0]
     named = [
         m for n, m in candidates if n and n.split(".")[-1] in ("self_attn", "attention", "attn")
     ]
     return named[0] if named else None
 
 
-def _recorded_class(model: nn.Module, key: str) -> type | None:
+def _recorded_class(model: nn.Module, key: str) -> type[nn.Module] | None:
+    """The module class a Hugging Face model records `key` from (a class or an OutputRecorder)."""
     recorded = getattr(model, "_can_record_outputs", None) or {}
     target = recorded.get(key)
-    if target is None:
-        return None
-    return getattr(target, "target_class", target) if not isinstance(target, type) else target
+    target = getattr(target, "target_class", target)
+    return target if isinstance(target, type) and issubclass(target, nn.Module) else None
 
 
 def _attention_weights(output: Any) -> torch.Tensor | None:
@@ -337,9 +329,10 @@ def _attention_weights(output: Any) -> torch.Tensor | None:
 
 def _find_token_embedding(model: nn.Module) -> nn.Module | None:
     getter = getattr(model, "get_input_embeddings", None)
-    if getter is not None:
+    if callable(getter):
         try:
-            return getter()
+            found = getter()
+            return found if isinstance(found, nn.Module) else None
         except NotImplementedError:
             pass
     return next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)

@@ -65,14 +65,17 @@ def summarize(packet: Packet) -> dict[str, Any]:
 def worth_lines(packet: Packet) -> list[str]:
     """The packet's measured worth, one line per figure, as `extract` and `inspect` print it."""
     measured = packet.manifest.provenance.measurements
+
+    def percent(key: str) -> str:
+        value = measured.get(key)
+        return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "?"
+
     lines = []
     if "concept_probe_accuracy" in measured:
-        single = 100 * float(measured["linear_probe_accuracy"])
         lines.append(
             f"concept-probe accuracy on {measured['heldout_probes']} held-out probes: "
-            f"{100 * float(measured['concept_probe_accuracy']):.1f}% "
-            f"(linear probe on single probes {single:.1f}%, "
-            f"chance {100 * float(measured['chance_accuracy']):.1f}%)"
+            f"{percent('concept_probe_accuracy')} (linear probe on single probes "
+            f"{percent('linear_probe_accuracy')}, chance {percent('chance_accuracy')})"
         )
     teacher = measured.get("teacher_checkpoint_bytes")
     if isinstance(teacher, int) and teacher > 0:

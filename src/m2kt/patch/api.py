@@ -6,7 +6,7 @@ came from (with weight hashes) and the inputs every model processed to make it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,8 @@ from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
 from m2kt.patch.workflow import class_axes, predict, select_transfer, zero_shot_head
+from m2kt.progress import StageProgress, quiet
 from m2kt.tasks import TextClassificationTask
-
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(stage: str, done: int, total: int) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,7 @@ def train_patch(
     config: PatchConfig | None = None,
     seed: int = 0,
     cache: Path | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> Packet:
     """Learn a patch from the weak pre-trained model to its fine-tuned self on `task`'s inputs.
 
@@ -64,7 +59,7 @@ def train_patch(
     The patch itself never sees a label.
     """
     config = config or PatchConfig()
-    progress = progress or _quiet
+    progress = progress or quiet
     encoder = load_text_encoder(weak)
     axes = class_axes(task.class_names, task.templates, config.logit_dim, seed)
     inputs = task.train.texts
@@ -109,7 +104,7 @@ def transfer_patch_packet(
     few_shot: int = 0,
     seed: int = 0,
     cache: Path | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> Packet:
     """Carry a weak model's patch to `target` using `task`'s unlabelled training inputs.
 
@@ -119,7 +114,7 @@ def transfer_patch_packet(
     moved patch is then tuned on that many labelled training inputs per class, the epoch chosen
     on the validation split.
     """
-    progress = progress or _quiet
+    progress = progress or quiet
     patch, axes = patch_from_packet(packet)
     axes.check_matches(task.class_names)
     recorded = packet.manifest.patch.config.get("model") if packet.manifest.patch else None
