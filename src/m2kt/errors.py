@@ -57,6 +57,12 @@ class TensorError(PacketError):
     """A tensor's dtype, shape or values disagree with the manifest or are not finite."""
 
 
+class AdapterError(M2KTError):
+    """An adapter directory (config JSON plus safetensors) that cannot be used: exit code 2."""
+
+    default_hint = "check the path names a saved adapter directory, or save the adapter again"
+
+
 class VerificationError(M2KTError):
     """The packet is not provably what its signer published: exit code 1."""
 
