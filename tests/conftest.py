@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from m2kt.packet import Packet, generate_keypair, make_provenance
+from m2kt.packet.manifest import CONCEPTS_TENSOR
 
 CREATED = "2026-01-01T00:00:00+00:00"
 
@@ -148,3 +149,19 @@ def plain_view(tokenizer):
 
     torch.manual_seed(0)
     return ModelView("plain", PlainEncoder(tokenizer.vocab_size).eval(), tokenizer, context=64)
+
+
+def shifted_concepts(packet: Packet) -> Packet:
+    """The packet with concept k carrying concept k+1's vector: built to fail verification."""
+    tensors = dict(packet.tensors)
+    tensors[CONCEPTS_TENSOR] = torch.roll(tensors[CONCEPTS_TENSOR], 1, dims=0)
+    m = packet.manifest
+    return Packet.create(
+        kind="knowledge",
+        provenance=m.provenance,
+        tensors=tensors,
+        concepts=m.concepts,
+        graph=m.graph,
+        attention=m.attention,
+        traces=m.traces,
+    )

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from m2kt import __version__
-from m2kt.cli import bench, demo, extract, inspect, keygen, patch, sign, verify
+from m2kt.cli import bench, demo, evaluate, extract, ingest, inspect, keygen, patch, sign, verify
 from m2kt.cli._common import error_console
 from m2kt.errors import M2KTError
 from m2kt.resources import INSTALL_HINT
@@ -25,7 +25,7 @@ OPTIONAL_MODULES = {
 
 # (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
 COMMAND_GROUPS = (
-    ("transfer knowledge", (extract, patch)),
+    ("transfer knowledge", (extract, ingest, evaluate, patch)),
     ("work with packets", (inspect, sign, verify, keygen)),
     ("measure", (bench,)),
     ("try it", (demo,)),

@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ig-steps", type=int, default=16, metavar="N", help="attribution steps")
     parser.add_argument("--no-attention", action="store_true", help="skip attention patterns")
     parser.add_argument(
+        "--no-probe-states",
+        action="store_true",
+        help="leave out each probe's state (a student fits its alignment on them)",
+    )
+    parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
     )
     parser.add_argument("--batch-size", type=int, default=16, metavar="N")
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         layers=args.layer,
         attention=not args.no_attention,
+        probe_states=not args.no_probe_states,
         attention_length=args.attention_length,
         clusters=args.clusters,
         ig_steps=args.ig_steps,

@@ -46,6 +46,7 @@ class ExtractionSettings:
     ig_steps: int = 16
     batch_size: int = 16
     truncate: bool = False
+    probe_states: bool = True
     seed: int = 0
     license: str | None = None
     created_at: str | None = None
@@ -132,6 +133,12 @@ def extract_packet(
         view, spec.traces, layer, settings.truncate, lambda d, t: progress("traces", d, t)
     )
     tensors |= trace_tensors
+    if settings.probe_states:
+        # Each concept probe's own state (half precision is plenty for fitting a map): the
+        # pairs a student fits its alignment layer on.
+        for i, text in enumerate(spec.all_probes()):
+            tensors[f"traces.probe{i}"] = states[i : i + 1].to(torch.float16)
+            traces.append({"id": f"probe{i}", "probe": text, "steps": [f"layer {layer}"]})
     graph = abstraction_graph(concepts, spec)
 
     # Provenance and packet.

@@ -1,0 +1,68 @@
+"""Score or use a student with an ingested adapter.
+
+With --task, accuracy on the task's test split (its classes must be the adapter's concepts),
+before (the student's own concept anchors) and after (the concept memory). With --text, the
+concept the student now assigns to each text, with its probability.
+
+Examples:
+  m2kt evaluate --student e2 --adapter adapters/bbc --task bbc
+  m2kt evaluate --student e2 --adapter adapters/topics --text "The striker scored twice"
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from m2kt.cli._common import console
+
+NAME = "evaluate"
+SUMMARY = "score a student with an ingested adapter, or predict"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--student", required=True, metavar="MODEL")
+    parser.add_argument("--adapter", required=True, metavar="DIR", help="from `m2kt ingest`")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", metavar="TASK", help="bbc, tweets or a CSV file")
+    what.add_argument("--text", action="append", metavar="TEXT", help="text to classify")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--limit", type=int, metavar="N", help="score at most N inputs")
+    parser.add_argument("--max-length", type=int, metavar="N", help="cap the context in tokens")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from m2kt.cli._common import progress_bars
+    from m2kt.errors import UsageError
+    from m2kt.ingest.evaluate import load_ingested, score
+    from m2kt.models.load import load_model
+    from m2kt.tasks import load_task
+
+    ingested = load_ingested(args.adapter)
+    view = load_model(args.student, max_length=args.max_length)
+    ingested.check_student(view)
+    concepts = ingested.memory.config.concepts
+    if args.text:
+        states = ingested.states(view, args.text)
+        with torch.no_grad():
+            probs = torch.softmax(ingested.memory(states), -1)
+        for text, row in zip(args.text, probs, strict=True):
+            console.print(f"{concepts[int(row.argmax())]} ({float(row.max()):.0%})  {text}")
+        return 0
+    task = load_task(args.task).limited(args.limit, [args.split])
+    if tuple(task.class_names) != tuple(concepts):
+        raise UsageError(
+            f"task {task.name} has classes {list(task.class_names)}, the adapter's concepts are "
+            f"{list(concepts)}",
+            "evaluate on a task whose classes are the packet's concepts, in the same order",
+        )
+    split = getattr(task, args.split)
+    with progress_bars() as progress:
+        states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
+    result = score(ingested, states, split.labels)
+    console.print(
+        f"{task.name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
+        f"student's own anchors, {result['after']:.1%} with the ingested packet"
+    )
+    return 0

@@ -1,0 +1,127 @@
+"""Ingest a knowledge packet into a frozen student, verify it, and keep it or roll it back.
+
+The student reads the packet's probes; a small Concept Alignment Layer maps the teacher's
+concepts into the student's space and a concept memory with a low-rank residual is trained on
+the composite loss (geometric, structural, reasoning, KL, safety). The student's own weights
+never change. Verification compares held-out concept probes, the student's own held-in skill
+and closeness to unsafe concepts before and after; if any check fails the student is restored
+bit-exactly, nothing is written, and the command exits 1 with the reasons.
+
+On success DIR holds adapter_config.json, adapter_model.safetensors and
+ingestion_report.json (inputs each model read, time, parameters, checks, loss per term,
+packet hash and provenance), written in one atomic swap: an interrupted run leaves the previous
+DIR as it was.
+
+Examples:
+  m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out adapters/topics
+  m2kt ingest --student e2 --packet topics.m2kt --allow-unsigned --out a --no-term struct
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from m2kt.cli._common import (
+    add_limit_arguments,
+    add_trust_arguments,
+    console,
+    error_console,
+    limits_from,
+    progress_bars,
+)
+
+NAME = "ingest"
+SUMMARY = "put a knowledge packet into a frozen student, verified"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from m2kt.ingest.loss import TERMS
+
+    parser.add_argument("--student", required=True, metavar="MODEL", help="the model to teach")
+    parser.add_argument("--packet", required=True, metavar="PACKET", help="knowledge packet")
+    parser.add_argument("--out", required=True, metavar="DIR", help="adapter directory")
+    add_trust_arguments(parser)
+    add_limit_arguments(parser)
+    parser.add_argument(
+        "--cal",
+        choices=["linear", "low_rank", "mlp"],
+        default="linear",
+        help="Concept Alignment Layer (default linear)",
+    )
+    parser.add_argument("--cal-rank", type=int, metavar="R", help="rank of a low_rank layer")
+    parser.add_argument("--residual-rank", type=int, default=8, metavar="R")
+    for term in TERMS:
+        parser.add_argument(
+            f"--{term}", type=float, default=1.0, metavar="W", help=f"weight of L_{term}"
+        )
+    parser.add_argument(
+        "--no-term", action="append", default=[], choices=TERMS, help="switch a term off"
+    )
+    parser.add_argument("--steps", type=int, default=200, metavar="N")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--layer", type=int, default=-1, metavar="N", help="student layer")
+    parser.add_argument(
+        "--held-in", default="topics", metavar="SPEC", help="spec of the student's own skill"
+    )
+    parser.add_argument("--unsafe", metavar="FILE", help="unsafe-concept descriptions")
+    parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
+    parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
+    parser.add_argument("--safety-margin", type=float, default=0.05, metavar="M")
+    parser.add_argument("--max-length", type=int, metavar="N", help="cap the context in tokens")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2kt.ingest.fit import FitSettings
+    from m2kt.ingest.loss import TERMS, LossWeights
+    from m2kt.ingest.pipeline import IngestSettings, ingest
+    from m2kt.ingest.verify import Margins
+    from m2kt.models.load import load_model
+    from m2kt.packet import load_packet
+
+    weights = LossWeights(**{t: 0.0 if t in args.no_term else getattr(args, t) for t in TERMS})
+    settings = IngestSettings(
+        weights=weights,
+        fit=FitSettings(
+            cal=args.cal,
+            cal_rank=args.cal_rank,
+            residual_rank=args.residual_rank,
+            steps=args.steps,
+            lr=args.lr,
+            seed=args.seed,
+        ),
+        margins=Margins(args.transfer_margin, args.held_in_margin, args.safety_margin),
+        layer=args.layer,
+        held_in=args.held_in,
+        unsafe=args.unsafe,
+    )
+    packet = load_packet(
+        args.packet,
+        trusted_keys=args.key,
+        allow_unsigned=args.allow_unsigned,
+        limits=limits_from(args),
+    )
+    error_console.print(f"loading {args.student} …")
+    view = load_model(args.student, max_length=args.max_length)
+    with progress_bars() as progress:
+        outcome = ingest(view, packet, settings, progress)
+    for check in outcome.verdict.checks:
+        mark = "ok  " if check.passed else "FAIL"
+        console.print(f"{mark} {check.name:<9} {check.reason}")
+    for note in outcome.report["notes"]:
+        error_console.print(f"note: {note}")
+    if not outcome.accepted:
+        weights = outcome.report["student"]["weight_sha256"][:12]
+        error_console.print(
+            f"rolled back: the student is unchanged (weights {weights}) "
+            f"and {args.out} was not written"
+        )
+        return 1
+    out = outcome.save(args.out)
+    r = outcome.report
+    console.print(
+        f"wrote {out}: {r['trainable_parameters']:,} trained parameters, "
+        f"{r['inputs']['student_training']} packet probes read by the student, "
+        f"{r['seconds']:.1f} s"
+    )
+    return 0

@@ -1,0 +1,198 @@
+"""Ingest a knowledge packet into a frozen student: the paper's Algorithm 2, end to end.
+
+checkpoint → read the packet's probes through the student → fit the concept memory on the
+composite loss → verify (transfer, held-in, safety) → accept, or roll back bit-exactly.
+
+The student's weights are frozen and never trained, so the checkpoint is a hash plus an
+in-memory copy of its state: after training the hash is taken again, and on any failure the
+copy is loaded back and the hash re-checked. Files on disk are only ever read; the adapter
+directory is written in one atomic swap, and only when verification passes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from m2kt import __version__
+from m2kt.adapter_files import save_adapter_dir
+from m2kt.errors import UsageError
+from m2kt.extract.probing import read_probes
+from m2kt.extract.spec import load_spec
+from m2kt.ingest.fit import FitSettings, fit_memory
+from m2kt.ingest.loss import LossWeights
+from m2kt.ingest.memory import ConceptMemory
+from m2kt.ingest.student import read_student
+from m2kt.ingest.verify import (
+    Check,
+    Margins,
+    Verdict,
+    held_in_check,
+    safety_check,
+    transfer_check,
+)
+from m2kt.models.fingerprint import weight_sha256
+from m2kt.models.view import ModelView
+from m2kt.packet import Packet
+from m2kt.progress import StageProgress, quiet
+from m2kt.safety.descriptions import default_unsafe_descriptions, read_descriptions
+
+REPORT_FILE = "ingestion_report.json"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    weights: LossWeights = field(default_factory=LossWeights)
+    fit: FitSettings = field(default_factory=FitSettings)
+    margins: Margins = field(default_factory=Margins)
+    layer: int = -1
+    held_in: str = "topics"  # a concept spec whose probes measure what the student can do
+    unsafe: str | None = None  # a file of unsafe-concept descriptions; default: shipped list
+    batch_size: int = 16
+    truncate: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ingestion:
+    """The outcome: an accepted memory with its report, or a rollback with its reasons."""
+
+    accepted: bool
+    memory: ConceptMemory | None
+    verdict: Verdict
+    report: dict[str, Any]
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the adapter directory atomically (config, safetensors weights, report)."""
+        import json
+
+        if not self.accepted or self.memory is None:
+            raise UsageError("a rolled-back ingestion has no adapter to save")
+        out = Path(out_dir)
+        config = self.memory.config.to_dict() | {"student": self.report["student"]}
+        report = json.dumps(self.report, indent=2, sort_keys=True).encode()
+        save_adapter_dir(out, config, self.memory.tensors(), {REPORT_FILE: report})
+        return out
+
+
+def ingest(
+    view: ModelView,
+    packet: Packet,
+    settings: IngestSettings | None = None,
+    progress: StageProgress | None = None,
+) -> Ingestion:
+    settings = settings or IngestSettings()
+    progress = progress or quiet
+    started = time.perf_counter()
+    model = view.model
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    checkpoint = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    hash_before = weight_sha256(model)
+
+    reading = read_student(
+        view,
+        packet,
+        layer=settings.layer,
+        seed=settings.fit.seed,
+        batch_size=settings.batch_size,
+        truncate=settings.truncate,
+        progress=lambda d, t: progress("read packet probes", d, t),
+    )
+    held_in = load_spec(settings.held_in)
+    held_texts = held_in.all_probes()
+    held_labels = torch.tensor(
+        [k for k, c in enumerate(held_in.concepts) for _ in c.probes], dtype=torch.long
+    )
+    unsafe_texts = (
+        read_descriptions(settings.unsafe) if settings.unsafe else default_unsafe_descriptions()
+    )
+    extra = (
+        read_probes(
+            view,
+            held_texts + unsafe_texts,
+            [reading.layer],
+            poolings=[reading.pooling],
+            batch_size=settings.batch_size,
+            truncate=True,
+            progress=lambda d, t: progress("read verification probes", d, t),
+        )
+        .states[(reading.pooling, reading.layer)]
+        .float()
+    )
+    held_states, unsafe_states = extra[: len(held_texts)], extra[len(held_texts) :]
+    targets = reading.targets
+    targets = type(targets)(**(targets.__dict__ | {"unsafe": unsafe_states}))
+
+    result = fit_memory(
+        reading.concepts,
+        targets,
+        settings.weights,
+        settings.fit,
+        progress=progress,
+    )
+    memory = result.memory
+    m = settings.margins
+    verdict = Verdict(
+        [
+            transfer_check(
+                memory,
+                reading.heldout_states,
+                reading.heldout_labels,
+                targets.student_anchors,
+                m.transfer,
+            ),
+            held_in_check(memory, held_states, held_labels, m.held_in),
+            safety_check(memory, held_states, unsafe_states, m.safety),
+        ]
+    )
+    hash_after = weight_sha256(model)
+    if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
+        verdict.checks.append(
+            Check("weights", 0.0, 1.0, False, "the student's weights changed during ingestion")
+        )
+    accepted = verdict.passed
+    if not accepted:
+        model.load_state_dict(checkpoint)
+        hash_after = weight_sha256(model)
+        if hash_after != hash_before:
+            raise RuntimeError("rollback failed to restore the student's weights")
+    report = {
+        "m2kt_version": __version__,
+        "accepted": accepted,
+        "packet": {
+            "digest": packet.digest,
+            "signer": packet.signer.fingerprint if packet.signer else None,
+            "parents": list(packet.manifest.provenance.parents),
+            "teacher": [r.model_dump(mode="json") for r in packet.manifest.provenance.models],
+        },
+        "student": {
+            "id": view.name,
+            "architecture": view.architecture,
+            "weight_sha256": hash_before,
+            "weight_sha256_after": hash_after,
+            "layer": reading.layer,
+            "pooling": reading.pooling,
+        },
+        "inputs": {
+            "teacher": packet.manifest.provenance.measurements.get(
+                "teacher_forward_inputs", sum(packet.manifest.provenance.inputs_seen.values())
+            ),
+            "student": reading.inputs_read + len(held_texts) + len(unsafe_texts),
+            "student_training": reading.inputs_read,
+        },
+        "trainable_parameters": result.trainable_parameters,
+        "settings": settings.as_dict(),
+        "checks": [c.as_dict() for c in verdict.checks],
+        "final_loss": {t: v[-1] for t, v in result.history.items()},
+        "loss_history": result.history,
+        "notes": reading.notes,
+        "seconds": time.perf_counter() - started,
+    }
+    return Ingestion(accepted, memory if accepted else None, verdict, report)

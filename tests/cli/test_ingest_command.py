@@ -1,0 +1,86 @@
+"""`m2kt ingest` and `m2kt evaluate` as a user runs them: e1's topics packet into e2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from m2kt.cli import main
+from m2kt.extract.pipeline import extract_packet
+from m2kt.extract.spec import load_spec
+from m2kt.models.load import load_model
+
+from conftest import patch_packet, shifted_concepts
+
+
+@pytest.fixture(scope="module")
+def packets(tmp_path_factory: pytest.TempPathFactory, keys) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("packets")
+    good = extract_packet(load_model("e1"), load_spec("topics")).packet
+    paths = {"good": root / "good.m2kt", "bad": root / "bad.m2kt", "patch": root / "p.m2kt"}
+    good.signed(keys[0]).save(paths["good"])
+    shifted_concepts(good).save(paths["bad"])
+    patch_packet().save(paths["patch"])
+    return paths
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
+    packets, keys, tmp_path, capsys
+) -> None:
+    out = tmp_path / "adapter"
+    ingest = ["ingest", "--student", "e2", "--out", str(out)]
+    assert main([*ingest, "--packet", str(packets["good"]), "--key", str(keys[1])]) == 0
+    printed = capsys.readouterr().out
+    assert "ok   transfer" in printed and "wrote" in printed
+    kept = _files(out)
+    assert set(kept) == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "ingestion_report.json",
+    }
+
+    assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--text", "Goal!"]) == 0
+    assert "sport" in capsys.readouterr().out
+
+    # A packet built to fail: exit 1, the reasons printed, the previous adapter untouched.
+    assert main([*ingest, "--packet", str(packets["bad"]), "--allow-unsigned"]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL transfer" in captured.out and "rolled back" in captured.err
+    assert _files(out) == kept
+
+
+@pytest.mark.parametrize(
+    ("which", "extra", "code", "message"),
+    [
+        ("patch", ["--allow-unsigned"], 2, "patch packet without concepts"),
+        ("good", ["--residual-rank", "9999"], 2, "does not fit a student of width 384"),
+        ("bad", [], 1, "not signed"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    packets, keys, which, extra, code, message, tmp_path, capsys
+) -> None:
+    out = tmp_path / "adapter"
+    args = ["ingest", "--student", "e2", "--packet", str(packets[which]), "--out", str(out)]
+    assert main([*args, "--key", str(keys[1]), *extra]) == code
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_refuses_another_student_and_another_vocabulary(
+    packets, keys, tmp_path, capsys
+) -> None:
+    out = tmp_path / "adapter"
+    args = ["ingest", "--student", "e2", "--packet", str(packets["good"]), "--out", str(out)]
+    assert main([*args, "--key", str(keys[1])]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--student", "e1", "--adapter", str(out), "--text", "x"]) == 2
+    assert "made for e2" in capsys.readouterr().err
+    assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--task", "bbc"]) == 2
+    err = capsys.readouterr().err
+    assert "task bbc has classes" in err and "the adapter's concepts are" in err

@@ -1,0 +1,62 @@
+"""Ingestion end to end on real embedded models: a packet from e1 into a frozen e2.
+
+One packet is made to succeed (the shipped topics spec read by e1) and one to fail (the same
+packet with its concept vectors shifted by one, so every slot points at the wrong topic): the
+failing one must be rolled back with the student bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from m2kt.extract.pipeline import extract_packet
+from m2kt.extract.spec import load_spec
+from m2kt.ingest.evaluate import load_ingested
+from m2kt.ingest.pipeline import REPORT_FILE, IngestSettings, ingest
+from m2kt.models.load import load_model
+from m2kt.packet import Packet
+
+from conftest import shifted_concepts
+
+
+@pytest.fixture(scope="module")
+def topics_packet() -> Packet:
+    return extract_packet(load_model("e1"), load_spec("topics")).packet
+
+
+@pytest.fixture(scope="module")
+def student():
+    return load_model("e2")
+
+
+def test_a_good_packet_is_accepted_saved_and_reloaded(topics_packet, student, tmp_path) -> None:
+    outcome = ingest(student, topics_packet)
+    assert outcome.accepted, outcome.verdict.reasons()
+    transfer = next(c for c in outcome.verdict.checks if c.name == "transfer")
+    assert transfer.after >= transfer.before
+    report = outcome.report
+    assert report["packet"]["digest"] == topics_packet.digest
+    assert report["inputs"]["teacher"] > 0 and report["inputs"]["student_training"] > 0
+    assert report["trainable_parameters"] == outcome.memory.num_trainable()
+    out = outcome.save(tmp_path / "adapter")
+    assert json.loads((out / REPORT_FILE).read_text())["accepted"] is True
+    loaded = load_ingested(out)
+    loaded.check_student(student)
+    states = loaded.states(student, ["The striker scored twice", "Shares fell sharply"])
+    with torch.no_grad():
+        assert torch.equal(loaded.memory(states), outcome.memory(states))
+    names = [loaded.memory.config.concepts[int(i)] for i in loaded.memory(states).argmax(-1)]
+    assert names == ["sport", "business"]
+
+
+def test_a_bad_packet_is_rolled_back_bit_exactly(topics_packet, student) -> None:
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    outcome = ingest(student, shifted_concepts(topics_packet), IngestSettings())
+    assert not outcome.accepted and outcome.memory is None
+    assert any("held-out concept probes" in r for r in outcome.verdict.reasons())
+    after = student.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert outcome.report["student"]["weight_sha256_after"] == student.weight_sha256
