@@ -47,7 +47,7 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task = load_task("bbc").limited(per_split_limit)
-    private_key, public_key = _fresh_keys(out)
+    private_key, public_key = fresh_keys(out)
 
     log("1/3 learning the patch on the weak model (e2) without labels")
     weak = train_patch("e2", task, seed=seed, cache=cache, progress=progress).signed(private_key)
@@ -76,7 +76,7 @@ def run_demo(
     )
 
 
-def _fresh_keys(out: Path) -> tuple[Path, Path]:
+def fresh_keys(out: Path) -> tuple[Path, Path]:
     for stale in (out / "demo-signer.key", out / "demo-signer.pub"):
         stale.unlink(missing_ok=True)
     return generate_keypair(out, "demo-signer")

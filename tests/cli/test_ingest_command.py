@@ -84,3 +84,21 @@ def test_evaluate_refuses_another_student_and_another_vocabulary(
     assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--task", "bbc"]) == 2
     err = capsys.readouterr().err
     assert "task bbc has classes" in err and "the adapter's concepts are" in err
+
+
+def test_the_main_job_transfers_a_verified_packet(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    assert "| verdict | accepted |" in printed and "ok   transfer" in printed
+    assert (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (
+        main(
+            [
+                "verify",
+                str(tmp_path / "demo" / "topics.m2kt"),
+                "--key",
+                str(tmp_path / "demo" / "demo-signer.pub"),
+            ]
+        )
+        == 0
+    )
