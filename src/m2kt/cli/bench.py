@@ -1,7 +1,12 @@
 """Run a benchmark and write results.json, results.md (tables) and results.png (plot).
 
-  m2kt bench patch --mode quick      E2 → E1 on BBC News and tweets, 200 inputs a split, 1 seed
-  m2kt bench patch --mode full       E2 → E1, E1 → E3, E2 → E3, full splits, seeds 0, 1, 2
+  m2kt bench patch --mode quick        E2 → E1 on BBC News and tweets, 200 inputs a split, 1 seed
+  m2kt bench patch --mode full         E2 → E1, E1 → E3, E2 → E3, full splits, seeds 0, 1, 2
+  m2kt bench efficiency --mode quick   knowledge packet vs logit KD vs supervised tuning at
+                                       budgets 0.5–100%: BBC e1 → e2 (400 inputs a split) and
+                                       (a+b+c) mod 23 with tiny transformers, 1 seed
+  m2kt bench efficiency --mode full    BBC e3 → e1 and e1 → e2, tweets e1 → e2, modsum and
+                                       addition, full splits, seeds 0, 1, 2
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -18,18 +23,24 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=["patch"], help="which benchmark")
+    parser.add_argument("suite", choices=["patch", "efficiency"], help="which benchmark")
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", default="out/bench", metavar="DIR")
     add_cache_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2kt.bench.run_patch import PLANS, run_benchmark
-
     cache = embedding_cache(args)
     out = Path(args.out)
-    result = run_benchmark(PLANS[args.mode], out, cache, log=lambda m: console.log(m))
+    if args.suite == "efficiency":
+        from m2kt.bench.run_efficiency import PLANS as EFFICIENCY
+        from m2kt.bench.run_efficiency import run_efficiency
+
+        result = run_efficiency(EFFICIENCY[args.mode], out, cache, log=lambda m: console.log(m))
+    else:
+        from m2kt.bench.run_patch import PLANS, run_benchmark
+
+        result = run_benchmark(PLANS[args.mode], out, cache, log=lambda m: console.log(m))
     console.print((out / "results.md").read_text(), soft_wrap=True)
     console.print(
         f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md, results.png"
