@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 DIGEST_DOMAIN = b"m2kt-packet-v1\x00"
@@ -21,13 +22,20 @@ def canonical_json(value: Any) -> bytes:
 
 
 def strict_loads(data: bytes) -> Any:
-    """Parse JSON, refusing duplicate keys and the non-standard NaN/Infinity literals.
+    """Parse JSON, refusing duplicate keys, NaN/Infinity and numbers that overflow to infinity.
 
-    Raises ValueError (which includes UnicodeDecodeError and JSONDecodeError).
+    Raises ValueError (which includes UnicodeDecodeError and JSONDecodeError), also for input
+    nested too deeply for the parser's recursion (`[[[[…` is a cheap attack on any JSON reader).
     """
-    return json.loads(
-        data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-    )
+    try:
+        return json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def packet_digest(manifest_bytes: bytes, tensor_bytes: bytes) -> str:
@@ -43,6 +51,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {key!r}")
         result[key] = value
     return result
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows to infinity")
+    return value
 
 
 def _no_constants(name: str) -> Any:

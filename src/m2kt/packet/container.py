@@ -59,7 +59,10 @@ def read_container(path: str | Path, limits: Limits) -> dict[str, bytes]:
         raise UsageError(f"{path} is not a regular file", "pass the path of a .m2kt packet file")
     if size > limits.max_file_bytes:
         raise LimitError(f"{path.name} is {size} bytes, over the limit of {limits.max_file_bytes}")
-    data = path.read_bytes()
+    with path.open("rb") as handle:  # bounded: the file may grow after the size check
+        data = handle.read(limits.max_file_bytes + 1)
+    if len(data) > limits.max_file_bytes:
+        raise LimitError(f"{path.name} grew past the limit of {limits.max_file_bytes} bytes")
     members = parse_container(data, limits)
     if write_container(members) != data:
         raise PacketFormatError(
