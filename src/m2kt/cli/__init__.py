@@ -7,7 +7,23 @@ import sys
 from collections.abc import Sequence
 
 from m2kt import __version__
-from m2kt.cli import bench, demo, evaluate, extract, ingest, inspect, keygen, patch, sign, verify
+from m2kt.cli import (
+    bench,
+    demo,
+    evaluate,
+    extract,
+    ingest,
+    inspect,
+    keygen,
+    patch,
+    publish,
+    pull,
+    search,
+    serve,
+    sign,
+    unpublish,
+    verify,
+)
 from m2kt.cli._common import error_console
 from m2kt.errors import M2KTError
 from m2kt.resources import INSTALL_HINT
@@ -27,6 +43,7 @@ OPTIONAL_MODULES = {
 COMMAND_GROUPS = (
     ("transfer knowledge", (extract, ingest, evaluate, patch)),
     ("work with packets", (inspect, sign, verify, keygen)),
+    ("share packets", (publish, search, pull, unpublish, serve)),
     ("measure", (bench,)),
     ("try it", (demo,)),
 )

@@ -1,0 +1,193 @@
+"""Both kinds of store a user talks to, with one interface: a broker URL or a local directory.
+
+`pull` never trusts the store: the received file is written beside its destination, opened with
+the packet loader, its signature verified against the caller's keys and its digest compared
+with the one asked for, and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from m2kt.broker.errors import (
+    AuthenticationError,
+    BrokerError,
+    ConflictError,
+    NotFoundError,
+    RefusedPacketError,
+    ScopeError,
+    TooLargeError,
+)
+from m2kt.broker.extra import require
+from m2kt.broker.index import Entry, Query
+from m2kt.broker.registry import Registry, normalize_digest
+from m2kt.errors import VerificationError
+from m2kt.packet import DEFAULT_LIMITS, Limits, Packet, load_packet
+
+_BY_STATUS: dict[int, type[BrokerError] | type[RefusedPacketError]] = {
+    401: AuthenticationError,
+    403: ScopeError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: TooLargeError,
+    422: RefusedPacketError,
+}
+
+
+class Store(Protocol):
+    def publish(self, path: Path, tags: Sequence[str] = ()) -> Entry: ...
+
+    def search(self, query: Query) -> list[Entry]: ...
+
+    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None: ...
+
+    def delete(self, digest: str) -> Entry: ...
+
+
+class BrokerClient:
+    """A broker reached over HTTP; `token` is sent as a bearer token when given."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        require("httpx")
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def publish(self, path: Path, tags: Sequence[str] = ()) -> Entry:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as body:
+            response = self._call(
+                "POST",
+                "/v1/packets",
+                params={"tag": list(tags)},
+                content=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+        return Entry(**response.json())
+
+    def search(self, query: Query) -> list[Entry]:
+        params = {k: v for k, v in vars(query).items() if v is not None}
+        return [Entry(**e) for e in self._call("GET", "/v1/packets", params=params).json()]
+
+    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None:
+        import httpx
+
+        try:
+            with self._http.stream("GET", f"/v1/packets/{digest}") as response:
+                if response.status_code != 200:
+                    response.read()
+                    _raise_for(response)
+                received = 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise TooLargeError(
+                            f"{digest} is over the limit of {max_bytes} bytes",
+                            "raise --max-packet-bytes if you trust this store",
+                        )
+                    handle.write(chunk)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+
+    def delete(self, digest: str) -> Entry:
+        return Entry(**self._call("DELETE", f"/v1/packets/{digest}").json())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **options: object):  # type: ignore[no-untyped-def]
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **options)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        if response.status_code >= 400:
+            _raise_for(response)
+        return response
+
+
+class DirectoryStore:
+    """A store in a local directory: the broker's own registry, used without HTTP.
+
+    Publishing applies the broker's checks; the publisher is a name you choose and `keys` the
+    public keys whose signatures you accept into the store.
+    """
+
+    def __init__(self, directory: str | Path, publisher: str, keys: Sequence[Path]) -> None:
+        self.registry = Registry.open(directory)
+        self.publisher, self.keys = publisher, list(keys)
+
+    def publish(self, path: Path, tags: Sequence[str] = ()) -> Entry:
+        return self.registry.publish_file(path, self.publisher, self.keys, tags)[0]
+
+    def search(self, query: Query) -> list[Entry]:
+        return self.registry.search(query)
+
+    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None:
+        if self.registry.get(digest).size > max_bytes:
+            raise TooLargeError(f"{digest} is over the limit of {max_bytes} bytes")
+        for chunk in self.registry.read(digest):
+            handle.write(chunk)
+
+    def delete(self, digest: str) -> Entry:
+        return self.registry.delete(digest, self.publisher)
+
+
+def open_store(
+    target: str, *, token: str | None = None, publisher: str = "local", keys: Sequence[Path] = ()
+) -> Store:
+    """A broker client for an http(s) URL, else the directory store at that path."""
+    if target.startswith(("http://", "https://")):
+        return BrokerClient(target, token)
+    return DirectoryStore(target, publisher, keys)
+
+
+def pull(
+    store: Store,
+    digest: str,
+    out: str | Path,
+    *,
+    trusted_keys: Sequence[str | Path] = (),
+    allow_unsigned: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Packet:
+    """Fetch a packet by digest into `out`, verified; nothing is written unless it verifies."""
+    wanted = normalize_digest(digest)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    staged = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            store.download(wanted, handle, limits.max_file_bytes)
+        packet = load_packet(
+            staged, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, limits=limits
+        )
+        if packet.digest != wanted:
+            raise VerificationError(f"the store sent {packet.digest} when {wanted} was asked for")
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return packet
+
+
+def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
+    try:
+        body = response.json()
+        message, hint = body["error"], body.get("hint")
+    except (ValueError, KeyError, TypeError):
+        message, hint = f"HTTP {response.status_code}: {response.text[:200]}", None
+    raise _BY_STATUS.get(response.status_code, BrokerError)(f"broker: {message}", hint)
+
+
+def _unreachable(url: str, exc: Exception) -> BrokerError:
+    return BrokerError(
+        f"cannot reach the broker at {url}: {exc}", "check the URL and that `m2kt serve` runs"
+    )

@@ -1,0 +1,182 @@
+"""The broker's HTTP API (FastAPI; the OpenAPI spec is served at /openapi.json).
+
+  POST   /v1/packets?tag=T       upload one packet file as the raw body (scope publish)
+  GET    /v1/packets?concept=…   list and search (teacher, signer, tag, publisher, limit, offset)
+  GET    /v1/packets/{digest}    the packet file, streamed
+  GET    /v1/packets/{digest}/entry   what the index knows of it
+  DELETE /v1/packets/{digest}    remove a packet you published (scope delete; admin: any)
+  GET    /v1/health
+
+Tokens travel as `Authorization: Bearer <token>`. Reads need scope read unless the broker was
+started with public reads. Uploads stream to a staging file and are refused with 413 as soon as
+they pass the size limit, before anything is parsed.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
+# run time, and those of the nested dependencies name local objects.
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from m2kt import __version__
+from m2kt.broker.errors import AuthenticationError, ScopeError, TooLargeError
+from m2kt.broker.index import Entry
+from m2kt.broker.index import Query as SearchQuery
+from m2kt.broker.registry import Registry
+from m2kt.broker.tokens import Publisher, TokenTable
+from m2kt.errors import M2KTError
+
+DEFAULT_MAX_UPLOAD = 256 << 20
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def create_app(
+    registry: Registry,
+    tokens: TokenTable,
+    *,
+    public_read: bool = False,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+) -> FastAPI:
+    app = FastAPI(
+        title="m2kt knowledge broker",
+        version=__version__,
+        description="Publish, search and fetch signed m2kt knowledge packets by digest.",
+    )
+    bearer = HTTPBearer(auto_error=False, description="a publisher token")
+
+    def caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Publisher | None:
+        if credentials is None:
+            return None
+        publisher = tokens.authenticate(credentials.credentials)
+        if publisher is None:
+            raise AuthenticationError("the token is not known to this broker")
+        return publisher
+
+    def needs(scope: str) -> Callable[[Publisher | None], Publisher | None]:
+        def check(who: Annotated[Publisher | None, Depends(caller)]) -> Publisher | None:
+            if scope == "read" and public_read:
+                return who
+            if who is None:
+                raise AuthenticationError(f"this request needs a token with scope {scope}")
+            if scope not in who.scopes and "admin" not in who.scopes:
+                raise ScopeError(f"publisher {who.name} has no scope {scope}")
+            return who
+
+        return check
+
+    @app.exception_handler(M2KTError)
+    def _error(request: Request, exc: M2KTError) -> JSONResponse:
+        status = getattr(exc, "status", 400)  # broker errors carry theirs; others are bad input
+        body = {"error": exc.message, "hint": exc.hint, "type": type(exc).__name__}
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/v1/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/v1/packets", status_code=201, openapi_extra=_BINARY_BODY)
+    async def publish(
+        request: Request,
+        who: Annotated[Publisher, Depends(needs("publish"))],
+        tag: Annotated[list[str], Query(max_length=64)] = [],  # noqa: B006 (FastAPI's idiom)
+    ) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+            raise TooLargeError(f"upload of {declared} bytes is over {max_upload_bytes}")
+        with registry.staged() as (handle, path):
+            received = 0
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_upload_bytes:
+                    raise TooLargeError(f"upload is over the limit of {max_upload_bytes} bytes")
+                handle.write(chunk)
+            handle.close()
+            entry, new = await run_in_threadpool(registry.publish, path, who.name, who.keys, tag)
+        return JSONResponse(entry.as_dict(), status_code=201 if new else 200)
+
+    @app.get("/v1/packets")
+    def search(
+        who: Annotated[Publisher | None, Depends(needs("read"))],
+        concept: str | None = None,
+        teacher: str | None = None,
+        signer: str | None = None,
+        tag: str | None = None,
+        publisher: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[Entry]:
+        query = SearchQuery(concept, teacher, signer, tag, publisher, limit, offset)
+        return registry.search(query)
+
+    @app.get("/v1/packets/{digest}/entry")
+    def entry(digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]) -> Entry:
+        return registry.get(digest)
+
+    @app.get(
+        "/v1/packets/{digest}",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    def fetch(
+        digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]
+    ) -> StreamingResponse:
+        found = registry.get(digest)
+        headers = {
+            "Content-Length": str(found.size),
+            "ETag": f'"{found.digest}"',
+            "X-M2KT-Digest": found.digest,
+            "X-M2KT-File-SHA256": found.file_sha256,
+        }
+        return StreamingResponse(
+            registry.read(found.digest), media_type="application/octet-stream", headers=headers
+        )
+
+    @app.delete("/v1/packets/{digest}")
+    def delete(digest: str, who: Annotated[Publisher, Depends(needs("delete"))]) -> Entry:
+        return registry.delete(digest, who.name, admin="admin" in who.scopes)
+
+    return app
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a background thread; yields its base URL.
+
+    Port 0 lets the system pick a free port: the socket is bound here, so the URL is known
+    before the server starts, and two test runs never race for a port.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the broker did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

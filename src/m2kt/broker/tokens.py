@@ -1,0 +1,112 @@
+"""Who may do what on a broker: publishers, their tokens and scopes, in one JSON file.
+
+    {"publishers": {"alice": {"token_sha256": "<hex>", "scopes": ["read", "publish", "delete"],
+                              "keys": ["keys/alice.pub"]}}}
+
+Only a token's SHA-256 is stored, so the file can be read by the service without holding
+secrets. `keys` are the public keys whose signatures this publisher may upload (paths relative
+to the file): a publisher cannot publish what someone else signed. Scopes:
+
+  read     list, search and fetch (needed only when the broker is not started with public reads)
+  publish  upload packets
+  delete   delete packets this publisher uploaded
+  admin    delete any packet
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from m2kt.atomic import atomic_write_bytes
+from m2kt.errors import UsageError
+
+SCOPES = ("read", "publish", "delete", "admin")
+
+
+@dataclass(frozen=True)
+class Publisher:
+    name: str
+    scopes: frozenset[str]
+    keys: tuple[Path, ...]
+
+
+class TokenTable:
+    """Publishers by the SHA-256 of their token."""
+
+    def __init__(self, publishers: dict[str, Publisher]) -> None:
+        self._by_hash = publishers
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenTable:
+        path = Path(path)
+        raw = _read(path)
+        table = {}
+        for name, entry in raw.get("publishers", {}).items():
+            try:
+                scopes = frozenset(entry["scopes"])
+                keys = tuple(path.parent / k for k in entry.get("keys", []))
+                digest = entry["token_sha256"]
+            except (KeyError, TypeError):
+                raise UsageError(
+                    f"{path}: publisher {name!r} needs token_sha256 and scopes",
+                    "create entries with `m2kt serve --add-publisher`",
+                ) from None
+            unknown = scopes - set(SCOPES)
+            if unknown:
+                raise UsageError(f"{path}: publisher {name!r} has unknown scopes {sorted(unknown)}")
+            table[digest] = Publisher(name, scopes, keys)
+        return cls(table)
+
+    def authenticate(self, token: str) -> Publisher | None:
+        return self._by_hash.get(token_hash(token))
+
+    def trusted_keys(self) -> list[Path]:
+        return sorted({k for p in self._by_hash.values() for k in p.keys})
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_publisher(path: str | Path, name: str, scopes: list[str], keys: list[str | Path]) -> str:
+    """Add (or replace) a publisher in the token file and return its fresh token.
+
+    The token is shown once; only its hash is written. Key paths are stored relative to the
+    file so that the file and its keys can move together.
+    """
+    path = Path(path)
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise UsageError(f"scopes must be some of {', '.join(SCOPES)}; got {scopes}")
+    raw = _read(path) if path.exists() else {"publishers": {}}
+    token = secrets.token_urlsafe(32)
+    for key in keys:
+        if not Path(key).is_file():
+            raise UsageError(f"no such public key file: {key}", "create one with `m2kt keygen`")
+    relative = [os.path.relpath(Path(k).resolve(), path.parent.resolve()) for k in keys]
+    raw.setdefault("publishers", {})[name] = {
+        "token_sha256": token_hash(token),
+        "scopes": sorted(set(scopes)),
+        "keys": relative,
+    }
+    atomic_write_bytes(path, (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode())
+    return token
+
+
+def _read(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"no such token file: {path}", "create it with `m2kt serve --add-publisher`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read token file {path}: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("publishers", {}), dict):
+        raise UsageError(f"{path} is not a token file (expected {{'publishers': {{…}}}})")
+    return raw

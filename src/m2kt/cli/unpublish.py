@@ -1,0 +1,26 @@
+"""Remove a packet you published from a store (a broker admin may remove any).
+
+Example:
+  m2kt unpublish sha256:3be4… --store http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from m2kt.cli._common import console
+from m2kt.cli._store import add_store_arguments, store_from
+
+NAME = "unpublish"
+SUMMARY = "remove a packet you published from a store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("digest", metavar="DIGEST")
+    add_store_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    entry = store_from(args).delete(args.digest)
+    console.print(f"removed {entry.digest} (published by {entry.publisher})")
+    return 0

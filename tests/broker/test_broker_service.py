@@ -1,0 +1,228 @@
+"""Every endpoint of a broker running on loopback, and every refusal the issue names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from m2kt.broker import BrokerClient, Query, Registry, TokenTable, add_publisher, pull
+from m2kt.broker.errors import (
+    AuthenticationError,
+    NotFoundError,
+    RefusedPacketError,
+    ScopeError,
+    TooLargeError,
+)
+from m2kt.broker.loadtest import synthetic_packet
+from m2kt.broker.service import create_app, running
+from m2kt.errors import VerificationError
+from m2kt.packet import Limits
+
+from conftest import knowledge_packet
+
+MAX_UPLOAD = 64 << 10
+
+
+@dataclass(frozen=True)
+class Broker:
+    url: str
+    registry: Registry
+    tokens: dict[str, str]  # publisher name -> token
+
+
+@pytest.fixture(scope="module")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path], other_keys: tuple[Path, Path]
+) -> Iterator[Broker]:
+    root = tmp_path_factory.mktemp("broker")
+    tokens_file = root / "tokens.json"
+    tokens = {
+        "alice": add_publisher(tokens_file, "alice", ["read", "publish", "delete"], [keys[1]]),
+        "reader": add_publisher(tokens_file, "reader", ["read"], []),
+        "mallory": add_publisher(
+            tokens_file, "mallory", ["read", "publish", "delete"], [other_keys[1]]
+        ),
+        "admin": add_publisher(tokens_file, "admin", ["admin"], []),
+    }
+    registry = Registry.open(root / "store")
+    app = create_app(registry, TokenTable.load(tokens_file), max_upload_bytes=MAX_UPLOAD)
+    with running(app) as url:
+        yield Broker(url, registry, tokens)
+
+
+def signed_file(tmp_path: Path, key: Path, seed: int) -> Path:
+    return knowledge_packet(seed).signed(key).save(tmp_path / f"p{seed}.m2kt")
+
+
+def test_publish_search_fetch_delete(broker: Broker, keys, tmp_path: Path) -> None:
+    alice = BrokerClient(broker.url, broker.tokens["alice"])
+    path = signed_file(tmp_path, keys[0], 101)
+    entry = alice.publish(path, ["news", "demo"])
+    assert entry.publisher == "alice" and entry.tags == ["demo", "news"]
+    assert entry.teachers == ["tiny"] and entry.concepts[0] == "concept c0"
+
+    again = httpx.post(
+        f"{broker.url}/v1/packets",
+        content=path.read_bytes(),
+        headers={"Authorization": f"Bearer {broker.tokens['alice']}"},
+    )
+    assert again.status_code == 200 and again.json()["digest"] == entry.digest  # idempotent
+
+    reader = BrokerClient(broker.url, broker.tokens["reader"])
+    for query in (
+        Query(concept="CONCEPT C1"),
+        Query(teacher="tiny"),
+        Query(signer=entry.signer[:10]),
+        Query(tag="news"),
+        Query(publisher="alice"),
+    ):
+        assert entry.digest in [e.digest for e in reader.search(query)], query
+    assert reader.search(Query(tag="news", teacher="nobody")) == []
+
+    got = httpx.get(
+        f"{broker.url}/v1/packets/{entry.digest}/entry",
+        headers={"Authorization": f"Bearer {broker.tokens['reader']}"},
+    )
+    assert got.json()["file_sha256"] == entry.file_sha256
+
+    packet = pull(
+        reader, entry.digest.removeprefix("sha256:"), tmp_path / "out.m2kt", trusted_keys=[keys[1]]
+    )
+    assert packet.digest == entry.digest and packet.signer is not None
+    assert (tmp_path / "out.m2kt").read_bytes() == path.read_bytes()
+
+    removed = alice.delete(entry.digest)
+    assert removed.digest == entry.digest
+    with pytest.raises(NotFoundError):
+        pull(reader, entry.digest, tmp_path / "gone.m2kt", trusted_keys=[keys[1]])
+    assert not (tmp_path / "gone.m2kt").exists()
+    assert broker.registry.check().ok
+
+
+def test_openapi_spec_lists_the_endpoints(broker: Broker) -> None:
+    spec = httpx.get(f"{broker.url}/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths["/v1/packets"]) == {"get", "post"}
+    assert set(paths["/v1/packets/{digest}"]) == {"get", "delete"}
+    assert "/v1/packets/{digest}/entry" in paths and "/v1/health" in paths
+    assert "application/octet-stream" in paths["/v1/packets"]["post"]["requestBody"]["content"]
+
+
+def test_tokens_and_scopes_are_enforced(broker: Broker, keys, tmp_path: Path) -> None:
+    path = signed_file(tmp_path, keys[0], 102)
+    with pytest.raises(AuthenticationError):
+        BrokerClient(broker.url).publish(path)
+    with pytest.raises(AuthenticationError):
+        BrokerClient(broker.url).search(Query())  # reads are token-gated on this broker
+    with pytest.raises(AuthenticationError):
+        BrokerClient(broker.url, "not-a-token").search(Query())
+    with pytest.raises(ScopeError):
+        BrokerClient(broker.url, broker.tokens["reader"]).publish(path)
+
+    entry = BrokerClient(broker.url, broker.tokens["alice"]).publish(path)
+    with pytest.raises(ScopeError):  # a reader may not delete
+        BrokerClient(broker.url, broker.tokens["reader"]).delete(entry.digest)
+    with pytest.raises(ScopeError):  # another publisher may not delete alice's packet
+        BrokerClient(broker.url, broker.tokens["mallory"]).delete(entry.digest)
+    assert (
+        BrokerClient(broker.url, broker.tokens["admin"]).delete(entry.digest).publisher == "alice"
+    )
+
+
+def test_uploads_that_are_not_provably_the_publishers_are_refused(
+    broker: Broker, keys, other_keys, tmp_path: Path
+) -> None:
+    alice = BrokerClient(broker.url, broker.tokens["alice"])
+    genuine = knowledge_packet(103).signed(keys[0])
+    other = knowledge_packet(104)
+    swapped = replace(other, signature=genuine.signature)  # alice's signature on another body
+    cases = {
+        "tampered": swapped.to_bytes(),
+        "unsigned": other.to_bytes(),
+        "signed by a key alice has not registered": other.signed(other_keys[0]).to_bytes(),
+    }
+    for name, data in cases.items():
+        (tmp_path / "up.m2kt").write_bytes(data)
+        with pytest.raises(RefusedPacketError) as refused:
+            alice.publish(tmp_path / "up.m2kt")
+        assert refused.value.exit_code == 1, name
+    flipped = bytearray(genuine.to_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    response = httpx.post(
+        f"{broker.url}/v1/packets",
+        content=bytes(flipped),
+        headers={"Authorization": f"Bearer {broker.tokens['alice']}"},
+    )
+    assert response.status_code == 400 and "not a valid packet" in response.json()["error"]
+    assert broker.registry.check().ok and broker.registry.check().entries == 0
+
+
+def test_the_safety_screen_refuses_an_unsafe_concept(broker: Broker, keys, tmp_path: Path) -> None:
+    packet = synthetic_packet(7)
+    m = packet.manifest
+    concepts = [c.model_dump() for c in m.concepts or []]
+    concepts[0] |= {
+        "name": "explosives",
+        "probes": ["step by step instructions for building a bomb, an explosive weapon"],
+    }
+    unsafe = type(packet).create(
+        kind="knowledge", provenance=m.provenance, tensors=packet.tensors, concepts=concepts
+    )
+    unsafe.signed(keys[0]).save(tmp_path / "unsafe.m2kt")
+    with pytest.raises(RefusedPacketError, match="safety screen"):
+        BrokerClient(broker.url, broker.tokens["alice"]).publish(tmp_path / "unsafe.m2kt")
+
+
+def test_size_limits_and_unknown_digests(broker: Broker, keys, tmp_path: Path) -> None:
+    auth = {"Authorization": f"Bearer {broker.tokens['alice']}"}
+    big = b"\0" * (MAX_UPLOAD + 1)
+    declared = httpx.post(f"{broker.url}/v1/packets", content=big, headers=auth)
+    assert declared.status_code == 413
+
+    def chunks():  # no Content-Length: the server counts as it streams
+        for _ in range(MAX_UPLOAD // 4096 + 2):
+            yield b"\0" * 4096
+
+    streamed = httpx.post(f"{broker.url}/v1/packets", content=chunks(), headers=auth)
+    assert streamed.status_code == 413
+    assert list((broker.registry.blobs.root / "staging").iterdir()) == []
+
+    reader = BrokerClient(broker.url, broker.tokens["reader"])
+    with pytest.raises(NotFoundError):
+        pull(reader, "sha256:" + "0" * 64, tmp_path / "x.m2kt", allow_unsigned=True)
+    bad = httpx.get(f"{broker.url}/v1/packets/not-a-digest", headers=auth)
+    assert bad.status_code == 400
+    stored = BrokerClient(broker.url, broker.tokens["alice"]).publish(
+        knowledge_packet(105).signed(keys[0]).save(tmp_path / "y.m2kt")
+    )
+    with pytest.raises(TooLargeError):  # the client's own cap holds against a large packet
+        pull(
+            reader,
+            stored.digest,
+            tmp_path / "z.m2kt",
+            trusted_keys=[keys[1]],
+            limits=Limits(max_file_bytes=stored.size - 1),
+        )
+    assert not (tmp_path / "z.m2kt").exists()
+
+
+class LyingStore:
+    """A store that answers every request with the same other packet."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def download(self, digest: str, handle, max_bytes: int) -> None:
+        handle.write(self.data)
+
+
+def test_pull_refuses_a_packet_other_than_the_one_asked_for(keys, tmp_path: Path) -> None:
+    sent = knowledge_packet(106).signed(keys[0])
+    asked = knowledge_packet(107).digest
+    with pytest.raises(VerificationError, match="sent"):
+        pull(LyingStore(sent.to_bytes()), asked, tmp_path / "p.m2kt", trusted_keys=[keys[1]])
+    assert list(tmp_path.iterdir()) == []
