@@ -7,6 +7,8 @@
                                        (a+b+c) mod 23 with tiny transformers, 1 seed
   m2kt bench efficiency --mode full    BBC e3 → e1 and e1 → e2, tweets e1 → e2, modsum and
                                        addition, full splits, seeds 0, 1, 2
+  m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
+                                       concepts, teacher e1, student e2, 3 or 20 seeds
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -23,7 +25,7 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=["patch", "efficiency"], help="which benchmark")
+    parser.add_argument("suite", choices=["patch", "efficiency", "safety"], help="which benchmark")
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", default="out/bench", metavar="DIR")
     add_cache_argument(parser)
@@ -32,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cache = embedding_cache(args)
     out = Path(args.out)
-    if args.suite == "efficiency":
+    if args.suite == "safety":
+        from m2kt.bench.safety import PLANS as SAFETY
+        from m2kt.bench.safety import run_safety
+
+        result = run_safety(SAFETY[args.mode], out, log=lambda m: console.log(m))
+    elif args.suite == "efficiency":
         from m2kt.bench.run_efficiency import PLANS as EFFICIENCY
         from m2kt.bench.run_efficiency import run_efficiency
 

@@ -1,0 +1,171 @@
+"""The auditor: which of a packet's concepts are unsafe, judged by where they land, not by name.
+
+Two signals, both reported per concept with the reason:
+- meaning: the safety screen's score (screen.py) of the concept's vector in the screened space
+  (the teacher's own at export; at ingestion φ(c_k), the concept aligned into the student, and
+  the student's own reading of the concept's probes) above the calibrated threshold;
+- consistency: a concept whose vector disagrees with its own probes (teacher states the packet
+  carries) is hiding something: a harmful vector under benign probes, or one blended into a
+  benign concept. Its cosine to the mean of its own probes must be the highest among all
+  concepts' probes and within `consistency_margin` of the packet's median.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from m2kt.errors import VerificationError
+from m2kt.packet import Packet
+from m2kt.packet.manifest import ATTENTION_TENSOR, CONCEPTS_TENSOR, TRACE_PREFIX
+from m2kt.safety.screen import SafetyScreen
+
+CONSISTENCY_MARGIN = 0.1
+
+
+class UnsafePacketError(VerificationError):
+    """The auditor flagged every concept, or export found unsafe concepts: exit code 1."""
+
+    default_hint = "do not use this packet; see the flagged concepts and their nearest harms"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The auditor's verdict on one concept."""
+
+    id: str
+    name: str
+    score: float  # the highest screen score among the vectors checked
+    nearest: str  # the unsafe description it came closest to
+    consistency: float | None  # cosine of the concept to its own probes (teacher space)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.reasons)
+
+
+@dataclass(frozen=True)
+class Audit:
+    findings: list[Finding]
+    threshold: float
+    space: str
+
+    @property
+    def flagged(self) -> list[Finding]:
+        return [f for f in self.findings if f.flagged]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "threshold": self.threshold,
+            "flagged": [f.id for f in self.flagged],
+            "concepts": [asdict(f) | {"flagged": f.flagged} for f in self.findings],
+        }
+
+
+def audit_concepts(
+    screen: SafetyScreen,
+    ids: list[str],
+    names: list[str],
+    views: dict[str, torch.Tensor],
+    consistency: torch.Tensor | None = None,
+    space: str = "student",
+    consistency_margin: float = CONSISTENCY_MARGIN,
+) -> Audit:
+    """Screen each concept's vectors; `views` maps a label ("aligned", "probes") to [K, d].
+
+    `consistency` is [K, K]: cosine of concept k to the mean probe state of concept j.
+    """
+    scored = {label: screen.score(vectors) for label, vectors in views.items()}
+    own = None
+    if consistency is not None and len(ids) > 1:
+        own = consistency.diagonal()
+        floor = float(own.median()) - consistency_margin
+    findings = []
+    for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
+        reasons, best, nearest = [], float("-inf"), ""
+        for label, scores in scored.items():
+            value = float(scores.values[k])
+            if value > best:
+                best, nearest = value, scores.nearest[k]
+            if value > screen.threshold:
+                reasons.append(
+                    f"{label} lands near unsafe '{scores.nearest[k]}' "
+                    f"(score {value:.3f} > {screen.threshold:.3f})"
+                )
+        cos = None
+        if own is not None and consistency is not None:
+            cos = float(own[k])
+            if int(consistency[k].argmax()) != k or cos < floor:
+                reasons.append(
+                    f"its vector disagrees with its own probes (cosine {cos:.3f}, packet median "
+                    f"{floor + consistency_margin:.3f}): something else is hidden in it"
+                )
+        findings.append(Finding(cid, name, best, nearest, cos, reasons))
+    return Audit(findings, screen.threshold, space)
+
+
+def probe_consistency(packet: Packet) -> torch.Tensor | None:
+    """[K, K] cosine of each concept to the mean teacher state of each concept's probes.
+
+    Uses the single-state probe traces the teacher wrote (`traces.probe*`); None when the
+    packet carries none for some concept.
+    """
+    m = packet.manifest
+    states: dict[str, torch.Tensor] = {}
+    for trace in m.traces or []:
+        tensor = packet.tensors[TRACE_PREFIX + trace.id]
+        if len(trace.steps) == 1 and trace.steps[0].startswith("layer "):
+            states[trace.probe] = tensor[0].float()
+    means = []
+    for concept in m.concepts or []:
+        own = [states[p] for p in concept.probes if p in states]
+        if not own:
+            return None
+        means.append(F.normalize(torch.stack(own), dim=-1).mean(0))
+    concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
+    return concepts @ F.normalize(torch.stack(means), dim=-1).T
+
+
+def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
+    """The packet without the concepts `ids`: their rows, graph nodes and probe traces go.
+
+    The result is unsigned and has its own digest; callers keep the original for provenance.
+    """
+    m = packet.manifest
+    assert m.concepts is not None
+    keep = [k for k, c in enumerate(m.concepts) if c.id not in ids]
+    dropped_probes = {p for c in m.concepts if c.id in ids for p in c.probes}
+    index = torch.tensor(keep, dtype=torch.long)
+    tensors = {CONCEPTS_TENSOR: packet.tensors[CONCEPTS_TENSOR][index]}
+    if ATTENTION_TENSOR in packet.tensors:
+        tensors[ATTENTION_TENSOR] = packet.tensors[ATTENTION_TENSOR][index]
+    traces = [t for t in m.traces or [] if t.probe not in dropped_probes]
+    for trace in traces:
+        tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]
+    graph = None
+    if m.graph is not None:
+        nodes = [n for n in m.graph.nodes if n.id not in ids]
+        edges = [e for e in m.graph.edges if e.source not in ids and e.target not in ids]
+        graph = {"nodes": nodes, "edges": edges}
+    return Packet.create(
+        kind=m.kind,
+        provenance=m.provenance,
+        tensors=tensors,
+        concepts=[m.concepts[k] for k in keep],
+        graph=graph,
+        attention=m.attention,
+        traces=traces or None,
+    )
+
+
+def refuse_if_all_flagged(audit: Audit) -> None:
+    if audit.findings and len(audit.flagged) == len(audit.findings):
+        raise UnsafePacketError(
+            f"the safety auditor flagged every concept of the packet: "
+            f"{'; '.join(f'{f.name}: {f.reasons[0]}' for f in audit.flagged[:3])}"
+        )
