@@ -28,6 +28,7 @@ from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.progress import StageProgress, quiet
+from m2kt.safety.sides import audit_export
 
 Method = Literal["bottleneck", "clustering", "attribution"]
 METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution")
@@ -47,6 +48,7 @@ class ExtractionSettings:
     batch_size: int = 16
     truncate: bool = False
     probe_states: bool = True
+    safety_screen: bool = True  # audit the concepts by meaning before export (m2kt.safety)
     seed: int = 0
     license: str | None = None
     created_at: str | None = None
@@ -116,6 +118,10 @@ def extract_packet(
     worth = measure_worth(states, split, train_embeddings, cluster_labels)
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
+    safety: dict[str, float] = {}
+    if settings.safety_screen:
+        flagged, safety = audit_export(view, layer, pooling, concepts, states, settings.batch_size)
+        notes += flagged
 
     # Attention, traces, graph.
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
@@ -164,7 +170,8 @@ def extract_packet(
         ),
         inputs_seen={"teacher": len(texts) + trace_inputs},
         measurements=(worth.as_measurements() if worth else {})
-        | {"teacher_forward_inputs": passes, "teacher_checkpoint_bytes": view.checkpoint_bytes},
+        | {"teacher_forward_inputs": passes, "teacher_checkpoint_bytes": view.checkpoint_bytes}
+        | safety,
     )
     packet = Packet.create(
         kind="knowledge",

@@ -33,6 +33,7 @@ from m2kt.ingest.verify import (
     Verdict,
     held_in_check,
     safety_check,
+    screen_check,
     transfer_check,
 )
 from m2kt.models.fingerprint import weight_sha256
@@ -40,6 +41,7 @@ from m2kt.models.view import ModelView
 from m2kt.packet import Packet
 from m2kt.progress import StageProgress, quiet
 from m2kt.safety.descriptions import default_unsafe_descriptions, read_descriptions
+from m2kt.safety.sides import screen_for_ingestion
 
 REPORT_FILE = "ingestion_report.json"
 
@@ -52,6 +54,7 @@ class IngestSettings:
     layer: int = -1
     held_in: str = "topics"  # a concept spec whose probes measure what the student can do
     unsafe: str | None = None  # a file of unsafe-concept descriptions; default: shipped list
+    screen: bool = True  # the auditor drops concepts it flags (the probes after run regardless)
     batch_size: int = 16
     truncate: bool = False
 
@@ -96,9 +99,14 @@ def ingest(
     checkpoint = {k: v.detach().clone() for k, v in model.state_dict().items()}
     hash_before = weight_sha256(model)
 
+    progress("safety screen", 0, 1)
+    screen, audit, working = screen_for_ingestion(
+        view, packet, settings.layer, settings.unsafe, settings.batch_size, settings.screen
+    )
+    progress("safety screen", 1, 1)
     reading = read_student(
         view,
-        packet,
+        working,
         layer=settings.layer,
         seed=settings.fit.seed,
         batch_size=settings.batch_size,
@@ -151,6 +159,7 @@ def ingest(
             held_in_check(memory, held_states, held_labels, m.held_in),
             safety_check(memory, held_states, unsafe_states, m.safety),
         ]
+        + ([screen_check(memory, held_states, screen, m.safety)] if screen else [])
     )
     hash_after = weight_sha256(model)
     if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
@@ -192,7 +201,11 @@ def ingest(
         "checks": [c.as_dict() for c in verdict.checks],
         "final_loss": {t: v[-1] for t, v in result.history.items()},
         "loss_history": result.history,
-        "notes": reading.notes,
+        "safety_screen": audit.as_dict() if audit else None,
+        "notes": reading.notes
+        + [f"the safety auditor dropped {f.name!r}: {f.reasons[0]}" for f in audit.flagged]
+        if audit
+        else reading.notes,
         "seconds": time.perf_counter() - started,
     }
     return Ingestion(accepted, memory if accepted else None, verdict, report)

@@ -2,12 +2,14 @@
 
 Two signals, both reported per concept with the reason:
 - meaning: the safety screen's score (screen.py) of the concept's vector in the screened space
-  (the teacher's own at export; at ingestion φ(c_k), the concept aligned into the student, and
-  the student's own reading of the concept's probes) above the calibrated threshold;
-- consistency: a concept whose vector disagrees with its own probes (teacher states the packet
-  carries) is hiding something: a harmful vector under benign probes, or one blended into a
-  benign concept. Its cosine to the mean of its own probes must be the highest among all
-  concepts' probes and within `consistency_margin` of the packet's median.
+  (the teacher's own at export; at ingestion φ(c_k), the concept aligned into the student) and
+  of the model's own reading of the concept's probes, above the calibrated threshold;
+- hidden meaning: a vector that disagrees with its own probes (cosine to the mean of its
+  probes' teacher states not the highest among all concepts', or more than
+  `CONSISTENCY_MARGIN` below the packet's median) *and* scores higher than its probes by more
+  than `DRIFT_MARGIN`: a harmful vector under benign probes, or one blended into a benign
+  concept. A vector that is merely wrong (pointing at another benign concept) is not a safety
+  matter; verification catches it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from m2kt.packet.manifest import ATTENTION_TENSOR, CONCEPTS_TENSOR, TRACE_PREFIX
 from m2kt.safety.screen import SafetyScreen
 
 CONSISTENCY_MARGIN = 0.1
+DRIFT_MARGIN = 0.1
 
 
 class UnsafePacketError(VerificationError):
@@ -72,19 +75,23 @@ def audit_concepts(
     ids: list[str],
     names: list[str],
     views: dict[str, torch.Tensor],
+    probes: torch.Tensor,
     consistency: torch.Tensor | None = None,
     space: str = "student",
-    consistency_margin: float = CONSISTENCY_MARGIN,
 ) -> Audit:
-    """Screen each concept's vectors; `views` maps a label ("aligned", "probes") to [K, d].
+    """Screen each concept's vectors and its probes' reading, both [K, d] in one space.
 
-    `consistency` is [K, K]: cosine of concept k to the mean probe state of concept j.
+    `views` maps a label ("concept", "aligned concept") to [K, d] vectors; `probes` is the
+    model's own reading of each concept's probes; `consistency` is [K, K], the cosine of
+    concept k to the mean teacher state of concept j's probes.
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
-    own = None
+    scored["its probes"] = screen.score(probes)
+    probe_scores = scored["its probes"].values
+    own = floor = None
     if consistency is not None and len(ids) > 1:
         own = consistency.diagonal()
-        floor = float(own.median()) - consistency_margin
+        floor = float(own.median()) - CONSISTENCY_MARGIN
     findings = []
     for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
         reasons, best, nearest = [], float("-inf"), ""
@@ -98,12 +105,16 @@ def audit_concepts(
                     f"(score {value:.3f} > {screen.threshold:.3f})"
                 )
         cos = None
-        if own is not None and consistency is not None:
+        if own is not None and consistency is not None and floor is not None:
             cos = float(own[k])
-            if int(consistency[k].argmax()) != k or cos < floor:
+            drift = max(float(s.values[k]) for label, s in scored.items() if label in views)
+            drift -= float(probe_scores[k])
+            inconsistent = int(consistency[k].argmax()) != k or cos < floor
+            if inconsistent and drift > DRIFT_MARGIN:
                 reasons.append(
                     f"its vector disagrees with its own probes (cosine {cos:.3f}, packet median "
-                    f"{floor + consistency_margin:.3f}): something else is hidden in it"
+                    f"{floor + CONSISTENCY_MARGIN:.3f}) and scores {drift:.3f} nearer harm "
+                    "than they do: something is hidden in it"
                 )
         findings.append(Finding(cid, name, best, nearest, cos, reasons))
     return Audit(findings, screen.threshold, space)

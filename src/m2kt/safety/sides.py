@@ -7,14 +7,28 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.align.cal import CALConfig, ConceptAlignmentLayer
+from m2kt.errors import UsageError
+from m2kt.extract.concepts import ConceptSet
 from m2kt.extract.probing import read_probes
 from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet
 from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
-from m2kt.safety.audit import Audit, audit_concepts, probe_consistency
-from m2kt.safety.screen import ReadTexts, SafetyScreen
+from m2kt.safety.audit import (
+    Audit,
+    audit_concepts,
+    drop_concepts,
+    probe_consistency,
+    refuse_if_all_flagged,
+)
+from m2kt.safety.screen import ReadTexts, SafetyScreen, screen_from_file
 
 AUDIT_RIDGE = 0.1  # the ingestion CAL's default ridge: the auditor sees what ingestion would
+MIN_SEPARATION = 0.5  # a screen separating less of its calibration than this is not used
+
+
+def separation(screen: SafetyScreen) -> float:
+    """How well the screen tells its calibration concepts apart: detected − false alarms."""
+    return screen.calibration["detected"] - screen.calibration["false_alarms"]
 
 
 def model_reader(view: ModelView, layer: int, pooling: Pooling, batch_size: int = 16) -> ReadTexts:
@@ -34,15 +48,14 @@ def audit_teacher(
     ids: list[str],
     names: list[str],
     embeddings: torch.Tensor,
-    probe_means: torch.Tensor | None = None,
+    probe_means: torch.Tensor,
 ) -> Audit:
-    """Export-time audit in the teacher's own space; `probe_means` [K, d] for consistency."""
-    consistency = None
-    if probe_means is not None:
-        consistency = (
-            F.normalize(embeddings.float(), dim=-1) @ F.normalize(probe_means.float(), dim=-1).T
-        )
-    return audit_concepts(screen, ids, names, {"concept": embeddings}, consistency, space="teacher")
+    """Export-time audit in the teacher's own space; `probe_means` [K, d] is the mean of each
+    concept's unit probe states."""
+    consistency = F.normalize(embeddings.float(), dim=-1) @ F.normalize(probe_means, dim=-1).T
+    return audit_concepts(
+        screen, ids, names, {"concept": embeddings}, probe_means, consistency, space="teacher"
+    )
 
 
 def align_for_audit(
@@ -90,6 +103,79 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
         screen,
         [c.id for c in m.concepts],
         [c.name for c in m.concepts],
-        {"aligned concept": aligned, "student's reading of its probes": anchors},
+        {"aligned concept": aligned},
+        anchors,
         probe_consistency(packet),
     )
+
+
+def screen_for_ingestion(
+    view: ModelView,
+    packet: Packet,
+    layer: int,
+    unsafe_file: str | None,
+    batch_size: int = 16,
+    audit: bool = True,
+) -> tuple[SafetyScreen | None, Audit | None, Packet]:
+    """Calibrate the screen in the student's space, audit the packet, drop what it flags.
+
+    Returns the screen (for the post-ingestion check), the audit (for the report; None when
+    `audit` is off) and the packet to ingest. Raises `UnsafePacketError` when every concept is
+    flagged, and `UsageError` when auditing with a screen that cannot separate its calibration.
+    Without auditing, such a screen is returned as None: it would only add noise.
+    """
+    (resolved,) = view.check_layers([layer])
+    read = model_reader(view, resolved, view.pooling, batch_size)
+    screen = screen_from_file(read, unsafe_file)
+    if separation(screen) < MIN_SEPARATION:
+        if not audit:
+            return None, None, packet
+        raise UsageError(
+            f"the safety screen separates only {separation(screen):.0%} of its calibration "
+            f"concepts in {view.name}'s space, so it cannot audit packets for this student",
+            "ingest with IngestSettings(screen=False) if you accept unaudited packets",
+        )
+    if not audit:
+        return screen, None, packet
+    found = audit_student(screen, packet, read)
+    refuse_if_all_flagged(found)
+    kept = drop_concepts(packet, {f.id for f in found.flagged}) if found.flagged else packet
+    return screen, found, kept
+
+
+def audit_export(
+    view: ModelView,
+    layer: int,
+    pooling: Pooling,
+    concepts: ConceptSet,
+    states: torch.Tensor,
+    batch_size: int = 16,
+) -> tuple[list[str], dict[str, float]]:
+    """The export-time audit of an extraction: notes for the user and figures for provenance.
+
+    `states` [N, d] are the teacher's states of the probe texts the concept groups index. A
+    teacher whose space does not separate the calibration concepts (a random model, say)
+    cannot be screened by meaning; that is said, not hidden.
+    """
+    screen = screen_from_file(model_reader(view, layer, pooling, batch_size), None)
+    if separation(screen) < MIN_SEPARATION:
+        return [
+            f"safety screen not applied: this teacher separates only {separation(screen):.0%} "
+            "of the calibration concepts (detected − false alarms)"
+        ], {"safety_screened": 0.0}
+    means = torch.stack(
+        [F.normalize(states[g.probes].float(), dim=-1).mean(0) for g in concepts.groups]
+    )
+    audit = audit_teacher(
+        screen,
+        [g.id for g in concepts.groups],
+        [g.name for g in concepts.groups],
+        concepts.embeddings,
+        means,
+    )
+    notes = [f"safety: concept {f.name!r} flagged: {f.reasons[0]}" for f in audit.flagged]
+    return notes, {
+        "safety_screened": 1.0,
+        "safety_threshold": screen.threshold,
+        "safety_flagged": float(len(audit.flagged)),
+    }
