@@ -15,9 +15,12 @@ from m2kt.cli import (
     ingest,
     inspect,
     keygen,
+    merge,
+    merge_bench,
     patch,
     publish,
     pull,
+    report,
     search,
     serve,
     sign,
@@ -43,8 +46,8 @@ OPTIONAL_MODULES = {
 COMMAND_GROUPS = (
     ("transfer knowledge", (extract, ingest, evaluate, patch)),
     ("work with packets", (inspect, sign, verify, keygen)),
-    ("share packets", (publish, search, pull, unpublish, serve)),
-    ("measure", (bench,)),
+    ("share and merge packets", (publish, search, pull, unpublish, serve, merge)),
+    ("measure", (bench, report, merge_bench)),
     ("try it", (demo,)),
 )
 

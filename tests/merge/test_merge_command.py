@@ -1,0 +1,70 @@
+"""`m2kt merge` on two real packets (e1 read two overlapping halves of the topics spec), and the
+student e2 ingesting the merged packet; the merge benchmark's split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from m2kt.bench.merge_benchmark import split_spec
+from m2kt.cli import main
+from m2kt.extract.spec import load_spec
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: pytest.TempPathFactory, keys) -> tuple[Path, Path]:
+    """Two signed e1 packets: topics' first four concepts, and the third to sixth."""
+    root = tmp_path_factory.mktemp("halves")
+    topics = load_spec("topics").model_dump(mode="json", exclude_none=True)
+    paths = []
+    for name, concepts in (("a", topics["concepts"][:4]), ("b", topics["concepts"][2:6])):
+        spec = root / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump({"name": name, "concepts": concepts}))
+        out = root / f"{name}.m2kt"
+        command = ["extract", "--teacher", "e1", "--concepts", str(spec), "--out", str(out)]
+        assert main([*command, "--sign", str(keys[0]), "--no-attention"]) == 0
+        paths.append(out)
+    return paths[0], paths[1]
+
+
+def test_merge_then_ingest(halves, keys, tmp_path: Path, capsys) -> None:
+    merged = tmp_path / "merged.m2kt"
+    trust = ["--key", str(keys[1])]
+    command = ["merge", *map(str, halves), "--out", str(merged), *trust, "--sign", str(keys[0])]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert out.count("duplicate") == 2 and "conflict " not in out
+    assert "aligned" in out and "12 shared probe texts" in out  # two shared concepts × 6 probes
+    record = json.loads(merged.with_name("merged.m2kt.record.json").read_text())
+    assert record["step"] == "merge" and len(record["parents"]) == 2
+    assert main(["verify", str(merged), *trust]) == 0
+
+    adapter = tmp_path / "adapter"
+    ingest = ["ingest", "--student", "e2", "--packet", str(merged), *trust, "--out", str(adapter)]
+    assert main(ingest) == 0
+    report = json.loads((adapter / "ingestion_report.json").read_text())
+    assert report["packet"]["parents"] == record["parents"]
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert len(config["concepts"]) == 6  # four and four, two of them shared
+
+
+def test_merge_refuses_an_unverified_parent(halves, other_keys, tmp_path: Path) -> None:
+    out = tmp_path / "m.m2kt"
+    command = ["merge", *map(str, halves), "--out", str(out), "--key", str(other_keys[1])]
+    assert main(command) == 1
+    assert not out.exists()
+
+
+def test_benchmark_split_holds_probes_out_of_both_halves() -> None:
+    spec = load_spec("topics")
+    split = split_spec(spec, overlap=2, heldout=2, seed=0)
+    a, b = split.halves
+    assert [len(h.concepts) for h in split.halves] == [6, 6]
+    shared = {c.name for c in a.concepts} & {c.name for c in b.concepts}
+    assert shared == {"entertainment", "health"}
+    taught = {p for h in split.halves for c in h.concepts for p in c.probes}
+    assert len(split.heldout_texts) == 20 and not taught & set(split.heldout_texts)
+    assert sorted(set(split.heldout_labels)) == sorted(c.name for c in spec.concepts)
