@@ -18,17 +18,15 @@ label prompts (the student's starting anchors come from them in every method) an
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from m2kt.bench.methods import method_runs, score_methods
 from m2kt.bench.patch_benchmark import EncodedModel
-from m2kt.ingest.fit import FitSettings, fit_memory
-from m2kt.ingest.loss import TERMS, LossWeights, Targets, concept_probabilities
-from m2kt.ingest.memory import SlotSource
+from m2kt.ingest.fit import FitSettings
+from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.models.class_head import ClassNameHead, fine_tune_head
 from m2kt.tasks import TextClassificationTask
 
@@ -75,13 +73,6 @@ def prepare(
     )
 
 
-def budget_order(setting: LatentSetting, seed: int) -> list[int]:
-    """A seeded order of the training inputs; budget B takes its first B (nested budgets)."""
-    order = list(range(len(setting.task.train)))
-    random.Random(seed).shuffle(order)
-    return order
-
-
 def run_budget(
     setting: LatentSetting,
     index: list[int],
@@ -97,7 +88,6 @@ def run_budget(
     teacher_x = s.teacher.embeddings["train"][index]
     student_x = s.student.embeddings["train"][index]
     head = s.teacher_head
-    fit = FitSettings(**(settings.as_dict() | {"seed": seed}))
 
     # What the packet carries: concepts = tuned class vectors; traces = teacher states on the
     # prompts and the B inputs. The teacher's outputs follow from both (cosine head).
@@ -119,54 +109,17 @@ def run_budget(
     )
     sft_targets = Targets(student_anchors=zero_shot, student_states=student_x, probe_labels=labels)
 
-    runs: dict[str, tuple[Targets, LossWeights, SlotSource, float]] = {
-        "packet": (packet_targets, LossWeights(), "aligned", 0.0),
-        "logit KD": (kd_targets, _only("kl"), "free", 0.0),
-        "supervised": (sft_targets, _only(), "free", 1.0),
-    }
-    if ablations:
-        for term in TERMS:
-            if term != "safety":  # no unsafe anchors in this benchmark: the term is always 0
-                runs[f"packet − {term}"] = (
-                    packet_targets,
-                    LossWeights().without(term),
-                    "aligned",
-                    0.0,
-                )
     inputs = {
         "packet": {"teacher": p + b, "student": p + b},
         "logit KD": {"teacher": b, "student": p + b},
         "supervised": {"teacher": 0, "student": p + b},
     }
-    x_eval = s.student.embeddings[split]
-    y_eval = getattr(s.task, split).labels
-    rows: dict[str, dict[str, Any]] = {}
-    for name, (targets, weights, slots, ce) in runs.items():
-        started = time.perf_counter()
-        result = fit_memory(
-            s.task.class_names,
-            targets,
-            weights,
-            fit,
-            slots=slots,
-            ce_weight=ce,  # type: ignore[arg-type]
-        )
-        with torch.no_grad():
-            accuracy = float((result.memory(x_eval).argmax(-1) == y_eval).float().mean())
-        seen = inputs[name.split(" − ")[0]]
-        rows[name] = {
-            "accuracy": accuracy,
-            "inputs": seen,
-            "inputs_total": sum(seen.values()),
-            "labels": b if name == "supervised" else 0,
-            "trained_params": result.trainable_parameters,
-            "seconds": time.perf_counter() - started,
-            "final_loss": {t: v[-1] for t, v in result.history.items()},
-            "selection": result.selection,
-        }
-    return rows
-
-
-def _only(term: str | None = None) -> LossWeights:
-    zero = {t: 0.0 for t in TERMS}
-    return LossWeights(**(zero | ({term: 1.0} if term else {})))
+    return score_methods(
+        s.task.class_names,
+        method_runs(packet_targets, kd_targets, sft_targets, ablations),
+        inputs,
+        settings,
+        seed,
+        (s.student.embeddings[split], getattr(s.task, split).labels),
+        labels_used=b,
+    )

@@ -13,7 +13,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 from m2kt import __version__
 from m2kt.atomic import atomic_write_bytes
 from m2kt.bench.efficiency import LEVELS, curve, derived, gap_closed
+from m2kt.bench.methods import nested_order
 from m2kt.ingest.fit import FitSettings
 
 BUDGETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
@@ -31,7 +32,7 @@ BUDGETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
 @dataclass
 class Setting:
     """One prepared setting of a regime module (latent_skill or new_computation), which both
-    provide `budget_order(setting, seed)` and `run_budget(setting, index, seed, settings)`."""
+    provide `run_budget(setting, index, seed, settings)`."""
 
     title: str
     teacher_name: str
@@ -47,7 +48,7 @@ class Setting:
         return float(self.prepared.accuracy(split, who))
 
     def order(self, seed: int) -> list[int]:
-        return list(self.module.budget_order(self.prepared, seed))
+        return nested_order(self.pool, seed)
 
     def run(self, index: list[int], seed: int, settings: FitSettings) -> dict[str, Any]:
         return dict(self.module.run_budget(self.prepared, index, seed, settings))
@@ -66,17 +67,26 @@ class EfficiencyPlan:
 PLANS = {
     "quick": EfficiencyPlan(
         latent=(("bbc", "e1", "e2"),),
-        symbolic=(),  # the new-computation regime is not wired in yet (see README)
+        symbolic=("modsum",),
         seeds=(0,),
         per_split_limit=400,
         quick=True,
     ),
     "full": EfficiencyPlan(
-        latent=(("bbc", "e3", "e1"), ("bbc", "e1", "e2"), ("tweets", "e1", "e2")),
-        symbolic=(),
+        latent=(("bbc", "e1", "e2"), ("tweets", "e1", "e2")),
+        symbolic=("modsum",),
         seeds=(0, 1, 2),
     ),
 }
+
+
+def only_regime(plan: EfficiencyPlan, regime: str) -> EfficiencyPlan:
+    """The plan restricted to one regime ("latent" or "new-computation"), or whole ("both")."""
+    if regime == "latent":
+        return replace(plan, symbolic=())
+    if regime == "new-computation":
+        return replace(plan, latent=())
+    return plan
 
 
 def prepare_settings(
@@ -105,7 +115,8 @@ def prepare_settings(
         from m2kt.bench import new_computation
 
         log(f"{family}: training the teacher and pretraining the student")
-        prepared = new_computation.prepare(family, seed=0, quick=plan.quick)
+        family_plan = new_computation.plan_for(family, plan.quick)
+        prepared = new_computation.prepare(family, family_plan, seed=0)
         title = f"new computation: {family}"
         return Setting(
             title, prepared.teacher_name, prepared.student_name, prepared, new_computation

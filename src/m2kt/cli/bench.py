@@ -4,9 +4,9 @@
   m2kt bench patch --mode full         E2 → E1, E1 → E3, E2 → E3, full splits, seeds 0, 1, 2
   m2kt bench efficiency --mode quick   knowledge packet vs logit KD vs supervised tuning at
                                        budgets 0.5–100%: BBC e1 → e2 (400 inputs a split) and
-                                       (a+b+c) mod 23 with tiny transformers, 1 seed
-  m2kt bench efficiency --mode full    BBC e3 → e1 and e1 → e2, tweets e1 → e2, modsum and
-                                       addition, full splits, seeds 0, 1, 2
+                                       (a+b+c) mod 11 with tiny transformers, 1 seed
+  m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 23, full splits,
+                                       seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts, teacher e1, student e2, 3 or 20 seeds
 
@@ -27,6 +27,12 @@ SUMMARY = "run a benchmark and write its tables and plots"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", choices=["patch", "efficiency", "safety"], help="which benchmark")
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
+    parser.add_argument(
+        "--regime",
+        choices=["both", "latent", "new-computation"],
+        default="both",
+        help="efficiency only: run one regime's settings",
+    )
     parser.add_argument("--out", default="out/bench", metavar="DIR")
     add_cache_argument(parser)
 
@@ -41,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
         result = run_safety(SAFETY[args.mode], out, log=lambda m: console.log(m))
     elif args.suite == "efficiency":
         from m2kt.bench.run_efficiency import PLANS as EFFICIENCY
-        from m2kt.bench.run_efficiency import run_efficiency
+        from m2kt.bench.run_efficiency import only_regime, run_efficiency
 
-        result = run_efficiency(EFFICIENCY[args.mode], out, cache, log=lambda m: console.log(m))
+        plan = only_regime(EFFICIENCY[args.mode], args.regime)
+        result = run_efficiency(plan, out, cache, log=lambda m: console.log(m))
     else:
         from m2kt.bench.run_patch import PLANS, run_benchmark
 
