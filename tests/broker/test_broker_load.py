@@ -1,11 +1,12 @@
-"""Concurrent publishers and pullers on a real broker; the index and the files must agree."""
+"""Concurrent publishers and pullers on a real broker; the index and the files must agree.
+And the index on its own."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from m2kt.broker import Registry
+from m2kt.broker import Entry, Query, Registry, SQLiteIndex
 from m2kt.broker.blobs import file_sha256
 from m2kt.broker.errors import ConflictError
 from m2kt.broker.loadtest import load_test, synthetic_packet
@@ -44,3 +45,12 @@ def test_racing_publishers_of_one_digest_store_it_once(tmp_path: Path, keys, oth
     assert len(conflicts) in (2, 6)  # whichever signature won, the other side is refused
     winner = ours if len(conflicts) == 2 else theirs
     assert registry.get(packet.digest).file_sha256 == file_sha256(winner)
+
+
+def test_index_search_by_teacher_id_or_its_short_name(tmp_path: Path) -> None:
+    index = SQLiteIndex(tmp_path / "index.sqlite")
+    entry = Entry("sha256:" + "1" * 64, "f", 1, "knowledge", "p", "s", "t", "t", ["e1:MiniLM"])
+    assert index.add(entry) and not index.add(entry)
+    assert [e.digest for e in index.search(Query(teacher="e1"))] == [entry.digest]
+    assert index.search(Query(teacher="e")) == [] and index.search(Query(teacher="MiniLM")) == []
+    assert index.remove(entry.digest) and index.digests() == []

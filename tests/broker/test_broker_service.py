@@ -82,6 +82,7 @@ def test_publish_search_fetch_delete(broker: Broker, keys, tmp_path: Path) -> No
     ):
         assert entry.digest in [e.digest for e in reader.search(query)], query
     assert reader.search(Query(tag="news", teacher="nobody")) == []
+    assert reader.search(Query(teacher="tin")) == []
 
     got = httpx.get(
         f"{broker.url}/v1/packets/{entry.digest}/entry",

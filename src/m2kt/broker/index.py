@@ -88,7 +88,8 @@ class Query:
     """Search filters, all optional and combined with AND.
 
     `concept` matches a substring of a concept name, case-insensitively; `signer` a prefix of
-    the signer key's fingerprint; the others match exactly.
+    the signer key's fingerprint; `teacher` a model id, or its part before a colon; the others
+    match exactly.
     """
 
     concept: str | None = None
@@ -161,19 +162,19 @@ class SQLiteIndex:
             (
                 query.concept,
                 f"digest IN (SELECT digest FROM concepts WHERE name {like})",
-                f"%{_escape_like(query.concept or '')}%",
+                [f"%{_escape_like(query.concept or '')}%"],
             ),
-            (
+            (  # `e1` finds the teacher recorded as `e1:all-MiniLM-L6-v2`
                 query.teacher,
-                "digest IN (SELECT digest FROM teachers WHERE model = ?)",
-                query.teacher,
+                f"digest IN (SELECT digest FROM teachers WHERE model = ? OR model {like})",
+                [query.teacher, f"{_escape_like(query.teacher or '')}:%"],
             ),
-            (query.tag, "digest IN (SELECT digest FROM tags WHERE tag = ?)", query.tag),
-            (query.signer, f"signer {like}", f"{_escape_like(query.signer or '')}%"),
-            (query.publisher, "publisher = ?", query.publisher),
+            (query.tag, "digest IN (SELECT digest FROM tags WHERE tag = ?)", [query.tag]),
+            (query.signer, f"signer {like}", [f"{_escape_like(query.signer or '')}%"]),
+            (query.publisher, "publisher = ?", [query.publisher]),
         ]
         clauses = [clause for value, clause, _ in filters if value]
-        params = [param for value, _, param in filters if value]
+        params = [p for value, _, values in filters if value for p in values]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT entry FROM packets {where} ORDER BY published_at, digest LIMIT ? OFFSET ?"
         with self._connect() as db:
