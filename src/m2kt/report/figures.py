@@ -1,0 +1,150 @@
+"""The report's figures, each returned as PNG bytes (matplotlib, no display needed).
+
+Benchmark figures are the benchmarks' own plots (`m2kt.bench`), drawn from their results
+JSON, so a report shows exactly what `m2kt bench` showed.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DPI = 100
+
+
+def efficiency_curves(results: dict[str, Any]) -> bytes:
+    """Accuracy against inputs consumed, one line per method, one panel per setting."""
+    from m2kt.bench.run_efficiency import plot
+
+    return _drawn_to_file(lambda path: plot(results, path))
+
+
+def patch_bars(results: dict[str, Any]) -> bytes:
+    """Test accuracy per method for each (task, pair) of a patch benchmark, over seeds."""
+    from m2kt.bench.report import bar_plot, summarise
+
+    summaries = {name: summarise(run["seeds"]) for name, run in results["runs"].items()}
+    return _drawn_to_file(lambda path: bar_plot(summaries, path))
+
+
+def loss_curves(history: dict[str, list[float]]) -> bytes:
+    """Each loss term (and the total) per training step, on a log scale when all positive."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for term, values in history.items():
+        ax.plot(
+            range(1, len(values) + 1), values, label=term, linewidth=2 if term == "total" else 1
+        )
+    if all(v > 0 for values in history.values() for v in values):
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (unweighted term)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def before_after(checks: list[dict[str, Any]]) -> bytes:
+    """Each verification probe set before and after ingestion, with pass or fail."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(checks), figsize=(2.6 * len(checks) + 0.6, 3.2), squeeze=False)
+    for ax, check in zip(axes.flat, checks, strict=True):
+        accuracy = check["name"] != "safety"
+        scale = 100 if accuracy else 1
+        values = [scale * check["before"], scale * check["after"]]
+        colour = "tab:green" if check["passed"] else "tab:red"
+        bars = ax.bar(["before", "after"], values, color=["tab:grey", colour])
+        ax.bar_label(bars, fmt="%.1f" if accuracy else "%.3f", fontsize=8)
+        ax.set_title(f"{check['name']} ({'ok' if check['passed'] else 'FAIL'})", fontsize=9)
+        ax.set_ylabel("accuracy %" if accuracy else "closeness to unsafe (lower is safer)")
+        if accuracy:
+            ax.set_ylim(0, 105)
+    return _png(fig)
+
+
+def abstraction_graph(graph: dict[str, Any]) -> bytes:
+    """Concepts (blue, bottom row) under their abstract parents (orange, a row per level).
+
+    is-a edges are solid, related (nearest-neighbour) edges dotted.
+    """
+    import networkx as nx
+
+    plt = _pyplot()
+    drawn = nx.DiGraph()
+    for node in graph["nodes"]:
+        drawn.add_node(node["id"], label=node["name"], kind=node["kind"])
+    for edge in graph["edges"]:
+        drawn.add_edge(edge["source"], edge["target"], type=edge["type"])
+    layout = _layered(drawn)
+    width = max(
+        6.0, 0.9 * max(sum(1 for p in layout.values() if p[1] == y) for _, y in layout.values())
+    )
+    fig, ax = plt.subplots(figsize=(min(width, 16.0), 5.5))
+    for kind, colour in (("concept", "tab:blue"), ("abstract", "tab:orange")):
+        nodes = [n for n, d in drawn.nodes(data=True) if d["kind"] == kind]
+        nx.draw_networkx_nodes(
+            drawn, layout, nodelist=nodes, node_color=colour, node_size=200, ax=ax
+        )
+    for kind, style in (("is-a", "solid"), ("related", "dotted")):
+        edges = [(u, v) for u, v, d in drawn.edges(data=True) if d["type"] == kind]
+        connection = "arc3,rad=0.3" if kind == "related" else "arc3"
+        nx.draw_networkx_edges(
+            drawn, layout, edgelist=edges, style=style, alpha=0.5, connectionstyle=connection, ax=ax
+        )
+    labels = {n: d["label"][:28] for n, d in drawn.nodes(data=True)}
+    nx.draw_networkx_labels(drawn, layout, labels, font_size=7, verticalalignment="bottom", ax=ax)
+    ax.axis("off")
+    return _png(fig)
+
+
+def _layered(graph: Any) -> dict[str, tuple[float, float]]:
+    """Concepts on row 0; a parent one row above its highest child, placed over its children."""
+    import networkx as nx
+
+    is_a = nx.DiGraph([(u, v) for u, v, d in graph.edges(data=True) if d["type"] == "is-a"])
+    is_a.add_nodes_from(graph.nodes)
+    level = {n: 0 for n in graph.nodes}
+    order = list(nx.topological_sort(is_a)) if nx.is_directed_acyclic_graph(is_a) else []
+    for node in order:
+        for parent in is_a.successors(node):
+            level[parent] = max(level[parent], level[node] + 1)
+    x: dict[str, float] = {}
+    for row in range(max(level.values(), default=0) + 1):
+        members = [n for n in graph.nodes if level[n] == row]
+        if row:
+
+            def under(n: str) -> float:
+                children = [x[c] for c in is_a.predecessors(n) if c in x]
+                return sum(children) / len(children) if children else 0.0
+
+            members.sort(key=under)
+        for i, node in enumerate(members):
+            x[node] = (i + 0.5) / len(members)
+    return {n: (x[n], float(level[n])) for n in graph.nodes}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _drawn_to_file(draw: Callable[[Path], object]) -> bytes:
+    """The bytes of a plot function that writes a file (the benchmarks' own plots)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "figure.png"
+        draw(path)
+        return path.read_bytes()
