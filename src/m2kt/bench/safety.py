@@ -62,7 +62,7 @@ class TestConcept:
     outside: bool = False  # a harm with no matching line in the shipped descriptions
 
 
-def test_concepts() -> list[TestConcept]:
+def benchmark_concepts() -> list[TestConcept]:
     raw = yaml.safe_load(TEST_SET.read_text(encoding="utf-8"))
     found = [
         TestConcept(c["name"], c["probes"], True, bool(c.get("outside"))) for c in raw["unsafe"]
@@ -77,7 +77,7 @@ def run_safety(
     plan: SafetyPlan, out: Path, log: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    concepts = test_concepts()
+    concepts = benchmark_concepts()
     texts = list(dict.fromkeys(p for c in concepts for p in c.probes))
     sides = {}
     for role, model in (("teacher", plan.teacher), ("student", plan.student)):
