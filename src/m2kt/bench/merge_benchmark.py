@@ -29,7 +29,7 @@ from m2kt.ingest.evaluate import Ingested
 from m2kt.ingest.pipeline import IngestSettings, ingest
 from m2kt.merge import MergeSettings, merge_packets
 from m2kt.models.load import load_model
-from m2kt.models.view import ModelView
+from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet
 
 CREATED = "2026-01-01T00:00:00+00:00"
@@ -83,7 +83,8 @@ def run_merge_benchmark(
     started = time.perf_counter()
     split = split_spec(load_spec(plan.spec), plan.overlap, plan.heldout, plan.seed)
     settings = ExtractionSettings(seed=plan.seed, created_at=CREATED)
-    packets, teachers = [], []
+    packets: list[Packet] = []
+    teachers: list[dict[str, Any]] = []
     for model_id, half in zip(plan.teachers, split.halves, strict=True):
         log(f"teacher {model_id} reads {len(half.concepts)} concepts")
         view = load_model(model_id)
@@ -176,8 +177,9 @@ def _teacher_accuracy(view: ModelView, packet: Packet, split: Split, known: set[
         list, zip(*[(t, label) for t, label in pairs if label in known], strict=True)
     )
     record = packet.manifest.provenance.settings
-    layer, pooling = int(record["layer"]), str(record["pooling"])  # type: ignore[arg-type]
-    states = read_probes(view, texts, [layer], poolings=[pooling]).states[(pooling, layer)]  # type: ignore[list-item]
+    layer = int(record["layer"])  # type: ignore[arg-type]
+    pooling: Pooling = "last" if record["pooling"] == "last" else "mean"
+    states = read_probes(view, texts, [layer], poolings=[pooling]).states[(pooling, layer)]
     concepts = packet.tensors["concepts.embeddings"].float()
     names = [c.name for c in packet.manifest.concepts or []]
     nearest = (F.normalize(states.float(), dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)

@@ -158,7 +158,7 @@ class SQLiteIndex:
 
     def search(self, query: Query) -> list[Entry]:
         like = "LIKE ? ESCAPE '\\'"
-        filters = [
+        filters: list[tuple[str | None, str, list[str | None]]] = [
             (
                 query.concept,
                 f"digest IN (SELECT digest FROM concepts WHERE name {like})",

@@ -38,7 +38,7 @@ class Alignment:
 
 def probe_states(packet: Packet) -> dict[str, torch.Tensor]:
     """Each probe text's own state: the packet's one-step traces, by probe text."""
-    states = {}
+    states: dict[str, torch.Tensor] = {}
     for trace in packet.manifest.traces or []:
         if len(trace.steps) == 1:
             states.setdefault(trace.probe, packet.tensors[TRACE_PREFIX + trace.id][0].float())

@@ -95,7 +95,9 @@ def merge_packets(
     offsets = [sum(widths[:p]) for p in range(len(packets))]
     total = sum(widths)
     order = sorted(survivors, key=lambda ref: min(survivors[ref]))  # where each first appears
-    concepts, ids, sources = [], {}, []
+    concepts: list[dict[str, Any]] = []
+    ids: dict[ConceptRef, str] = {}
+    sources: list[str] = []
     for ref in order:
         entry = _merged_concept(packets, ref, survivors[ref], renamed.get(ref), set(ids.values()))
         ids[ref] = entry["id"]
@@ -114,7 +116,7 @@ def merge_packets(
     traces, trace_tensors = _traces(packets, offsets, total)
     tensors |= trace_tensors
     attention = _attention(packets, order, tensors, notes)
-    graph = _graph(packets, ids)
+    graph = _graph(packets, ids, {c["id"]: c["name"] for c in concepts})
 
     provenance = make_provenance(
         method=f"merge:{settings.policy}",
@@ -258,9 +260,12 @@ def _attention(
     return parts[0].model_dump(mode="json")  # type: ignore[union-attr]
 
 
-def _graph(packets: list[Packet], ids: dict[ConceptRef, str]) -> dict[str, Any] | None:
+def _graph(
+    packets: list[Packet], ids: dict[ConceptRef, str], names: dict[str, str]
+) -> dict[str, Any] | None:
     """Concept nodes of the survivors, abstract nodes joined by name, edges redirected."""
     nodes: dict[str, dict[str, Any]] = {}
+    abstract: dict[str, str] = {}  # abstract node name -> merged node id
     edges: dict[tuple[str, str, str], float] = {}
     for p, packet in enumerate(packets):
         graph = packet.manifest.graph
@@ -273,29 +278,17 @@ def _graph(packets: list[Packet], ids: dict[ConceptRef, str]) -> dict[str, Any] 
                 merged = ids.get((p, index[node.id]))
                 if merged is None:
                     continue  # a conflict's loser, dropped by the rule
-                rename[node.id] = merged
-                nodes.setdefault(merged, {"id": merged, "name": merged, "kind": "concept"})
+                name = names[merged]
             else:
-                abstract = f"a.{node.name}"[:128]
-                key = next(
-                    (
-                        k
-                        for k, n in nodes.items()
-                        if n["kind"] == "abstract" and n["name"] == node.name
-                    ),
-                    None,
-                )
-                rename[node.id] = key or _free_id(abstract, nodes)
-                nodes.setdefault(
-                    rename[node.id], {"id": rename[node.id], "name": node.name, "kind": "abstract"}
-                )
+                if node.name not in abstract:
+                    abstract[node.name] = _free_id(f"a.{node.name}", nodes)
+                merged, name = abstract[node.name], node.name
+            rename[node.id] = merged
+            nodes.setdefault(merged, {"id": merged, "name": name, "kind": node.kind})
         for edge in graph.edges:
-            if (
-                edge.source in rename
-                and edge.target in rename
-                and rename[edge.source] != rename[edge.target]
-            ):
-                key = (rename[edge.source], rename[edge.target], edge.type)
+            ends = (rename.get(edge.source), rename.get(edge.target))
+            if ends[0] is not None and ends[1] is not None and ends[0] != ends[1]:
+                key = (ends[0], ends[1], str(edge.type))
                 edges[key] = max(edges.get(key, 0.0), edge.weight)
     if not nodes:
         return None
