@@ -227,3 +227,18 @@ def test_pull_refuses_a_packet_other_than_the_one_asked_for(keys, tmp_path: Path
     with pytest.raises(VerificationError, match="sent"):
         pull(LyingStore(sent.to_bytes()), asked, tmp_path / "p.m2kt", trusted_keys=[keys[1]])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_public_reads_need_no_token_but_writes_still_do(broker: Broker, keys, tmp_path) -> None:
+    tokens = TokenTable.load(broker.registry.blobs.root.parent / "tokens.json")
+    app = create_app(broker.registry, tokens, public_read=True)
+    entry = BrokerClient(broker.url, broker.tokens["alice"]).publish(
+        signed_file(tmp_path, keys[0], 108)
+    )
+    with running(app) as url:
+        anyone = BrokerClient(url)
+        assert entry.digest in [e.digest for e in anyone.search(Query(publisher="alice"))]
+        assert pull(anyone, entry.digest, tmp_path / "o.m2kt", trusted_keys=[keys[1]]).signer
+        with pytest.raises(AuthenticationError):
+            anyone.publish(tmp_path / "o.m2kt")
+        assert httpx.get(f"{url}/v1/health").json()["status"] == "ok"

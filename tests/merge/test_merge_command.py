@@ -7,26 +7,26 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from m2kt.bench.merge_benchmark import split_spec
 from m2kt.cli import main
+from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.extract.spec import load_spec
+from m2kt.models.load import load_model
 
 
 @pytest.fixture(scope="module")
 def halves(tmp_path_factory: pytest.TempPathFactory, keys) -> tuple[Path, Path]:
     """Two signed e1 packets: topics' first four concepts, and the third to sixth."""
     root = tmp_path_factory.mktemp("halves")
-    topics = load_spec("topics").model_dump(mode="json", exclude_none=True)
+    topics = load_spec("topics")
+    e1 = load_model("e1")
+    settings = ExtractionSettings(attention=False)
     paths = []
-    for name, concepts in (("a", topics["concepts"][:4]), ("b", topics["concepts"][2:6])):
-        spec = root / f"{name}.yaml"
-        spec.write_text(yaml.safe_dump({"name": name, "concepts": concepts}))
-        out = root / f"{name}.m2kt"
-        command = ["extract", "--teacher", "e1", "--concepts", str(spec), "--out", str(out)]
-        assert main([*command, "--sign", str(keys[0]), "--no-attention"]) == 0
-        paths.append(out)
+    for name, concepts in (("a", topics.concepts[:4]), ("b", topics.concepts[2:6])):
+        spec = topics.model_copy(update={"name": name, "concepts": concepts})
+        packet = extract_packet(e1, spec, settings).packet.signed(keys[0])
+        paths.append(packet.save(root / f"{name}.m2kt"))
     return paths[0], paths[1]
 
 
