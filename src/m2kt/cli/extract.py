@@ -13,10 +13,13 @@ Methods:
 
 Teachers: embedded ids (e1, e2, e3, l1), a .gguf file, or a Hugging Face model directory.
 Shipped specs: topics, arithmetic; or your own YAML/JSON file (see docs/concept-spec.md).
+Runs unchanged under torchrun or accelerate launch: the processes share the probe batches and
+process 0 writes the packet (docs/scale.md).
 
 Examples:
   m2kt extract --teacher e1 --concepts topics --out topics.m2kt --sign keys/m2kt.key
   m2kt extract --teacher l1 --concepts arithmetic --out arithmetic.m2kt --method attribution
+  torchrun --standalone --nproc_per_node 2 --no-python m2kt extract --teacher e1 ...
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from m2kt.cli._common import console, error_console, progress_bars, write_record
+from m2kt.cli._common import console, error_console, write_record
+from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
 
 NAME = "extract"
@@ -62,7 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
     )
-    parser.add_argument("--batch-size", type=int, default=16, metavar="N")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="probes per forward pass; peak memory grows with it, not with the probe count",
+    )
+    add_device_argument(parser)
     parser.add_argument(
         "--truncate", action="store_true", help="cut probes longer than the model's context"
     )
@@ -77,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt import distributed
     from m2kt.extract.pipeline import ExtractionSettings, extract_packet
     from m2kt.extract.spec import load_spec
-    from m2kt.models.load import load_model
 
     spec = load_spec(args.concepts)
     settings = ExtractionSettings(
@@ -97,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
         created_at=args.created_at,
     )
     started = time.perf_counter()
-    error_console.print(f"loading {args.teacher} …")
-    view = load_model(args.teacher, max_length=args.max_length)
-    with progress_bars() as progress:
-        result = extract_packet(view, spec, settings, progress)
+    with distributed.joined(args.device) as world:
+        view = load_on(world, args.teacher, args.max_length)
+        with stage_progress(world) as progress:
+            result = extract_packet(view, spec, settings, progress)
+    if not world.is_writer:
+        return 0
     packet = result.packet.signed(args.sign) if args.sign else result.packet
     path = packet.save(args.out)
     record = write_record(path, "extract", packet, time.perf_counter() - started)

@@ -10,7 +10,8 @@ bit-exactly, nothing is written, and the command exits 1 with the reasons.
 On success DIR holds adapter_config.json, adapter_model.safetensors and
 ingestion_report.json (inputs each model read, time, parameters, checks, loss per term,
 packet hash and provenance), written in one atomic swap: an interrupted run leaves the previous
-DIR as it was.
+DIR as it was. Runs unchanged under torchrun or accelerate launch: the processes share the probe
+batches and the training probes, and process 0 writes DIR (docs/scale.md).
 
 Examples:
   m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out adapters/topics
@@ -27,8 +28,8 @@ from m2kt.cli._common import (
     console,
     error_console,
     limits_from,
-    progress_bars,
 )
+from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 
 NAME = "ingest"
 SUMMARY = "put a knowledge packet into a frozen student, verified"
@@ -68,15 +69,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
     parser.add_argument("--safety-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--max-length", type=int, metavar="N", help="cap the context in tokens")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="probes per forward pass of the student; peak memory grows with it",
+    )
+    add_device_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt import distributed
     from m2kt.ingest.fit import FitSettings
     from m2kt.ingest.loss import TERMS, LossWeights
     from m2kt.ingest.pipeline import IngestSettings, ingest
     from m2kt.ingest.verify import Margins
-    from m2kt.models.load import load_model
     from m2kt.packet import load_packet
 
     weights = LossWeights(**{t: 0.0 if t in args.no_term else getattr(args, t) for t in TERMS})
@@ -94,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         held_in=args.held_in,
         unsafe=args.unsafe,
+        batch_size=args.batch_size,
     )
     packet = load_packet(
         args.packet,
@@ -101,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
         allow_unsigned=args.allow_unsigned,
         limits=limits_from(args),
     )
-    error_console.print(f"loading {args.student} …")
-    view = load_model(args.student, max_length=args.max_length)
-    with progress_bars() as progress:
-        outcome = ingest(view, packet, settings, progress)
+    with distributed.joined(args.device) as world:
+        view = load_on(world, args.student, args.max_length)
+        with stage_progress(world) as progress:
+            outcome = ingest(view, packet, settings, progress)
+    if not world.is_writer:
+        return 0 if outcome.accepted else 1
     for check in outcome.verdict.checks:
         mark = "ok  " if check.passed else "FAIL"
         console.print(f"{mark} {check.name:<9} {check.reason}")

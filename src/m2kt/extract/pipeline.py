@@ -93,6 +93,11 @@ def extract_packet(
         start += len(entry.probes)
     if settings.method != "clustering" and not groups:
         raise UsageError("the spec has no named concepts", "use --method clustering for texts")
+    if settings.method == "attribution" and view.device.type != "cpu":
+        raise UsageError(
+            f"--method attribution runs on the CPU only, the teacher is on {view.device}",
+            "pass --device cpu, or use --method bottleneck on the GPU",
+        )
 
     # Read every probe once.
     poolings = _poolings(view, settings)
@@ -138,7 +143,7 @@ def extract_packet(
     trace_tensors, traces, trace_inputs = read_traces(
         view, spec.traces, layer, settings.truncate, lambda d, t: progress("traces", d, t)
     )
-    tensors |= trace_tensors
+    tensors |= {name: value.cpu() for name, value in trace_tensors.items()}
     if settings.probe_states:
         # Each concept probe's own state (half precision is plenty for fitting a map): the
         # pairs a student fits its alignment layer on.

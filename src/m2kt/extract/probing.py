@@ -2,7 +2,9 @@
 
 Per probe: the pooled state at each requested layer, and the attention map of each requested
 layer with heads averaged and positions resampled to a fixed length. Full activations live for
-one batch only, so memory does not grow with the number of probes or layers.
+one batch only, so memory does not grow with the number of probes or layers. Under a launcher
+(`m2kt.distributed`) each process reads every world-size-th batch and the summaries are put
+back together in order, identical to a single process's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from m2kt import distributed
 from m2kt.models.view import ModelView, Pooling
 from m2kt.progress import Progress
 
@@ -43,13 +46,19 @@ def read_probes(
 ) -> ProbeReadings:
     """Read every text once; `layers` and `attention_layers` are already-resolved indices.
 
-    Each layer is pooled in each of `poolings` (default: the view's own pooling).
+    Each layer is pooled in each of `poolings` (default: the view's own pooling). Readings
+    come back on the CPU whatever device the model runs on.
     """
     keys = [(p, layer) for p in (poolings or [view.pooling]) for layer in layers]
-    states: dict[Reading, list[torch.Tensor]] = {key: [] for key in keys}
-    maps: list[torch.Tensor] = []
+    states: dict[Reading, list[tuple[int, torch.Tensor]]] = {key: [] for key in keys}
+    maps: list[tuple[int, torch.Tensor]] = []
+    world = distributed.current()
+    starts = range(0, len(texts), batch_size)
+    mine = [start for i, start in enumerate(starts) if world.owns(i)]
+    total = sum(len(texts[start : start + batch_size]) for start in mine)
+    done = 0
     with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
+        for start in mine:
             chunk = texts[start : start + batch_size]
             capture = view.run(
                 chunk,
@@ -59,19 +68,20 @@ def read_probes(
             )
             for pooling, layer in keys:
                 pooled = view.pool(capture.hidden[layer], capture.mask, pooling)
-                states[(pooling, layer)].append(pooled.float())
+                states[(pooling, layer)].append((start, pooled.float().cpu()))
             if attention_layers:
                 per_layer = [
                     aggregate_attention(capture.attention[layer], capture.mask, attention_length)
                     for layer in attention_layers
                 ]
-                maps.append(torch.stack(per_layer, dim=1))
+                maps.append((start, torch.stack(per_layer, dim=1)))
+            done += len(chunk)
             if progress is not None:
-                progress(min(start + batch_size, len(texts)), len(texts))
+                progress(done, total)
     return ProbeReadings(
         texts=list(texts),
-        states={key: torch.cat(parts) for key, parts in states.items()},
-        attention=torch.cat(maps) if maps else None,
+        states={key: distributed.assemble(parts, len(texts)) for key, parts in states.items()},
+        attention=distributed.assemble(maps, len(texts)) if attention_layers and texts else None,
         attention_layers=list(attention_layers),
     )
 
@@ -86,7 +96,7 @@ def aggregate_attention(weights: torch.Tensor, mask: torch.Tensor, length: int) 
     out = torch.empty(weights.shape[0], length, length)
     for row in range(weights.shape[0]):
         keep = mask[row].bool()
-        block = weights[row][:, keep][:, :, keep].float().mean(dim=0)
+        block = weights[row][:, keep][:, :, keep].float().mean(dim=0).cpu()
         resized = F.interpolate(block[None, None], size=(length, length), mode="area")[0, 0]
         out[row] = resized / resized.sum(dim=-1, keepdim=True).clamp(min=1e-12)
     return out

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from m2kt import distributed
 from m2kt.align.cal import CALConfig, CALKind, ConceptAlignmentLayer
 from m2kt.errors import UsageError
-from m2kt.ingest.loss import LossWeights, Targets, loss_terms
+from m2kt.ingest.loss import TERMS, LossWeights, Targets, loss_terms
 from m2kt.ingest.memory import ConceptMemory, MemoryConfig, SlotSource
 from m2kt.progress import Progress, StageProgress, quiet
 
@@ -132,6 +133,7 @@ def fit_memory(
         ).scores
         best = max(scores.values())
         steps = min(step for step, score in scores.items() if score >= best)
+        steps = int(distributed.from_writer(float(steps)))  # every process trains as long
         chosen = {"selected_steps": float(steps), "heldout_agreement": best}
     result = _train(
         concepts,
@@ -162,6 +164,8 @@ def _train(
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     history: dict[str, list[float]] = {}
     scores: dict[int, float] = {}
+    world = distributed.current()
+    share = torch.arange(world.rank, targets.probe_count, world.size)
     for step in range(settings.steps + 1):
         if evaluate is not None and step % settings.eval_every == 0:
             with torch.no_grad():
@@ -169,15 +173,62 @@ def _train(
             scores[step] = float((predicted == evaluate[1]).float().mean())
         if step == settings.steps:
             break
-        terms = loss_terms(memory, targets, weights, ce_weight)
-        if not terms["total"].requires_grad:
+        terms = (
+            loss_terms(memory, targets, weights, ce_weight)
+            if world.size == 1
+            else _share_terms(memory, targets, weights, ce_weight, share)
+        )
+        if "total" in terms and not terms["total"].requires_grad:
+            del terms["total"]  # nothing to train in this process
+        values = _summed_values(terms)
+        if "total" not in values:
             break  # every term is off: the closed-form start is the result
         optimizer.zero_grad()
-        terms["total"].backward()
+        if "total" in terms:
+            terms["total"].backward()
+        distributed.average_gradients(params)
         optimizer.step()
-        for name, value in terms.items():
-            history.setdefault(name, []).append(float(value.detach()))
+        for name, value in values.items():
+            history.setdefault(name, []).append(value)
         if progress is not None:
             progress(step + 1, settings.steps)
     memory.eval()
     return FitResult(memory, history, scores=scores)
+
+
+def _share_terms(
+    memory: ConceptMemory,
+    targets: Targets,
+    weights: LossWeights,
+    ce_weight: float,
+    share: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """This process's part of the composite loss, so that the parts sum to the whole.
+
+    Per-probe terms (reason, kl, ce) are means over probes: a share of n of N probes counts
+    n/N. Concept terms (geo, struct) are the same in every process and count n/N too, so
+    they add up once. L_safety averages over slots and probes together and does not split
+    that way; it is cheap, so process 0 computes it whole.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    if len(share):
+        part = loss_terms(memory, targets.subset(share), replace(weights, safety=0.0), ce_weight)
+        terms = {name: value * (len(share) / targets.probe_count) for name, value in part.items()}
+    if distributed.current().is_writer and weights.safety:
+        only_safety = LossWeights(**{t: weights.safety if t == "safety" else 0.0 for t in TERMS})
+        whole = loss_terms(memory, targets, only_safety)
+        if "safety" in whole:
+            terms["safety"] = whole["safety"]
+            terms["total"] = terms.get("total", torch.tensor(0.0)) + whole["total"]
+    return terms
+
+
+def _summed_values(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each term's value summed over the processes (absent where every process lacks it)."""
+    names = [*TERMS, "ce", "total"]
+    local = torch.zeros(2, len(names), dtype=torch.float64)
+    for i, name in enumerate(names):
+        if name in terms:
+            local[0, i], local[1, i] = float(terms[name].detach()), 1.0
+    summed = distributed.all_sum(local)
+    return {name: float(summed[0, i]) for i, name in enumerate(names) if summed[1, i] > 0}

@@ -118,6 +118,17 @@ class ModelView:
         )
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (and so where its inputs must go)."""
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> ModelView:
+        """Move the model to `device` (its inputs follow it in `run`); returns the view."""
+        self.model.to(device)
+        return self
+
+    @property
     def architecture(self) -> str:
         config = getattr(self.model, "config", None)
         names = getattr(config, "architectures", None)
@@ -179,7 +190,7 @@ class ModelView:
         keeps it, with gradients, in `Capture.token_embeddings`: what integrated gradients need.
         Gradients flow only when called with grad enabled.
         """
-        batch = self.tokenize(texts, truncate)
+        batch = {k: v.to(self.device) for k, v in self.tokenize(texts, truncate).items()}
         capture = Capture(batch["input_ids"], batch["attention_mask"])
         with self._hooks(capture, hidden_layers, attention_layers, embedding_scale):
             self._forward(self.model, batch | self._extra_arguments(attention_layers))
@@ -200,7 +211,7 @@ class ModelView:
         if (pooling or self.pooling) == "mean":
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return hidden[torch.arange(hidden.shape[0]), last_positions(mask)]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
 
     def _extra_arguments(self, attention_layers: Sequence[int]) -> dict[str, Any]:
         is_hugging_face = hasattr(self.model, "config") and hasattr(self.model, "can_generate")
@@ -267,7 +278,7 @@ class ModelView:
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token in each row, whichever side the padding is on."""
-    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask.bool(), positions, -1).max(dim=1).values.clamp(min=0)
 
 
