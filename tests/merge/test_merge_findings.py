@@ -127,6 +127,7 @@ def test_duplicates_aliases_and_conflicts_are_found_and_resolved() -> None:
     assert "business=0:business+1:finance" in m.provenance.settings["sources"]  # type: ignore[operator]
     assert [x.id for x in m.provenance.models] == ["teacher-a", "teacher-b"]
     assert m.provenance.inputs_seen["teacher"] == 2 * (12 + 24)
+    assert m.provenance.measurements["teacher_forward_inputs"] == 2 * (12 + 24)
 
     # The joint space: teacher A's block first, B's after it, zero elsewhere.
     vectors = merge.packet.tensors[CONCEPTS_TENSOR]

@@ -125,16 +125,7 @@ def merge_packets(
         parents=[p.digest for p in packets],
         settings=_settings(packets, settings, offsets, widths, sources, findings, alignments),
         inputs_seen=_summed([p.manifest.provenance.inputs_seen for p in packets]),
-        measurements=_summed(
-            [
-                {
-                    k: v
-                    for k, v in p.manifest.provenance.measurements.items()
-                    if k == "teacher_forward_inputs"
-                }
-                for p in packets
-            ]
-        ),
+        measurements={"teacher_forward_inputs": sum(map(_teacher_inputs, packets))},
     )
     packet = Packet.create(
         kind="knowledge",
@@ -317,6 +308,13 @@ def _unique(models: list[Any]) -> list[Any]:
             seen.add(key)
             out.append(m)
     return out
+
+
+def _teacher_inputs(packet: Packet) -> int:
+    """Inputs the teacher's forward passes took, counted as ingestion counts them."""
+    provenance = packet.manifest.provenance
+    passes = provenance.measurements.get("teacher_forward_inputs")
+    return passes if isinstance(passes, int) else sum(provenance.inputs_seen.values())
 
 
 def _summed(counts: list[dict[str, Any]]) -> dict[str, Any]:
