@@ -56,6 +56,7 @@ class Audit:
     findings: list[Finding]
     threshold: float
     space: str
+    inputs_read: int = 0  # texts the screened model read for the audit (screen and probes)
 
     @property
     def flagged(self) -> list[Finding]:
@@ -65,6 +66,7 @@ class Audit:
         return {
             "space": self.space,
             "threshold": self.threshold,
+            "inputs_read": self.inputs_read,
             "flagged": [f.id for f in self.flagged],
             "concepts": [asdict(f) | {"flagged": f.flagged} for f in self.findings],
         }

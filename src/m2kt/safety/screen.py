@@ -142,6 +142,7 @@ def build_screen(
     scores = screen.score(means).values
     is_unsafe = torch.tensor([unsafe for unsafe, _ in items])
     threshold, stats = _youden_threshold(scores[~is_unsafe], scores[is_unsafe])
+    stats["texts_read"] = float(len(texts))
     return SafetyScreen(screen.descriptions, screen.unsafe, screen.benign, center, threshold, stats)
 
 

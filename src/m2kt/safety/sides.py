@@ -3,6 +3,8 @@ ingestion (after alignment). Both read the screen's texts with the model being s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch.nn import functional as F
 
@@ -99,7 +101,7 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
     else:
         teacher, student = concepts, anchors
     aligned = align_for_audit(teacher, student, concepts)
-    return audit_concepts(
+    audit = audit_concepts(
         screen,
         [c.id for c in m.concepts],
         [c.name for c in m.concepts],
@@ -107,6 +109,7 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
         anchors,
         probe_consistency(packet),
     )
+    return replace(audit, inputs_read=len(texts) + int(screen.calibration["texts_read"]))
 
 
 def screen_for_ingestion(
@@ -162,7 +165,7 @@ def audit_export(
         return [
             f"safety screen not applied: this teacher separates only {separation(screen):.0%} "
             "of the calibration concepts (detected − false alarms)"
-        ], {"safety_screened": 0.0}
+        ], {"safety_screened": 0.0, "safety_inputs": screen.calibration["texts_read"]}
     means = torch.stack(
         [F.normalize(states[g.probes].float(), dim=-1).mean(0) for g in concepts.groups]
     )
@@ -178,4 +181,5 @@ def audit_export(
         "safety_screened": 1.0,
         "safety_threshold": screen.threshold,
         "safety_flagged": float(len(audit.flagged)),
+        "safety_inputs": screen.calibration["texts_read"],
     }
