@@ -46,21 +46,34 @@ def loss_curves(history: dict[str, list[float]]) -> bytes:
     return _png(fig)
 
 
+ACCURACY_CHECKS = ("transfer", "held-in")  # the checks whose values are accuracies
+CHECK_AXES = {
+    "safety": "closeness to unsafe (lower is safer)",
+    "screen": "screen score (lower is safer)",
+}
+
+
 def before_after(checks: list[dict[str, Any]]) -> bytes:
-    """Each verification probe set before and after ingestion, with pass or fail."""
+    """Each verification probe set before and after ingestion, with pass or fail.
+
+    Accuracies are drawn in % on a fixed 0–100 axis; any other check (safety closeness, the
+    safety screen, checks added later) on its own scale, which may be negative.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(checks), figsize=(2.6 * len(checks) + 0.6, 3.2), squeeze=False)
     for ax, check in zip(axes.flat, checks, strict=True):
-        accuracy = check["name"] != "safety"
+        accuracy = check["name"] in ACCURACY_CHECKS
         scale = 100 if accuracy else 1
         values = [scale * check["before"], scale * check["after"]]
         colour = "tab:green" if check["passed"] else "tab:red"
         bars = ax.bar(["before", "after"], values, color=["tab:grey", colour])
         ax.bar_label(bars, fmt="%.1f" if accuracy else "%.3f", fontsize=8)
         ax.set_title(f"{check['name']} ({'ok' if check['passed'] else 'FAIL'})", fontsize=9)
-        ax.set_ylabel("accuracy %" if accuracy else "closeness to unsafe (lower is safer)")
+        ax.set_ylabel("accuracy %" if accuracy else CHECK_AXES.get(check["name"], "value"))
         if accuracy:
             ax.set_ylim(0, 105)
+        else:
+            ax.axhline(0, color="black", linewidth=0.5)
     return _png(fig)
 
 
