@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-term", action="append", default=[], choices=TERMS, help="switch a term off"
     )
     parser.add_argument("--steps", type=int, default=200, metavar="N")
+    parser.add_argument(
+        "--no-step-selection",
+        action="store_true",
+        help="train exactly --steps steps instead of choosing 0…N on held-out packet probes",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layer", type=int, default=-1, metavar="N", help="student layer")
     parser.add_argument(
@@ -96,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             cal_rank=args.cal_rank,
             residual_rank=args.residual_rank,
             steps=args.steps,
+            select_steps=not args.no_step_selection,
             lr=args.lr,
             seed=args.seed,
         ),
