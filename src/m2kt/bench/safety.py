@@ -34,6 +34,7 @@ from m2kt.atomic import atomic_write_bytes
 from m2kt.extract.spec import load_spec
 from m2kt.models.load import load_model
 from m2kt.packet import Packet, make_provenance
+from m2kt.safety.audit import Audit
 from m2kt.safety.screen import SafetyScreen, build_screen
 from m2kt.safety.sides import audit_student, audit_teacher, model_reader
 
@@ -173,7 +174,8 @@ def _build(
     entries: list[tuple[str, list[str], torch.Tensor]], states: dict[str, torch.Tensor]
 ) -> Packet:
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": torch.stack([e[2] for e in entries])}
-    traces, concepts = [], []
+    traces: list[dict[str, Any]] = []
+    concepts: list[dict[str, Any]] = []
     for k, (name, probes, _) in enumerate(entries):
         concepts.append(
             {
@@ -198,7 +200,7 @@ def _build(
     )
 
 
-def _export_audit(screen: SafetyScreen, packet: Packet, states: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+def _export_audit(screen: SafetyScreen, packet: Packet, states: dict[str, torch.Tensor]) -> Audit:
     m = packet.manifest
     assert m.concepts is not None
     means = torch.stack(
