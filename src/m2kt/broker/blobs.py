@@ -31,8 +31,6 @@ class BlobStore(Protocol):
 
     def sha256(self, digest: str) -> str: ...
 
-    def size(self, digest: str) -> int: ...
-
     def remove(self, digest: str) -> bool: ...
 
     def digests(self) -> list[str]: ...
@@ -73,9 +71,6 @@ class FileBlobs:
 
     def sha256(self, digest: str) -> str:
         return file_sha256(self.path(digest))
-
-    def size(self, digest: str) -> int:
-        return self.path(digest).stat().st_size
 
     def remove(self, digest: str) -> bool:
         try:

@@ -65,9 +65,6 @@ class TokenTable:
     def authenticate(self, token: str) -> Publisher | None:
         return self._by_hash.get(token_hash(token))
 
-    def trusted_keys(self) -> list[Path]:
-        return sorted({k for p in self._by_hash.values() for k in p.keys})
-
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
