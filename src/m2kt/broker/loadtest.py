@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import torch
@@ -129,8 +130,8 @@ def load_test(
         pulls=len(pull_ms),
         seconds=round(seconds, 3),
         requests_per_second=round(requests / seconds, 1),
-        publish_p50_ms=round(_median(publish_ms), 1),
-        pull_p50_ms=round(_median(pull_ms), 1),
+        publish_p50_ms=round(median(publish_ms or [0.0]), 1),
+        pull_p50_ms=round(median(pull_ms or [0.0]), 1),
         failures=failures,
         consistency=registry.check(),
     )
@@ -153,7 +154,3 @@ def synthetic_packet(seed: int, concepts: int = 4, width: int = 32) -> Packet:
             for k in range(concepts)
         ],
     )
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2] if values else 0.0
