@@ -5,7 +5,7 @@
   m2kt bench efficiency --mode quick   knowledge packet vs logit KD vs supervised tuning at
                                        budgets 0.5–100%: BBC e1 → e2 (400 inputs a split) and
                                        (a+b+c) mod 11 with tiny transformers, 1 seed
-  m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 23, full splits,
+  m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 17 (3,000 inputs),
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts, teacher e1, student e2, 3 or 20 seeds
