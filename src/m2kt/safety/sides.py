@@ -138,7 +138,7 @@ def screen_for_ingestion(
             f"concepts in {view.name}'s space, so it cannot audit packets for this student",
             "ingest with IngestSettings(screen=False) if you accept unaudited packets",
         )
-    if not audit:
+    if not audit or not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
     found = audit_student(screen, packet, read)
     refuse_if_all_flagged(found)
