@@ -3,10 +3,10 @@
 `m2kt ingest` and `m2kt patch transfer` are run once to completion (the "old" output), then
 again with other settings into the same place and killed at a random moment, several times:
 after each kill the output must be byte for byte the old one, or a complete new one that
-loads; the student's files must be bit-identical throughout. Kill moments are drawn over the
-second half of a complete run, where the writing happens. Hidden temporary files a kill
-leaves beside the output are allowed: they are never read as output, and an adapter save
-removes stale ones.
+loads; the student's files must be bit-identical throughout. Kill moments are drawn between
+30% and 95% of a complete run's duration, so that many land near the writing. Hidden
+temporary files a kill leaves beside the output are allowed: they are never read as output,
+and an adapter save removes stale ones.
 
 `M2KT_CRASH_KILLS` sets the kills per command (default 2, to keep this under a minute);
 docs/security.md reports a long run.
