@@ -8,7 +8,7 @@ loads; the student's files must be bit-identical throughout. Kill moments are dr
 temporary files a kill leaves beside the output are allowed: they are never read as output,
 and an adapter save removes stale ones.
 
-`M2KT_CRASH_KILLS` sets the kills per command (default 2, to keep this under a minute);
+`M2KT_CRASH_KILLS` sets the kills per command (default 2: about two minutes on 2 cores);
 docs/security.md reports a long run.
 """
 
