@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     lines = ["commands:"]
     for title, modules in COMMAND_GROUPS:
         lines.append(f"\n  {title}")
-        lines.extend(f"    {m.NAME:<10} {m.SUMMARY}" for m in modules)
+        lines.extend(f"    {m.NAME:<12} {m.SUMMARY}" for m in modules)
     lines.append("\nSee `m2kt <command> --help` for a command's options.")
     parser = argparse.ArgumentParser(
         prog="m2kt",
