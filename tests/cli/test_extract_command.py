@@ -23,11 +23,20 @@ def test_extract_sign_inspect_on_e1(tmp_path: Path, keys, capsys) -> None:
     # The measured worth of the shipped topics spec on e1 (95.0% when written; chance 10%).
     assert record["measurements"]["concept_probe_accuracy"] >= 0.8
     assert record["measurements"]["heldout_probes"] == 20
+    assert record["measurements"]["safety_screened"] == 1.0  # audited by meaning at export
     assert record["packet_bytes"] < 0.002 * record["measurements"]["teacher_checkpoint_bytes"]
     assert main(["inspect", str(out), "--key", str(keys[1])]) == 0
     shown = capsys.readouterr().out
     assert "verified" in shown and "concept-probe accuracy on 20 held-out probes" in shown
     assert "of the teacher checkpoint" in shown
+
+
+def test_no_safety_screen_skips_the_export_audit(tmp_path: Path) -> None:
+    out = tmp_path / "topics.m2kt"
+    command = ["extract", "--teacher", "e1", "--concepts", "topics", "--out", str(out)]
+    assert main([*command, "--no-attention", "--no-safety-screen"]) == 0
+    record = json.loads((tmp_path / "topics.m2kt.record.json").read_text())
+    assert "safety_screened" not in record["measurements"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,9 @@ def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
         "ingestion_report.json",
     }
 
+    report = json.loads(kept["ingestion_report.json"])
+    assert report["safety_screen"] is not None  # the auditor ran by default
+
     assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--text", "Goal!"]) == 0
     assert "sport" in capsys.readouterr().out
 
@@ -52,6 +56,15 @@ def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
     captured = capsys.readouterr()
     assert "FAIL transfer" in captured.out and "rolled back" in captured.err
     assert _files(out) == kept
+
+
+def test_no_screen_keeps_the_auditor_out_but_not_the_safety_probes(packets, keys, tmp_path) -> None:
+    out = tmp_path / "adapter"
+    command = ["ingest", "--student", "e2", "--out", str(out), "--packet", str(packets["good"])]
+    assert main([*command, "--key", str(keys[1]), "--no-screen"]) == 0
+    report = json.loads((out / "ingestion_report.json").read_text())
+    assert report["safety_screen"] is None
+    assert any(check["name"] == "safety" for check in report["checks"])
 
 
 @pytest.mark.parametrize(

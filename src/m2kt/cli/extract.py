@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out each probe's state (a student fits its alignment on them)",
     )
     parser.add_argument(
+        "--no-safety-screen",
+        action="store_true",
+        help="skip the audit of the concepts by meaning (its findings go in the packet's notes)",
+    )
+    parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
     )
     parser.add_argument(
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layer,
         attention=not args.no_attention,
         probe_states=not args.no_probe_states,
+        safety_screen=not args.no_safety_screen,
         attention_length=args.attention_length,
         clusters=args.clusters,
         ig_steps=args.ig_steps,

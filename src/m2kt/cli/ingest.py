@@ -69,7 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--held-in", default="topics", metavar="SPEC", help="spec of the student's own skill"
     )
-    parser.add_argument("--unsafe", metavar="FILE", help="unsafe-concept descriptions")
+    parser.add_argument(
+        "--unsafe", metavar="FILE", help="unsafe-concept descriptions (default: the shipped list)"
+    )
+    parser.add_argument(
+        "--no-screen",
+        action="store_true",
+        help="keep concepts the safety auditor flags (the post-ingestion safety probes still run)",
+    )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
     parser.add_argument("--safety-margin", type=float, default=0.05, metavar="M")
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         held_in=args.held_in,
         unsafe=args.unsafe,
+        screen=not args.no_screen,
         batch_size=args.batch_size,
     )
     packet = load_packet(
