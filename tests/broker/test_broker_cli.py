@@ -37,7 +37,9 @@ def served(tmp_path: Path, keys, capsys) -> Iterator[tuple[str, Path]]:
         == 0
     )
     token_file = tmp_path / "alice.token"
-    token_file.write_text(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr().out.strip()
+    assert len(printed.splitlines()) == 1  # stdout holds the token alone: `> alice.token` works
+    token_file.write_text(printed)
     port = free_port()
     command = [
         sys.executable,
@@ -130,3 +132,9 @@ def test_a_missing_broker_package_is_one_line_with_the_hint() -> None:
         require("m2kt_no_such_package")
     assert "m2kt_no_such_package" in missing.value.message
     assert ".[broker]" in missing.value.hint and os.linesep not in missing.value.message
+
+
+def test_publishing_a_missing_file_is_one_line(tmp_path: Path, capsys) -> None:
+    code = main(["publish", str(tmp_path / "nope.m2kt"), "--store", str(tmp_path / "store")])
+    assert code == 2
+    assert "no such packet file" in capsys.readouterr().err

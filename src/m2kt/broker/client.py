@@ -34,7 +34,6 @@ _BY_STATUS: dict[int, type[BrokerError] | type[RefusedPacketError]] = {
     404: NotFoundError,
     409: ConflictError,
     413: TooLargeError,
-    422: RefusedPacketError,
 }
 
 
@@ -184,6 +183,11 @@ def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
         message, hint = body["error"], body.get("hint")
     except (ValueError, KeyError, TypeError):
         message, hint = f"HTTP {response.status_code}: {response.text[:200]}", None
+        body = {}
+    # A 422 is a refused packet only when the service says so; FastAPI also answers 422 for a
+    # query value out of range.
+    if response.status_code == 422 and body.get("type") == "RefusedPacketError":
+        raise RefusedPacketError(f"broker: {message}", hint)
     raise _BY_STATUS.get(response.status_code, BrokerError)(f"broker: {message}", hint)
 
 

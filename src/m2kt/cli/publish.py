@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt.errors import UsageError
+
+    missing = [path for path in args.packets if not Path(path).is_file()]
+    if missing:
+        raise UsageError(f"no such packet file: {', '.join(missing)}", "check the path")
     store = store_from(args, args.key)
     for path in args.packets:
         entry = store.publish(Path(path), args.tag)

@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.tokens:
             raise UsageError("--add-publisher needs --tokens FILE")
         token = add_publisher(args.tokens, args.add_publisher, args.scopes.split(","), args.key)
-        console.print(f"publisher {args.add_publisher} added to {args.tokens}; token (shown once):")
+        error_console.print(
+            f"publisher {args.add_publisher} added to {args.tokens}; token (shown once, on stdout):"
+        )
         console.print(token, markup=False)
         return 0
     require("fastapi", "uvicorn", "httpx")

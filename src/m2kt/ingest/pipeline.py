@@ -58,6 +58,10 @@ class IngestSettings:
     batch_size: int = 16
     truncate: bool = False
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {self.batch_size}")
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

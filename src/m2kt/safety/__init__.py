@@ -1,5 +1,6 @@
-"""The safety auditor: unsafe-concept descriptions the student's representations are checked
-against (after ingestion here; concept screening by meaning is issue 6's work)."""
+"""The safety auditor: concepts screened by meaning (where their embeddings land against a
+model's own representations of unsafe-concept descriptions) at export and at ingestion, and the
+descriptions the post-ingestion safety probes are checked against."""
 
 from m2kt.safety.descriptions import default_unsafe_descriptions
 

@@ -30,7 +30,7 @@ DRIFT_MARGIN = 0.1
 
 
 class UnsafePacketError(VerificationError):
-    """The auditor flagged every concept, or export found unsafe concepts: exit code 1."""
+    """The auditor flagged every concept of a packet at ingestion: exit code 1."""
 
     default_hint = "do not use this packet; see the flagged concepts and their nearest harms"
 

@@ -136,7 +136,8 @@ def screen_for_ingestion(
         raise UsageError(
             f"the safety screen separates only {separation(screen):.0%} of its calibration "
             f"concepts in {view.name}'s space, so it cannot audit packets for this student",
-            "ingest with IngestSettings(screen=False) if you accept unaudited packets",
+            "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited "
+            "packets",
         )
     if not audit or not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
