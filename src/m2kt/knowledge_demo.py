@@ -44,6 +44,7 @@ class KnowledgeDemo:
         checks = {c.name: c for c in self.ingestion.verdict.checks}
         transfer, held_in = checks["transfer"], checks["held-in"]
         inputs = report["inputs"]
+        screened = inputs.get("student_safety_screen", 0)
         return [
             (
                 f"teacher {TEACHER} (concepts, held-out probes)",
@@ -59,7 +60,8 @@ class KnowledgeDemo:
             (
                 "held-in skill before → after",
                 f"{held_in.before:.1%} → {held_in.after:.1%}",
-                f"{inputs['student'] - inputs['student_training']} verification probes",
+                f"{inputs['student'] - inputs['student_training'] - screened} verification "
+                f"probes, {screened} safety-screen texts",
             ),
             ("verdict", "accepted" if self.ingestion.accepted else "rolled back", ""),
             ("trained parameters (student frozen)", f"{report['trainable_parameters']:,}", ""),

@@ -47,6 +47,9 @@ def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
 
     report = json.loads(kept["ingestion_report.json"])
     assert report["safety_screen"] is not None  # the auditor ran by default
+    screened = report["inputs"]["student_safety_screen"]  # its texts count as inputs read
+    assert screened == report["safety_screen"]["inputs_read"] > 0
+    assert report["inputs"]["student"] > report["inputs"]["student_training"] + screened
 
     assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--text", "Goal!"]) == 0
     assert "sport" in capsys.readouterr().out

@@ -58,7 +58,8 @@ def test_every_method_makes_a_complete_valid_packet(tiny_bert, tmp_path, method)
     read_packet(packet.save(tmp_path / "p.m2kt"))  # what was written reads back strictly
     if method == "attribution":
         assert m.concepts[0].tokens and m.concepts[0].units
-        assert m.provenance.measurements["teacher_forward_inputs"] == 15 + 12 * 5
+        safety = m.provenance.measurements.get("safety_inputs", 0)  # the export audit's texts
+        assert m.provenance.measurements["teacher_forward_inputs"] == 15 + 12 * 5 + safety
 
 
 def test_graph_has_spec_parents_hierarchy_and_neighbours(tiny_bert) -> None:

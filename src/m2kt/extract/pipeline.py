@@ -175,8 +175,12 @@ def extract_packet(
         ),
         inputs_seen={"teacher": len(texts) + trace_inputs},
         measurements=(worth.as_measurements() if worth else {})
-        | {"teacher_forward_inputs": passes, "teacher_checkpoint_bytes": view.checkpoint_bytes}
-        | safety,
+        | safety
+        | {
+            # every forward pass of the teacher, the safety audit's texts included
+            "teacher_forward_inputs": passes + int(safety.get("safety_inputs", 0)),
+            "teacher_checkpoint_bytes": view.checkpoint_bytes,
+        },
     )
     packet = Packet.create(
         kind="knowledge",

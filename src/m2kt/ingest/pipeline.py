@@ -108,6 +108,10 @@ def ingest(
         view, packet, settings.layer, settings.unsafe, settings.batch_size, settings.screen
     )
     progress("safety screen", 1, 1)
+    # Texts the student read for the screen: calibration, and the packet's probes when audited.
+    screened = audit.inputs_read if audit else 0
+    if audit is None and screen is not None:
+        screened = int(screen.calibration["texts_read"])
     reading = read_student(
         view,
         working,
@@ -197,8 +201,9 @@ def ingest(
             "teacher": packet.manifest.provenance.measurements.get(
                 "teacher_forward_inputs", sum(packet.manifest.provenance.inputs_seen.values())
             ),
-            "student": reading.inputs_read + len(held_texts) + len(unsafe_texts),
+            "student": reading.inputs_read + len(held_texts) + len(unsafe_texts) + screened,
             "student_training": reading.inputs_read,
+            "student_safety_screen": screened,
         },
         "trainable_parameters": result.trainable_parameters,
         "settings": settings.as_dict(),
