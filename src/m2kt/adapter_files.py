@@ -37,6 +37,7 @@ from safetensors.torch import save as _save_safetensors
 
 from m2kt.atomic import _current_umask, _fsync_directory
 from m2kt.errors import AdapterError, UsageError
+from m2kt.faults import crash_point
 from m2kt.packet.canonical import strict_loads
 from m2kt.packet.limits import MiB
 
@@ -176,7 +177,9 @@ def _swap_in(build: Path, target: Path) -> None:
         _fsync_directory(target.parent)
         return
     aside = _aside(target)
+    crash_point("adapter:before-swap")
     os.rename(target, aside)
+    crash_point("adapter:between-renames")
     try:
         os.rename(build, target)
     except BaseException:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from m2kt.faults import crash_point
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through `write(handle)` into a temporary sibling, fsync it, then rename.
@@ -25,6 +27,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("atomic-write:before-rename")
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

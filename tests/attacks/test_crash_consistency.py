@@ -9,7 +9,10 @@ temporary files a kill leaves beside the output are allowed: they are never read
 and an adapter save removes stale ones.
 
 `M2KT_CRASH_KILLS` sets the kills per command (default 2: about two minutes on 2 cores);
-docs/security.md reports a long run.
+docs/security.md reports a long run. Random moments rarely hit the few milliseconds of the
+write itself, so the last tests kill each command exactly there, at the crash points of
+`m2kt.faults` (a temporary file written and not renamed; an adapter moved aside, the new one
+not yet in).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from m2kt.adapter_files import load_adapter_dir
 from m2kt.errors import M2KTError
@@ -142,3 +146,42 @@ def test_killed_patch_transfer_leaves_the_old_or_the_new_packet(workdir: Path) -
         return now
 
     _kill_rounds(run, (["--identity-weight", "1"], ["--identity-weight", "100"]), check)
+
+
+def _crashed_at(point: str, args: list[str]) -> None:
+    """Run with the crash point armed; the process must die there, by SIGKILL."""
+    env = os.environ | {"M2KT_CRASH_AT": point}
+    done = subprocess.run([M2KT, *args], env=env, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, f"{point} was not reached: {done.stderr[-300:]!r}"
+
+
+def test_a_kill_inside_an_adapter_save_leaves_the_old_adapter(workdir: Path) -> None:
+    packet = workdir / "point.m2kt"
+    extract_packet(load_model("e1"), load_spec("topics")).packet.save(packet)
+    out = workdir / "point-adapter"
+    run = ["ingest", "--student", "e2", "--packet", str(packet), "--allow-unsigned"]
+    run += ["--out", str(out), "--steps", "0", "--no-screen"]
+    _run([*run, "--seed", "0"])
+    old_config, old_tensors = load_adapter_dir(out)
+    for point in ("adapter:before-swap", "adapter:between-renames"):
+        _crashed_at(point, [*run, "--seed", "1"])
+        config, tensors = load_adapter_dir(out)  # the reader finds the old adapter, whole
+        assert config == old_config and tensors.keys() == old_tensors.keys()
+        assert all(torch.equal(tensors[k], old_tensors[k]) for k in tensors)
+    _run([*run, "--seed", "1"])  # the next save recovers and replaces it
+    assert json.loads((out / "ingestion_report.json").read_text())["settings"]["fit"]["seed"] == 1
+    assert not (workdir / ".point-adapter.m2kt-old").exists()  # the moved-aside copy is gone
+
+
+def test_a_kill_between_writing_and_renaming_a_packet_leaves_the_old_one(workdir: Path) -> None:
+    source = workdir / "source.m2kt"
+    packet = extract_packet(load_model("e1"), load_spec("topics")).packet
+    packet.save(source)
+    out = workdir / "copy.m2kt"
+    out.write_bytes(b"the old output")
+    _crashed_at(
+        "atomic-write:before-rename",
+        ["extract", "--teacher", "e1", "--concepts", "topics", "--out", str(out)]
+        + ["--no-attention", "--no-safety-screen"],
+    )
+    assert out.read_bytes() == b"the old output"
