@@ -122,15 +122,11 @@ class Registry:
         )
         if self.blobs.add(staged, entry.digest):
             try:
-                indexed = self.index.add(entry)
+                self.index.add(entry)
             except BaseException:
                 self.blobs.remove(entry.digest)
                 raise
-            if indexed:
-                return entry, True
-            # A concurrent publish of the same file indexed it between our link and our insert
-            # (the repair path below): report the stored entry, not ours.
-            return self.get(entry.digest), False
+            return entry, True
         if self.blobs.sha256(entry.digest) != sha:
             raise ConflictError(f"{entry.digest} is already stored with other signature bytes")
         self.index.add(entry)  # a no-op unless an earlier publish died between file and index
