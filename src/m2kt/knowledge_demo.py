@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from m2kt.demo import fresh_keys
 from m2kt.extract.pipeline import extract_packet
@@ -101,8 +101,8 @@ def run_knowledge_demo(
         packet=path,
         public_key=public,
         adapter=adapter,
-        teacher_accuracy=float(measurements["concept_probe_accuracy"]),
+        teacher_accuracy=float(cast(float, measurements["concept_probe_accuracy"])),
         ingestion=outcome,
         packet_bytes=path.stat().st_size,
-        teacher_checkpoint_bytes=int(measurements["teacher_checkpoint_bytes"]),
+        teacher_checkpoint_bytes=int(cast(float, measurements["teacher_checkpoint_bytes"])),
     )

@@ -89,8 +89,10 @@ def read_student(
                 f"trace {trace.id} is {states.shape[1]} wide, the concepts {concepts.shape[1]}"
             )
         if trace.steps[0].startswith("layer "):
-            wanted = f"layer {concept_layer}"
-            row = trace.steps.index(wanted) if wanted in trace.steps else len(trace.steps) - 1
+            layer_step = f"layer {concept_layer}"
+            row = (
+                trace.steps.index(layer_step) if layer_step in trace.steps else len(trace.steps) - 1
+            )
             trace_texts.append(trace.probe)
             trace_states.append(states[row : row + 1])
         else:
