@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from m2kt.bench.methods import method_runs, score_methods
 from m2kt.errors import UsageError
+from m2kt.extract.geometry import centroids
 from m2kt.ingest.fit import FitSettings
 from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.tasks.symbolic import FAMILIES, SymbolicSplit, SymbolicTask, symbolic_task
@@ -462,7 +463,7 @@ def class_centroids(states: torch.Tensor, owners: torch.Tensor, k: int) -> torch
     """The unit mean state of the inputs assigned to each class [K, d]; a class with none gets
     the unit mean of all of them, which favours no class."""
     unit = F.normalize(states, dim=-1)
-    sums = torch.zeros(k, states.shape[1]).index_add_(0, owners, unit)
     counts = torch.bincount(owners, minlength=k)
     neutral = F.normalize(unit.mean(0), dim=-1).expand(k, -1)
-    return torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), neutral)
+    means = F.normalize(centroids(unit, owners, k), dim=-1)
+    return torch.where(counts[:, None] > 0, means, neutral)
