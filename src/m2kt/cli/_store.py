@@ -13,7 +13,9 @@ TOKEN_ENV = "M2KT_TOKEN"
 STORE_ENV = "M2KT_STORE"
 
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+def add_store_arguments(parser: argparse.ArgumentParser, *, writes: bool = False) -> None:
+    """--store and --token-file; with `writes` (publish, unpublish) also --publisher, the name a
+    local directory store records as owner (a broker knows you by your token)."""
     parser.add_argument(
         "--store",
         default=os.environ.get(STORE_ENV),
@@ -25,12 +27,13 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"file holding the broker token (default: ${TOKEN_ENV}); none for public reads",
     )
-    parser.add_argument(
-        "--publisher",
-        default="local",
-        metavar="NAME",
-        help="your name in a local directory store (a broker knows you by your token)",
-    )
+    if writes:
+        parser.add_argument(
+            "--publisher",
+            default="local",
+            metavar="NAME",
+            help="your name in a local directory store (a broker knows you by your token)",
+        )
 
 
 def store_from(args: argparse.Namespace, keys: list[str] | None = None) -> Store:
@@ -43,4 +46,5 @@ def store_from(args: argparse.Namespace, keys: list[str] | None = None) -> Store
         except OSError as exc:
             raise UsageError(f"cannot read token file {args.token_file}: {exc.strerror}") from None
     paths = [Path(k) for k in keys or []]
-    return open_store(args.store, token=token, publisher=args.publisher, keys=paths)
+    publisher = getattr(args, "publisher", "local")
+    return open_store(args.store, token=token, publisher=publisher, keys=paths)

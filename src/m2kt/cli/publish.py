@@ -23,7 +23,7 @@ SUMMARY = "publish packets to a broker or a local store"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("packets", nargs="+", metavar="PACKET")
-    add_store_arguments(parser)
+    add_store_arguments(parser, writes=True)
     parser.add_argument("--tag", action="append", default=[], metavar="TAG", help="repeatable")
     parser.add_argument(
         "--key",

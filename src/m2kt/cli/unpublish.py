@@ -17,7 +17,7 @@ SUMMARY = "remove a packet you published from a store"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("digest", metavar="DIGEST")
-    add_store_arguments(parser)
+    add_store_arguments(parser, writes=True)
 
 
 def run(args: argparse.Namespace) -> int:
