@@ -44,3 +44,23 @@ def test_ridge_recovers_a_general_linear_map_and_shrinks_to_identity() -> None:
     m = torch.randn(12, 12, generator=g)  # not orthogonal: scales and shears
     assert torch.allclose(ridge_to_identity(a, a @ m), m, atol=1e-3)
     assert torch.allclose(ridge_to_identity(a, a @ m, 1e6), torch.eye(12), atol=1e-3)
+
+
+def test_a_direction_both_sides_leave_out_is_pinned_not_left_to_rounding() -> None:
+    """Zero-mean rows leave aᵀb without the constant direction. Rounding noise along it (what
+    another CPU or BLAS build produces) must not change Q, and Q must keep that direction."""
+    k = 12
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(300, k, generator=g, dtype=torch.float64)
+    a -= a.mean(1, keepdim=True)
+    q = _rotation(k, 4).double()
+    b = a @ q
+    b -= b.mean(1, keepdim=True)
+    constant = torch.ones(k, dtype=torch.float64) / k**0.5
+    found = []
+    for seed in range(8):
+        noise = torch.randn(300, 1, generator=torch.Generator().manual_seed(seed)) * 1e-9
+        found.append(orthogonal_procrustes(a + noise * constant, b, fixed=constant))
+    for other in found[1:]:
+        assert torch.allclose(other, found[0], atol=1e-6)
+    assert torch.allclose(found[0] @ constant, constant, atol=1e-6)

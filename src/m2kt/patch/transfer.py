@@ -6,6 +6,8 @@ pulled toward the identity by λ (per input, so it means the same for any number
 
 - `orthogonal` (TransMiter): in the patch's rotated basis, an orthogonal Q from the SVD of
   AᵀB/N + λI; the target's rotation becomes Qᵀ·W, so outputs come back in the target's axes.
+  Standardised logits are zero-mean, so Q is pinned to keep the constant direction: without
+  that, at λ = 0, its sign would be left to rounding and differ between CPUs.
 - `linear`: a ridge map M from the target's standardised logits to the source's; the patch then
   runs as trained. M can also undo scaling and shearing between the two models' logit spaces.
 
@@ -65,7 +67,15 @@ def transfer_patch(
     target = standardise(target_logits)[0]
     moved = copy.deepcopy(patch)
     if map == "orthogonal":
-        q = orthogonal_procrustes(target @ patch.weight.T, expected @ patch.weight.T, weight)
+        # Standardised rows are zero-mean: both sides leave out the constant direction, which
+        # the patch's rotation carries to W·1. The target's constant must stay the constant.
+        constant = patch.weight @ torch.ones(patch.config.logit_dim)
+        q = orthogonal_procrustes(
+            target @ patch.weight.T,
+            expected @ patch.weight.T,
+            weight,
+            fixed=constant / constant.norm(),
+        )
         moved.set_rotation(q.T @ patch.weight)
         moved.set_input_map(torch.eye(patch.config.logit_dim))
     else:
