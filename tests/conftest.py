@@ -155,13 +155,4 @@ def shifted_concepts(packet: Packet) -> Packet:
     """The packet with concept k carrying concept k+1's vector: built to fail verification."""
     tensors = dict(packet.tensors)
     tensors[CONCEPTS_TENSOR] = torch.roll(tensors[CONCEPTS_TENSOR], 1, dims=0)
-    m = packet.manifest
-    return Packet.create(
-        kind="knowledge",
-        provenance=m.provenance,
-        tensors=tensors,
-        concepts=m.concepts,
-        graph=m.graph,
-        attention=m.attention,
-        traces=m.traces,
-    )
+    return packet.rebuilt(tensors)

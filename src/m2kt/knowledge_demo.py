@@ -5,8 +5,9 @@ With the embedded models, offline, in about a minute on 2 CPU cores:
    hand-written probes each) into a knowledge packet, which is signed with a fresh key;
 2. the packet is loaded back with its signature verified;
 3. the student E2 (3-layer MiniLM, another model) ingests it through a Concept Alignment Layer
-   and a concept memory, its own weights frozen, and is verified: held-out concept probes,
-   its held-in skill and safety, before against after; a failure would roll it back;
+   and a concept memory, its own weights frozen, and is verified: the packet's verification
+   probes (held out before extraction), its held-in skill on a set no packet carries, and
+   safety, before against after; a failure would roll it back;
 4. a table of what each model scored and read, and the adapter directory, are written.
 """
 
@@ -57,11 +58,12 @@ class KnowledgeDemo:
                 f"{transfer.after:.1%}",
                 f"{inputs['student_training']} packet probes read",
             ),
+            ("paired difference (95% interval), p", _difference(transfer.statistics), ""),
             (
                 "held-in skill before → after",
                 f"{held_in.before:.1%} → {held_in.after:.1%}",
-                f"{inputs['student'] - inputs['student_training'] - screened} verification "
-                f"probes, {screened} safety-screen texts",
+                f"{inputs['student'] - inputs['student_training'] - screened} held-in and "
+                f"safety probes, {screened} safety-screen texts",
             ),
             ("verdict", "accepted" if self.ingestion.accepted else "rolled back", ""),
             ("trained parameters (student frozen)", f"{report['trainable_parameters']:,}", ""),
@@ -72,6 +74,16 @@ class KnowledgeDemo:
                 "",
             ),
         ]
+
+
+def _difference(figures: dict[str, Any] | None) -> str:
+    if not figures or figures["n"] == 0:
+        return "not measured"
+    low, high = figures["interval_95"]
+    return (
+        f"{figures['difference']:+.1%} ({low:+.1%} to {high:+.1%}), p = {figures['p_value']:.3f}, "
+        f"n = {figures['n']}"
+    )
 
 
 def run_knowledge_demo(

@@ -149,11 +149,17 @@ def test_path_like_names_inside_the_manifest(tmp_path: Path, edit, match: str) -
     _refused(_write(tmp_path, write_container(_manifest_with(edit))), SchemaError, match)
 
 
-@pytest.mark.parametrize("version", [0, -1, "1", 1.0, True, None, 2])
+@pytest.mark.parametrize("version", [0, -1, "2", 2.0, True, None, 3])
 def test_format_version_downgrade_or_confusion(tmp_path: Path, version) -> None:
     members = _manifest_with(lambda m: m.update(format_version=version))
     error = _refused(_write(tmp_path, write_container(members)), PacketVersionError, "format_ver")
     assert "upgrade m2kt" in error.hint
+
+
+def test_a_version_1_packet_is_refused_with_a_hint_to_extract_again(tmp_path: Path) -> None:
+    members = _manifest_with(lambda m: m.update(format_version=1))
+    error = _refused(_write(tmp_path, write_container(members)), PacketVersionError, "format_ver")
+    assert "extract the packet again" in error.hint
 
 
 def test_a_downgraded_signed_packet_fails_verification(tmp_path: Path, keys) -> None:

@@ -87,8 +87,11 @@ def test_extract_on_l1_reads_a_real_decoder(tmp_path: Path, keys, capsys) -> Non
     assert main(["inspect", str(out), "--json", "--key", str(keys[1])]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["signature"]["verified"]
-    # 8 traces of worked problems, and one state for each of the 72 concept probes.
-    assert summary["parts"]["concepts"] == 8 and summary["parts"]["traces"] == 8 + 72
+    # 8 traces of worked problems; of the 72 concept probes, 24 held out to verify and a
+    # state for each of the other 48.
+    assert summary["parts"]["concepts"] == 8 and summary["parts"]["traces"] == 8
+    assert summary["parts"]["verification_probes"] == 24
+    assert summary["parts"]["probes"]["states"] == 48
     assert summary["parts"]["attention"]["layers"] == list(range(1, 31))
     assert summary["tensors"]["concepts.embeddings"]["shape"] == [8, 576]
     model = summary["provenance"]["models"][0]

@@ -118,3 +118,32 @@ def test_the_main_job_transfers_a_verified_packet(tmp_path, capsys) -> None:
         )
         == 0
     )
+
+
+TWO_PROBES = """
+concepts:
+  - name: sport
+    probes: ["The striker scored twice in the cup final.", "She won the marathon in record time."]
+  - name: business
+    probes: ["Shares fell after profits missed forecasts.", "The bank raised interest rates again."]
+  - name: weather
+    probes: ["Heavy rain is expected across the north tomorrow.", "A heatwave will last all week."]
+"""
+
+
+def test_two_probes_a_concept_cannot_be_verified_without_the_flag(tmp_path, capsys) -> None:
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_PROBES)
+    packet = tmp_path / "two.m2kt"
+    assert main(["extract", "--teacher", "e1", "--concepts", str(spec), "--out", str(packet)]) == 0
+    out = tmp_path / "adapter"
+    ingest = ["ingest", "--student", "e2", "--packet", str(packet), "--out", str(out)]
+    capsys.readouterr()
+    assert main([*ingest, "--allow-unsigned"]) == 1
+    printed = capsys.readouterr()
+    assert "only 0 held-out verification probes" in printed.out
+    assert "--accept-unverified" in printed.out and not out.exists()
+    assert main([*ingest, "--allow-unsigned", "--accept-unverified"]) == 0
+    assert "(unverified)" in capsys.readouterr().out
+    report = json.loads((out / "ingestion_report.json").read_text())
+    assert report["verification"] == "unverified" and report["accepted"] is True

@@ -59,7 +59,37 @@ def test_every_method_makes_a_complete_valid_packet(tiny_bert, tmp_path, method)
     if method == "attribution":
         assert m.concepts[0].tokens and m.concepts[0].units
         safety = m.provenance.measurements.get("safety_inputs", 0)  # the export audit's texts
-        assert m.provenance.measurements["teacher_forward_inputs"] == 15 + 12 * 5 + safety
+        assert m.provenance.measurements["teacher_forward_inputs"] == 15 + 9 * 5 + safety
+
+
+@pytest.mark.parametrize("method", ["bottleneck", "attribution", "clustering"])
+def test_verification_probes_take_no_part_in_what_the_packet_carries(tiny_bert, method) -> None:
+    """Rewrite every verification probe: concepts, probe states, attention and confidence stay
+    the same (to rounding: a batch's padding changes with its texts' lengths), so nothing in the
+    packet was computed from them."""
+    first = _extract(tiny_bert, method=method, ig_steps=4, clusters=3).packet
+    held = {t for c in first.manifest.concepts for t in c.verification}
+    extraction = {t for c in first.manifest.concepts for t in c.probes}
+    if method == "clustering":
+        assert not held  # discovered clusters name no concept to verify
+        held = set(SPEC.all_probes()) - extraction
+    assert len(held) == 3 and not held & extraction
+    data = SPEC.model_dump()
+    for concept in data["concepts"]:
+        concept["probes"] = [
+            f"{t} and quite different words" if t in held else t for t in concept["probes"]
+        ]
+    second = extract_packet(
+        tiny_bert,
+        type(SPEC).model_validate(data),
+        ExtractionSettings(created_at=CREATED, method=method, ig_steps=4, clusters=3),
+    ).packet
+    for name in ("concepts.embeddings", "probes.states", "attention.patterns"):
+        assert torch.allclose(first.tensors[name], second.tensors[name], atol=1e-4), name
+    confidence = torch.tensor([c.confidence for c in first.manifest.concepts])
+    assert torch.allclose(
+        confidence, torch.tensor([c.confidence for c in second.manifest.concepts])
+    )
 
 
 def test_graph_has_spec_parents_hierarchy_and_neighbours(tiny_bert) -> None:
@@ -113,3 +143,15 @@ def test_bad_settings_are_refused(tiny_bert) -> None:
         ExtractionSettings(method="telepathy")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot make 40 clusters"):
         _extract(tiny_bert, method="clustering", clusters=40)
+
+
+def test_a_concepts_verification_probes_do_not_depend_on_its_neighbours() -> None:
+    from m2kt.extract.worth import holdout_split
+
+    groups = [Group(f"c{k}", f"c{k}", list(range(6 * k, 6 * k + 6))) for k in range(4)]
+    alone = holdout_split(groups[2:3], seed=0)
+    among = holdout_split(groups, seed=0)
+    held = [i for i, k in zip(among.heldout, among.heldout_labels, strict=True) if k == 2]
+    assert held == alone.heldout and len(held) == 2
+    other_seed = holdout_split(groups, seed=1).heldout
+    assert other_seed != among.heldout

@@ -12,10 +12,12 @@ import json
 import pytest
 import torch
 
+from m2kt.errors import UsageError
 from m2kt.extract.pipeline import extract_packet
 from m2kt.extract.spec import load_spec
 from m2kt.ingest.evaluate import load_ingested
 from m2kt.ingest.pipeline import REPORT_FILE, IngestSettings, ingest
+from m2kt.ingest.verify import Margins
 from m2kt.models.load import load_model
 from m2kt.packet import Packet
 
@@ -56,7 +58,33 @@ def test_a_bad_packet_is_rolled_back_bit_exactly(topics_packet, student) -> None
     before = {k: v.clone() for k, v in student.model.state_dict().items()}
     outcome = ingest(student, shifted_concepts(topics_packet), IngestSettings())
     assert not outcome.accepted and outcome.memory is None
-    assert any("held-out concept probes" in r for r in outcome.verdict.reasons())
+    assert any("held-out verification probes" in r for r in outcome.verdict.reasons())
     after = student.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert outcome.report["student"]["weight_sha256_after"] == student.weight_sha256
+
+
+def test_a_held_in_check_that_fails_refuses_a_packet_whose_concepts_are_fine(
+    topics_packet, student
+) -> None:
+    """Demand a held-in gain no adapter can give: the transfer passes, the verdict does not."""
+    outcome = ingest(student, topics_packet, IngestSettings(margins=Margins(held_in=-1.0)))
+    checks = {c.name: c for c in outcome.verdict.checks}
+    assert checks["transfer"].passed and not checks["held-in"].passed
+    assert not outcome.accepted and outcome.memory is None
+
+
+def test_the_held_in_set_must_share_no_text_with_the_packet(topics_packet, student) -> None:
+    with pytest.raises(UsageError, match="shares 60 texts with the packet"):
+        ingest(student, topics_packet, IngestSettings(held_in="topics"))
+
+
+def test_verification_probes_are_the_packets_and_the_report_gives_the_statistics(
+    topics_packet, student
+) -> None:
+    outcome = ingest(student, topics_packet)
+    figures = outcome.verdict.checks[0].statistics
+    verification = [t for c in topics_packet.manifest.concepts for t in c.verification]
+    assert figures is not None and figures["n"] == len(verification) == 20
+    assert {"difference", "interval_95", "p_value", "decision"} <= set(figures)
+    assert outcome.report["checks"][0]["statistics"] == figures

@@ -37,7 +37,7 @@ def test_merge_then_ingest(halves, keys, tmp_path: Path, capsys) -> None:
     assert main(command) == 0
     out = capsys.readouterr().out
     assert out.count("duplicate") == 2 and "conflict " not in out
-    assert "aligned" in out and "12 shared probe texts" in out  # two shared concepts × 6 probes
+    assert "aligned" in out and "8 shared" in out  # two shared concepts × 4 extraction probes
     record = json.loads(merged.with_name("merged.m2kt.record.json").read_text())
     assert record["step"] == "merge" and len(record["parents"]) == 2
     assert main(["verify", str(merged), *trust]) == 0
@@ -45,8 +45,11 @@ def test_merge_then_ingest(halves, keys, tmp_path: Path, capsys) -> None:
     adapter = tmp_path / "adapter"
     ingest = ["ingest", "--student", "e2", "--packet", str(merged), *trust, "--out", str(adapter)]
     ingest += ["--steps", "20"]  # a short fit: this checks the merged packet is usable
-    assert main(ingest) == 0
+    assert main(ingest) == 1  # 12 verification probes (2 a concept) cannot detect a 25% drop
+    assert "only 12 held-out verification probes" in capsys.readouterr().out
+    assert main([*ingest, "--accept-unverified"]) == 0
     report = json.loads((adapter / "ingestion_report.json").read_text())
+    assert report["verification"] == "unverified"
     assert report["packet"]["parents"] == record["parents"]
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert len(config["concepts"]) == 6  # four and four, two of them shared

@@ -10,7 +10,7 @@ from m2kt.errors import UsageError
 from m2kt.merge import MergeSettings, merge_packets
 from m2kt.merge.align import align
 from m2kt.packet import Packet, make_provenance
-from m2kt.packet.manifest import CONCEPTS_TENSOR
+from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_STATES_TENSOR
 
 LATENT = 8
 TOPICS = ["sport", "politics", "business", "science", "weather", "music"]
@@ -27,18 +27,16 @@ def teacher_packet(
     created_at: str = "2026-01-01T00:00:00+00:00",
 ) -> Packet:
     """Concepts of `teacher`, whose states are a fixed linear view of the latent space; every
-    teacher also reads the same 24 anchor texts (shared probe texts, as one-step traces)."""
+    teacher also reads the same 24 anchor texts (part N)."""
     g = torch.Generator().manual_seed(seed)
     view = torch.randn(LATENT, width, generator=g)
-    tensors, traces, entries, rows = {}, [], [], []
-    for k, (name, topic, prefix) in enumerate(concepts):
+    tensors, entries, rows, probe_states = {}, [], [], []
+    for name, topic, prefix in concepts:
         z = Z[TOPICS.index(topic)]
         probes = [f"{prefix} {topic} probe {i}" for i in range(3)]
         states = (z + 0.05 * torch.randn(3, LATENT, generator=g)) @ view
         rows.append(states.mean(0))
-        for i, text in enumerate(probes):
-            tensors[f"traces.c{k}p{i}"] = states[i : i + 1]
-            traces.append({"id": f"c{k}p{i}", "probe": text, "steps": ["layer 2"]})
+        probe_states.append(states)
         c = (confidence or {}).get(name, 0.5)
         entries.append(
             {
@@ -50,9 +48,8 @@ def teacher_packet(
                 "confidence": c,
             }
         )
-    for i, z in enumerate(ANCHORS):
-        tensors[f"traces.anchor{i}"] = (z @ view)[None]
-        traces.append({"id": f"anchor{i}", "probe": f"anchor text {i}", "steps": ["layer 2"]})
+    tensors[PROBE_STATES_TENSOR] = torch.cat(probe_states)
+    tensors[ANCHOR_STATES_TENSOR] = ANCHORS @ view
     tensors[CONCEPTS_TENSOR] = torch.stack(rows)
     ids = [e["id"] for e in entries]
     return Packet.create(
@@ -73,7 +70,13 @@ def teacher_packet(
                 {"source": i, "target": "leisure", "type": "is-a", "weight": 1.0} for i in ids
             ],
         },
-        traces=traces,
+        probes={"layer": 2, "pooling": "mean", "logit_scale": 20.0},
+        anchors={
+            "set": "synthetic",
+            "version": "1",
+            "sha256": "0" * 64,
+            "texts": [f"anchor text {i}" for i in range(len(ANCHORS))],
+        },
     )
 
 

@@ -27,6 +27,7 @@ from m2kt.extract.probing import read_probes
 from m2kt.extract.spec import ConceptSpec, load_spec
 from m2kt.ingest.evaluate import Ingested
 from m2kt.ingest.pipeline import IngestSettings, ingest
+from m2kt.ingest.verify import Gate
 from m2kt.merge import MergeSettings, merge_packets
 from m2kt.models.load import load_model
 from m2kt.models.view import ModelView, Pooling
@@ -144,21 +145,35 @@ def markdown(result: dict[str, Any]) -> str:
         f"{plan['overlap']} known to both teachers), {result['heldout_probes']} held-out probes, "
         f"seed {plan['seed']}.",
         "",
-        "| who | knows | held-out accuracy % | teacher inputs | student inputs | verdict |",
-        "|---|---|---|---|---|---|",
+        "| who | knows | held-out accuracy % | teacher inputs | student inputs "
+        "| verification probes | verdict (--accept-unverified) | verdict (default) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t in result["teachers"]:
         lines.append(
             f"| teacher {t['teacher']} | {t['concepts']} concepts | "
             f"{100 * t['accuracy_on_its_concepts']:.1f} (its concepts only) | {t['inputs']} "
-            "| - | - |"
+            "| - | - | - | - |"
         )
     for row in result["student"]:
+        accuracy = "-" if row["accuracy"] is None else f"**{100 * row['accuracy']:.1f}**"
         lines.append(
-            f"| student + {row['packet']} | {row['concepts']} concepts | "
-            f"**{100 * row['accuracy']:.1f}** | {row['teacher_inputs']} | "
-            f"{row['student_inputs']} | {row['verdict']} |"
+            f"| student + {row['packet']} | {row['concepts']} concepts | {accuracy} | "
+            f"{row['teacher_inputs']} | {row['student_inputs']} | "
+            f"{row.get('verification_probes', '-')} | {row['verdict']} | "
+            f"{row.get('default_verdict', '-')} |"
         )
+    own = result["student"][0]["accuracy"]
+    below = [
+        r["packet"]
+        for r in result["student"][1:]
+        if r["accuracy"] is not None and r["accuracy"] < own
+    ]
+    lines += [
+        "",
+        f"Accepted (with --accept-unverified) yet below the student's own anchors ({100 * own:.1f}"
+        f"%) on the held-out probes: {', '.join(below) or 'none'}.",
+    ]
     found = result["merge"]["findings"]
     kinds = {k: sum(f["kind"] == k for f in found) for k in ("duplicate", "alias", "conflict")}
     lines += [
@@ -210,16 +225,27 @@ def _untouched(student: ModelView, split: Split) -> dict[str, Any]:
 
 
 def _ingested(student: ModelView, packet: Packet, split: Split, name: str) -> dict[str, Any]:
-    ingestion = ingest(student, packet, IngestSettings())
+    """Ingest with unverified packets allowed, so that every packet's accuracy is measured.
+
+    `verdict` is the gate's decision with `--accept-unverified`; `default_verdict` is what a
+    user gets without it (a packet with too few verification probes is refused).
+    """
+    ingestion = ingest(student, packet, IngestSettings(gate=Gate(accept_unverified=True)))
+    transfer = ingestion.verdict.checks[0].statistics or {}
+    unverified = transfer.get("decision") == "unverified"
+    verdict = "accepted" if ingestion.accepted else "rolled back"
     row = {
         "packet": name,
         "concepts": len(packet.manifest.concepts or []),
         "teacher_inputs": ingestion.report["inputs"]["teacher"],
         "student_inputs": ingestion.report["inputs"]["student_training"],
-        "verdict": "accepted" if ingestion.accepted else "rolled back",
+        "verification_probes": transfer.get("n", 0),
+        "verdict": f"{verdict} (unverified)" if unverified and ingestion.accepted else verdict,
+        "default_verdict": "refused: too few verification probes" if unverified else verdict,
+        "reasons": ingestion.verdict.reasons(),
     }
     if ingestion.memory is None:
-        return row | {"accuracy": 0.0}
+        return row | {"accuracy": None}
     used = Ingested(ingestion.memory, ingestion.report["student"], ingestion.report)
     with torch.no_grad():
         logits = ingestion.memory(used.states(student, split.heldout_texts))

@@ -62,12 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-step-selection",
         action="store_true",
-        help="train exactly --steps steps instead of choosing 0…N on held-out packet probes",
+        help="train exactly --steps steps instead of choosing 0…N on a quarter of the "
+        "packet's extraction probes",
     )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layer", type=int, default=-1, metavar="N", help="student layer")
     parser.add_argument(
-        "--held-in", default="topics", metavar="SPEC", help="spec of the student's own skill"
+        "--held-in",
+        metavar="SPEC",
+        help="spec of the student's own skill, sharing no text with the packet "
+        "(default: the shipped speech-acts set)",
     )
     parser.add_argument(
         "--unsafe", metavar="FILE", help="unsafe-concept descriptions (default: the shipped list)"
@@ -80,6 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
     parser.add_argument("--safety-margin", type=float, default=0.05, metavar="M")
+    parser.add_argument(
+        "--level",
+        type=float,
+        default=0.05,
+        metavar="P",
+        help="one-sided significance at which a drop on the verification probes refuses",
+    )
+    parser.add_argument(
+        "--accept-unverified",
+        action="store_true",
+        help="accept a packet with too few verification probes to detect a 25%% drop; "
+        "the report says unverified",
+    )
     parser.add_argument("--max-length", type=int, metavar="N", help="cap the context in tokens")
     parser.add_argument(
         "--batch-size",
@@ -97,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt.ingest.fit import FitSettings
     from m2kt.ingest.loss import TERMS, LossWeights
     from m2kt.ingest.pipeline import IngestSettings, ingest
-    from m2kt.ingest.verify import Margins
+    from m2kt.ingest.verify import Gate, Margins
     from m2kt.packet import load_packet
 
     weights = LossWeights(**{t: 0.0 if t in args.no_term else getattr(args, t) for t in TERMS})
@@ -113,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         margins=Margins(args.transfer_margin, args.held_in_margin, args.safety_margin),
+        gate=Gate(level=args.level, accept_unverified=args.accept_unverified),
         layer=args.layer,
         held_in=args.held_in,
         unsafe=args.unsafe,
@@ -146,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     out = outcome.save(args.out)
     r = outcome.report
     console.print(
-        f"wrote {out}: {r['trainable_parameters']:,} trained parameters, "
+        f"wrote {out} ({r['verification']}): {r['trainable_parameters']:,} trained parameters, "
         f"{r['inputs']['student_training']} packet probes read by the student, "
         f"{r['seconds']:.1f} s"
     )

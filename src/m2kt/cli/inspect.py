@@ -75,7 +75,7 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
 
     if s["concepts"]:
         concepts = Table(title=f"concepts ({len(s['concepts'])})", title_justify="left")
-        for column in ("id", "name", "probes", "layer", "method", "confidence"):
+        for column in ("id", "name", "probes", "verification", "layer", "method", "confidence"):
             concepts.add_column(column)
         rows = s["concepts"] if show_all else s["concepts"][:_SHOWN_CONCEPTS]
         for c in rows:
@@ -83,6 +83,7 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
                 c["id"],
                 c["name"],
                 str(c["probes"]),
+                str(c["verification"]),
                 str(c["layer"]),
                 c["method"],
                 f"{c['confidence']:.3f}",

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         i, j = a["pair"]
         console.print(
             f"aligned {args.packets[j]} → {args.packets[i]} on {a['anchors']} shared "
-            f"probe texts (fit cosine {a['fit_cosine']})",
+            f"texts, probes and anchors (fit cosine {a['fit_cosine']})",
             markup=False,
         )
     console.print(

@@ -1,9 +1,13 @@
 """Teacher side, the paper's Algorithm 1: a teacher and a concept spec in, a packet out.
 
-Read top to bottom: resolve layers → read every probe once → hold out probes for the worth
-measurement → pick the layer → extract concepts by the chosen method → measure their worth →
-attention, traces, graph → provenance → packet. Same seed, inputs and creation time give the
-same bytes.
+Read top to bottom: resolve layers → split each concept's probes into extraction and
+verification probes → read every probe once → pick the layer → extract concepts by the chosen
+method → measure their worth → attention, traces, graph → provenance → packet. Same seed,
+inputs and creation time give the same bytes.
+
+The split comes first: the layer choice, the concepts, their confidence, attention and the probe
+states a student aligns on (part P) see only extraction probes. The verification probes travel
+in the packet so that a student scores the transfer on texts nothing was fitted to.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from m2kt.errors import UsageError
 from m2kt.extract import attribution, bottleneck, clustering
-from m2kt.extract.concepts import ConceptSet, Group, from_groups
+from m2kt.extract.concepts import ConceptSet, Group
 from m2kt.extract.geometry import leave_one_out_confidence
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.probing import ProbeReadings, Reading, read_probes
@@ -27,6 +31,7 @@ from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
+from m2kt.packet.manifest import PROBE_STATES_TENSOR
 from m2kt.progress import StageProgress, quiet
 from m2kt.safety.sides import audit_export
 
@@ -48,6 +53,7 @@ class ExtractionSettings:
     batch_size: int = 16
     truncate: bool = False
     probe_states: bool = True
+    logit_scale: float = 20.0  # inverse temperature of the teacher's concept probabilities
     safety_screen: bool = True  # audit the concepts by meaning before export (m2kt.safety)
     seed: int = 0
     license: str | None = None
@@ -61,6 +67,8 @@ class ExtractionSettings:
         for name in ("attention_length", "ig_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1")
+        if not 0 < self.logit_scale < 1e4:
+            raise UsageError(f"logit_scale must be in (0, 10000), got {self.logit_scale}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ def extract_packet(
             f"--method attribution runs on the CPU only, the teacher is on {view.device}",
             "pass --device cpu, or use --method bottleneck on the GPU",
         )
+    split = holdout_split(groups, settings.seed)
 
     # Read every probe once.
     poolings = _poolings(view, settings)
@@ -112,15 +121,14 @@ def extract_packet(
         truncate=settings.truncate,
         progress=lambda d, t: progress("read probes", d, t),
     )
-    split = holdout_split(groups, settings.seed)
     pooling, layer = _best_reading(readings, split.train)
     states = readings.states[(pooling, layer)]
 
-    # Concepts by the chosen method, and their worth on held-out probes.
-    concepts, train_embeddings, cluster_labels = _extract_concepts(
-        view, states, (pooling, layer), groups, split, settings, texts, progress
+    # Concepts by the chosen method from extraction probes, their worth on verification probes.
+    concepts, cluster_labels = _extract_concepts(
+        view, states, (pooling, layer), split, settings, texts, progress
     )
-    worth = measure_worth(states, split, train_embeddings, cluster_labels)
+    worth = measure_worth(states, split, concepts.embeddings, cluster_labels)
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
     safety: dict[str, float] = {}
@@ -144,18 +152,19 @@ def extract_packet(
         view, spec.traces, layer, settings.truncate, lambda d, t: progress("traces", d, t)
     )
     tensors |= {name: value.cpu() for name, value in trace_tensors.items()}
+    probes_part = None
     if settings.probe_states:
-        # Each concept probe's own state (half precision is plenty for fitting a map): the
+        # Each extraction probe's own state (half precision is plenty for fitting a map): the
         # pairs a student fits its alignment layer on.
-        for i, text in enumerate(spec.all_probes()):
-            tensors[f"traces.probe{i}"] = states[i : i + 1].to(torch.float16)
-            traces.append({"id": f"probe{i}", "probe": text, "steps": [f"layer {layer}"]})
+        rows = [i for g in concepts.groups for i in g.probes]
+        tensors[PROBE_STATES_TENSOR] = states[rows].to(torch.float16)
+        probes_part = {"layer": layer, "pooling": pooling, "logit_scale": settings.logit_scale}
     graph = abstraction_graph(concepts, spec)
 
     # Provenance and packet.
     passes = len(texts) + trace_inputs
     if settings.method == "attribution":
-        passes += len(spec.all_probes()) * (settings.ig_steps + 1)
+        passes += sum(len(g.probes) for g in split.train) * (settings.ig_steps + 1)
     provenance = make_provenance(
         method=f"extract:{settings.method}",
         created_at=settings.created_at,
@@ -186,7 +195,8 @@ def extract_packet(
         kind="knowledge",
         provenance=provenance,
         tensors=tensors,
-        concepts=_concept_entries(concepts, texts),
+        concepts=_concept_entries(concepts, texts, split, settings.method),
+        probes=probes_part,
         graph=graph,
         attention=attention_part,
         traces=traces or None,
@@ -249,21 +259,23 @@ def _extract_concepts(
     view: ModelView,
     states: torch.Tensor,
     reading: Reading,
-    groups: list[Group],
     split: Split,
     settings: ExtractionSettings,
     texts: list[str],
     progress: StageProgress,
-) -> tuple[ConceptSet, torch.Tensor, list[int] | None]:
-    """The packet's concepts, the embeddings made without held-out probes, cluster labels."""
+) -> tuple[ConceptSet, list[int] | None]:
+    """The packet's concepts, made from extraction probes only, and cluster labels.
+
+    Clustering discovers its own groups among every text but the verification probes; each
+    cluster's label is the spec concept most of its probes were listed under.
+    """
     pooling, layer = reading
     if settings.method == "bottleneck":
-        train = bottleneck.bottleneck(states, layer, split.train)
-        return bottleneck.bottleneck(states, layer, groups), train.embeddings, None
+        return bottleneck.bottleneck(states, layer, split.train), None
     if settings.method == "attribution":
         targets = bottleneck.bottleneck(states, layer, split.train).embeddings
-        probes = [i for g in groups for i in g.probes]
-        labels = [k for k, g in enumerate(groups) for _ in g.probes]
+        probes = [i for g in split.train for i in g.probes]
+        labels = [k for k, g in enumerate(split.train) for _ in g.probes]
         found = attribution.attribute(
             view,
             [texts[i] for i in probes],
@@ -275,32 +287,41 @@ def _extract_concepts(
             truncate=settings.truncate,
             progress=lambda d, t: progress("attribution", d, t),
         )
-        train = from_groups(found.vectors, split.train, layer, attribution.NAME)
-        return attribution.attributed_concepts(found, groups, layer), train.embeddings, None
-    count = settings.clusters or len(groups) or max(2, math.isqrt(len(texts)))
-    concepts = clustering.cluster(
-        states, texts, list(range(len(texts))), count, layer, settings.seed
-    )
-    if not split.heldout:
-        return concepts, concepts.embeddings, None
+        position = {i: n for n, i in enumerate(probes)}
+        local = [Group(g.name, g.id, [position[i] for i in g.probes]) for g in split.train]
+        found_concepts = attribution.attributed_concepts(found, local, layer)
+        return replace(found_concepts, groups=split.train), None
     held = set(split.heldout)
     kept = [i for i in range(len(texts)) if i not in held]
-    train = clustering.cluster(states, texts, kept, count, layer, settings.seed)
-    label_of = {i: k for k, g in enumerate(groups) for i in g.probes}
+    count = settings.clusters or len(split.train) or max(2, math.isqrt(len(kept)))
+    concepts = clustering.cluster(states, texts, kept, count, layer, settings.seed)
+    if not split.heldout:
+        return concepts, None
+    label_of = {i: k for k, g in enumerate(split.train) for i in g.probes}
     majority = []
-    for group in train.groups:
+    for group in concepts.groups:
         votes = [label_of[i] for i in group.probes if i in label_of]
         majority.append(max(set(votes), key=lambda k: (votes.count(k), -k)) if votes else -1)
-    return concepts, train.embeddings, majority
+    return concepts, majority
 
 
-def _concept_entries(concepts: ConceptSet, texts: list[str]) -> list[dict[str, Any]]:
+def _concept_entries(
+    concepts: ConceptSet, texts: list[str], split: Split, method: Method
+) -> list[dict[str, Any]]:
+    """Part C. A named concept lists its verification probes; a discovered cluster has none."""
+    held: dict[int, list[str]] = {}
+    for i, k in zip(split.heldout, split.heldout_labels, strict=True):
+        held.setdefault(k, []).append(texts[i])
     entries = []
     for k, group in enumerate(concepts.groups):
+        probes = [texts[i] for i in group.probes]
         entry: dict[str, Any] = {
             "id": group.id,
             "name": group.name,
-            "probes": [texts[i] for i in group.probes],
+            "probes": probes,
+            "verification": []
+            if method == "clustering"
+            else [t for t in held.get(k, []) if t not in probes],
             "layer": concepts.layer,
             "method": concepts.method,
             "confidence": round(float(concepts.confidence[k]), 6),

@@ -9,6 +9,7 @@ extraction probes' states, which a packet of one vector per concept cannot beat 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -41,11 +42,17 @@ class Worth:
 
 
 def holdout_split(groups: list[Group], seed: int) -> Split:
-    """Hold out ⌊n/3⌋ probes of every concept with n ≥ 3, chosen by a seeded permutation."""
-    generator = torch.Generator().manual_seed(seed)
+    """Hold out ⌊n/3⌋ probes of every concept with n ≥ 3, chosen by a seeded permutation.
+
+    Each concept's permutation depends on the seed and its id alone, not on which concepts come
+    before it: two packets of one concept (two teachers, or two halves of a spec) hold out the
+    same probes, so a merge never extracts from a text another packet verifies on.
+    """
     train, heldout, labels = [], [], []
     for k, group in enumerate(groups):
         count = len(group.probes) // 3 if len(group.probes) >= 3 else 0
+        digest = hashlib.sha256(f"{seed}:{group.id}".encode()).hexdigest()
+        generator = torch.Generator().manual_seed(int(digest[:15], 16))
         order = torch.randperm(len(group.probes), generator=generator).tolist()
         held = sorted(order[:count])
         heldout += [group.probes[i] for i in held]

@@ -1,7 +1,8 @@
 """Ingest a knowledge packet into a frozen student: the paper's Algorithm 2, end to end.
 
 checkpoint → read the packet's probes through the student → fit the concept memory on the
-composite loss → verify (transfer, held-in, safety) → accept, or roll back bit-exactly.
+composite loss → verify (transfer on the packet's verification probes with a statistical gate,
+held-in on a probe set no packet carries, safety) → accept, or roll back bit-exactly.
 
 The student's weights are frozen and never trained, so the checkpoint is a hash plus an
 in-memory copy of its state: after training the hash is taken again, and on any failure the
@@ -29,6 +30,7 @@ from m2kt.ingest.memory import ConceptMemory
 from m2kt.ingest.student import read_student
 from m2kt.ingest.verify import (
     Check,
+    Gate,
     Margins,
     Verdict,
     held_in_check,
@@ -44,6 +46,7 @@ from m2kt.safety.descriptions import default_unsafe_descriptions, read_descripti
 from m2kt.safety.sides import screen_for_ingestion
 
 REPORT_FILE = "ingestion_report.json"
+HELD_IN = Path(__file__).with_name("held_in.yaml")  # the shipped held-in set (speech acts)
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class IngestSettings:
     weights: LossWeights = field(default_factory=LossWeights)
     fit: FitSettings = field(default_factory=FitSettings)
     margins: Margins = field(default_factory=Margins)
+    gate: Gate = field(default_factory=Gate)
     layer: int = -1
-    held_in: str = "topics"  # a concept spec whose probes measure what the student can do
+    held_in: str | None = None  # a spec of the student's own skill; default: HELD_IN
     unsafe: str | None = None  # a file of unsafe-concept descriptions; default: shipped list
     screen: bool = True  # the auditor drops concepts it flags (the probes after run regardless)
     batch_size: int = 16
@@ -112,17 +116,17 @@ def ingest(
     screened = audit.inputs_read if audit else 0
     if audit is None and screen is not None:
         screened = int(screen.calibration["texts_read"])
+    held_in = load_spec(settings.held_in or HELD_IN)
+    held_texts = held_in.all_probes()
+    _check_independent(held_texts, packet, settings.held_in or "the shipped held-in set")
     reading = read_student(
         view,
         working,
         layer=settings.layer,
-        seed=settings.fit.seed,
         batch_size=settings.batch_size,
         truncate=settings.truncate,
         progress=lambda d, t: progress("read packet probes", d, t),
     )
-    held_in = load_spec(settings.held_in)
-    held_texts = held_in.all_probes()
     held_labels = torch.tensor(
         [k for k, c in enumerate(held_in.concepts) for _ in c.probes], dtype=torch.long
     )
@@ -137,7 +141,7 @@ def ingest(
             poolings=[reading.pooling],
             batch_size=settings.batch_size,
             truncate=True,
-            progress=lambda d, t: progress("read verification probes", d, t),
+            progress=lambda d, t: progress("read held-in and safety probes", d, t),
         )
         .states[(reading.pooling, reading.layer)]
         .float()
@@ -163,6 +167,7 @@ def ingest(
                 reading.heldout_labels,
                 targets.student_anchors,
                 m.transfer,
+                settings.gate,
             ),
             held_in_check(memory, held_states, held_labels, m.held_in),
             safety_check(memory, held_states, unsafe_states, m.safety),
@@ -180,9 +185,11 @@ def ingest(
         hash_after = weight_sha256(model)
         if hash_after != hash_before:
             raise RuntimeError("rollback failed to restore the student's weights")
+    transfer = verdict.checks[0].statistics or {}
     report = {
         "m2kt_version": __version__,
         "accepted": accepted,
+        "verification": "unverified" if transfer.get("decision") == "unverified" else "verified",
         "packet": {
             "digest": packet.digest,
             "signer": packet.signer.fingerprint if packet.signer else None,
@@ -218,3 +225,17 @@ def ingest(
         "seconds": time.perf_counter() - started,
     }
     return Ingestion(accepted, memory if accepted else None, verdict, report)
+
+
+def _check_independent(held_texts: list[str], packet: Packet, source: str | Path) -> None:
+    """The held-in set measures the student's own skill; a packet's text in it would not."""
+    m = packet.manifest
+    carried = {t for c in m.concepts or [] for t in [*c.probes, *c.verification]}
+    carried |= {t.probe for t in m.traces or []}
+    shared = [t for t in held_texts if t in carried]
+    if shared:
+        raise UsageError(
+            f"the held-in set {source} shares {len(shared)} texts with the packet (first: "
+            f"{shared[0][:60]!r}), so it would not measure the student's own skill",
+            "pass --held-in with a spec whose probes the packet does not carry",
+        )

@@ -1,11 +1,14 @@
 """Step 5 of ingestion: is the student better off, and no worse anywhere it was good?
 
-Three checks, each a number before and after with a margin:
-- transfer: held-out concept probes (never trained on) assigned to their concepts: by the
-  student's own anchors before, by the concept memory after. The packet must not make it worse.
+Checks, each a number before and after with a margin:
+- transfer: the packet's verification probes (held out at extraction, never fitted to)
+  assigned to their concepts: by the student's own anchors before, by the concept memory after.
+  A gate with statistics decides: the held-out set must be large enough that a stated drop
+  could be detected at all, the paired difference may not be below the margin, and an exact
+  one-sided McNemar test may not find "after" significantly worse than "before".
 - held-in: what the student could already do with its own representation: nearest-anchor
-  accuracy (leave one out) on a separate probe set, with its pooled states before and with the
-  adapter's residual after. It may not drop by more than the margin.
+  accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
+  and with the adapter's residual after. It may not drop by more than the margin.
 - safety: how close the student's adapted states and the concept slots come to its own
   representations of unsafe-concept descriptions; they may not come closer by more than the
   margin.
@@ -16,12 +19,16 @@ Three checks, each a number before and after with a margin:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 from torch.nn import functional as F
 
+from m2kt.errors import UsageError
 from m2kt.ingest.memory import ConceptMemory
 from m2kt.safety.screen import SafetyScreen
 
@@ -34,15 +41,46 @@ class Margins:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """How the transfer check judges a paired before/after difference on held-out probes.
+
+    `level` is the one-sided significance of a drop. `detectable_drop` is the largest drop the
+    held-out set may be blind to: with n probes, the exact test can call a drop significant
+    only once it loses m* = ⌈log₂(1/level)⌉ probes and gains none, so n must be at least
+    m*/detectable_drop (20 probes at the defaults). `accept_unverified` accepts a packet whose
+    held-out set is smaller, and the report says "unverified".
+    """
+
+    level: float = 0.05
+    detectable_drop: float = 0.25
+    accept_unverified: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.level < 0.5 or not 0 < self.detectable_drop <= 1:
+            raise UsageError(
+                f"level {self.level} must be in (0, 0.5) and detectable drop "
+                f"{self.detectable_drop} in (0, 1]"
+            )
+
+    def smallest_detectable_drop(self, n: int) -> float:
+        """The smallest drop (as a share of n probes) the test can find significant."""
+        return math.ceil(math.log2(1 / self.level)) / n if n else math.inf
+
+
+@dataclass(frozen=True)
 class Check:
     name: str
     before: float
     after: float
     passed: bool
     reason: str
+    statistics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        found = self.__dict__.copy()
+        if self.statistics is None:
+            found.pop("statistics")
+        return found
 
 
 @dataclass(frozen=True)
@@ -63,18 +101,56 @@ def transfer_check(
     labels: torch.Tensor,
     anchors: torch.Tensor,
     margin: float,
+    gate: Gate | None = None,
 ) -> Check:
-    if len(labels) == 0:
-        return Check("transfer", float("nan"), float("nan"), True, "no held-out probes")
+    """The paired before/after comparison on the packet's verification probes [V, d_S]."""
+    gate = gate or Gate()
     with torch.no_grad():
-        before = _accuracy(F.normalize(states, dim=-1) @ F.normalize(anchors, dim=-1).T, labels)
-        after = _accuracy(memory(states), labels)
-    passed = after >= before - margin
-    reason = (
-        f"held-out concept probes: {after:.1%} after against {before:.1%} with the student's "
-        f"own anchors (margin {margin:.1%})"
+        before = _correct(F.normalize(states, dim=-1) @ F.normalize(anchors, dim=-1).T, labels)
+        after = _correct(memory(states), labels) if len(labels) else before
+    n = len(labels)
+    smallest = gate.smallest_detectable_drop(n)
+    losses = int((before & ~after).sum())
+    gains = int((after & ~before).sum())
+    acc_before = float(before.float().mean()) if n else float("nan")
+    acc_after = float(after.float().mean()) if n else float("nan")
+    difference = acc_after - acc_before if n else float("nan")
+    discordant = losses + gains
+    p_value = (
+        stats.binomtest(losses, discordant, 0.5, alternative="greater").pvalue
+        if discordant
+        else 1.0
     )
-    return Check("transfer", before, after, passed, reason)
+    figures: dict[str, Any] = {
+        "n": n,
+        "losses": losses,
+        "gains": gains,
+        "difference": difference,
+        "interval_95": _paired_interval(after.float() - before.float()),
+        "p_value": float(p_value),
+        "level": gate.level,
+        "smallest_detectable_drop": smallest,
+    }
+    if smallest > gate.detectable_drop:
+        needed = math.ceil(math.ceil(math.log2(1 / gate.level)) / gate.detectable_drop)
+        figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
+        reason = (
+            f"only {n} held-out verification probes: a drop of {gate.detectable_drop:.0%} could "
+            f"go unseen (the test needs {needed}); extract with more probes per concept (3+ "
+            "hold one out), or pass --accept-unverified to accept it unverified"
+        )
+        return Check("transfer", acc_before, acc_after, gate.accept_unverified, reason, figures)
+    worse = figures["p_value"] < gate.level
+    passed = difference >= -margin and not worse
+    figures["decision"] = "accepted" if passed else "refused"
+    low, high = figures["interval_95"]
+    reason = (
+        f"held-out verification probes (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
+        f"with the student's own anchors, difference {difference:+.1%} (95% interval "
+        f"{low:+.1%} to {high:+.1%}; {losses} lost, {gains} gained, one-sided McNemar "
+        f"p={figures['p_value']:.3f} at level {gate.level}; margin {margin:.1%})"
+    )
+    return Check("transfer", acc_before, acc_after, passed, reason, figures)
 
 
 def held_in_check(
@@ -130,7 +206,24 @@ def screen_check(
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == labels).float().mean())
+    return float(_correct(logits, labels).float().mean())
+
+
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1) == labels
+
+
+def _paired_interval(differences: torch.Tensor) -> list[float]:
+    """95% percentile-bootstrap interval of the mean paired difference (seeded, so repeatable)."""
+    if len(differences) == 0:
+        return [float("nan"), float("nan")]
+    values = differences.double().numpy()
+    if np.all(values == values[0]):
+        return [float(values[0]), float(values[0])]
+    found = stats.bootstrap(
+        (values,), np.mean, method="percentile", n_resamples=4999, random_state=0
+    )
+    return [float(found.confidence_interval.low), float(found.confidence_interval.high)]
 
 
 def _leave_one_out(states: torch.Tensor, labels: torch.Tensor) -> float:

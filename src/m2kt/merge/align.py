@@ -1,9 +1,9 @@
 """Bring one teacher's concepts into another teacher's space, to compare what they mean.
 
 The pairs a map is fitted on must mean the same thing by construction, not by name: they are
-the probe texts both teachers read (each packet keeps every probe's own state as a one-step
-trace). Names are what the comparison then judges, so they take no part in the fit. The map is
-the linear Concept Alignment Layer's closed form (ridge least squares on unit vectors).
+the texts both teachers read, extraction probes (part P) and anchor texts (part N). Names are
+what the comparison then judges, so they take no part in the fit. The map is the linear
+Concept Alignment Layer's closed form (ridge least squares on unit vectors).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.align import CALConfig, ConceptAlignmentLayer
-from m2kt.packet import Packet
-from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
+from m2kt.packet import Packet, text_states
+from m2kt.packet.manifest import CONCEPTS_TENSOR
 
 MIN_ANCHORS = 4  # fewer shared probe texts than this leave a map too loose to judge meaning
 RIDGE = 0.1
@@ -36,18 +36,9 @@ class Alignment:
             return self.cal(F.normalize(vectors.float(), dim=-1))
 
 
-def probe_states(packet: Packet) -> dict[str, torch.Tensor]:
-    """Each probe text's own state: the packet's one-step traces, by probe text."""
-    states: dict[str, torch.Tensor] = {}
-    for trace in packet.manifest.traces or []:
-        if len(trace.steps) == 1:
-            states.setdefault(trace.probe, packet.tensors[TRACE_PREFIX + trace.id][0].float())
-    return states
-
-
 def align(reference: Packet, other: Packet) -> Alignment:
-    """Fit the map other → reference on the probe texts both packets hold a state for."""
-    mine, theirs = probe_states(reference), probe_states(other)
+    """Fit the map other → reference on the texts (probes, anchors) both hold a state for."""
+    mine, theirs = text_states(reference), text_states(other)
     shared = [text for text in theirs if text in mine]
     if len(shared) < MIN_ANCHORS:
         return Alignment(None, len(shared), None)

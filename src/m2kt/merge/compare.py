@@ -41,7 +41,7 @@ def compare(packets: list[Packet], i: int, j: int) -> tuple[list[Finding], Align
     ]
     alignment = align(packets[i], packets[j])
     if alignment.cal is None:
-        reason = f"same name; meaning not checked ({alignment.anchors} shared probe texts)"
+        reason = f"same name; meaning not checked ({alignment.anchors} shared texts)"
         return [Finding("duplicate", (i, p), (j, q), None, reason) for p, q in named], alignment
     sim = similarity(packets[i], packets[j], alignment)
     nearest_in_a, nearest_in_b = sim.argmax(0).tolist(), sim.argmax(1).tolist()

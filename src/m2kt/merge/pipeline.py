@@ -25,8 +25,13 @@ import torch
 from m2kt.errors import UsageError
 from m2kt.merge.compare import ConceptRef, Finding, compare
 from m2kt.merge.policy import Policy, rank_order, winner
-from m2kt.packet import Concept, Packet, make_provenance
-from m2kt.packet.manifest import ATTENTION_TENSOR, CONCEPTS_TENSOR, TRACE_PREFIX
+from m2kt.packet import Concept, Packet, concept_probes, make_provenance
+from m2kt.packet.manifest import (
+    ATTENTION_TENSOR,
+    CONCEPTS_TENSOR,
+    PROBE_STATES_TENSOR,
+    TRACE_PREFIX,
+)
 from m2kt.progress import StageProgress, quiet
 
 ConflictRule = Literal["keep-both", "winner"]
@@ -113,6 +118,8 @@ def merge_packets(
             [_embed(packets[p].tensors[CONCEPTS_TENSOR][k], offsets[p], total) for p, k in order]
         )
     }
+    probes, probe_tensors = _probes(packets, [[ref, *survivors[ref]] for ref in order], offsets)
+    tensors |= probe_tensors
     traces, trace_tensors = _traces(packets, offsets, total)
     tensors |= trace_tensors
     attention = _attention(packets, order, tensors, notes)
@@ -132,6 +139,7 @@ def merge_packets(
         provenance=provenance,
         tensors=tensors,
         concepts=concepts,
+        probes=probes,
         graph=graph,
         attention=attention,
         traces=traces or None,
@@ -192,10 +200,21 @@ def _merged_concept(
     name: str | None,
     taken: set[str],
 ) -> dict[str, Any]:
-    """The survivor's entry, with every member's probes (the winner's first) and a free id."""
+    """The survivor's entry, with every member's probes (the winner's first) and a free id.
+
+    A text two teachers both read stays listed twice: each listing has its own teacher's state
+    in part P. Verification probes are every member's, less any text another extracted from.
+    """
     base = _concept(packets, ref)
-    probes = list(dict.fromkeys(t for m in [ref, *members] for t in _concept(packets, m).probes))
-    entry = base.model_dump(mode="json", exclude_none=True) | {"probes": probes}
+    ordered = list(dict.fromkeys([ref, *members]))
+    probes = [t for m in ordered for t in _concept(packets, m).probes]
+    verification = [
+        t
+        for t in dict.fromkeys(t for m in ordered for t in _concept(packets, m).verification)
+        if t not in set(probes)
+    ]
+    entry = base.model_dump(mode="json", exclude_none=True)
+    entry |= {"probes": probes, "verification": verification}
     if name is not None:
         entry["name"] = name
     if entry["id"] in taken:
@@ -207,6 +226,29 @@ def _embed(vector: torch.Tensor, offset: int, total: int) -> torch.Tensor:
     out = torch.zeros(*vector.shape[:-1], total, dtype=vector.dtype)
     out[..., offset : offset + vector.shape[-1]] = vector
     return out
+
+
+def _probes(
+    packets: list[Packet], members: list[list[ConceptRef]], offsets: list[int]
+) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """Part P of the merge: each member's probe states in its block, in `_merged_concept`'s order.
+
+    None when a parent carries no probe states. Layer and pooling are left out (the teachers'
+    differ); the logit scale is the parents' common one, else the first parent's.
+    """
+    if any(p.manifest.probes is None for p in packets):
+        return None, {}
+    total = sum(p.tensors[CONCEPTS_TENSOR].shape[1] for p in packets)
+    read = [concept_probes(p) for p in packets]
+    rows = []
+    for group in members:
+        for p, k in dict.fromkeys(group):
+            states = read[p].states
+            assert states is not None
+            rows.append(_embed(states[read[p].indices(k)], offsets[p], total))
+    scales = [r.logit_scale for r in read]
+    part = {"logit_scale": scales[0]}
+    return part, {PROBE_STATES_TENSOR: torch.cat(rows).to(torch.float16)}
 
 
 def _traces(
@@ -354,7 +396,4 @@ def _settings(
         record[f"{kind}s"] = [
             f"{ref(f.first)}~{ref(f.second)} cos={f.similarity}" for f in findings if f.kind == kind
         ]
-    scales = {p.manifest.provenance.settings.get("concept_logit_scale") for p in packets}
-    if len(scales) == 1 and None not in scales:
-        record["concept_logit_scale"] = scales.pop()
     return record

@@ -6,6 +6,7 @@ Normative description: docs/packet-format.md. This package knows nothing of mode
 from m2kt.packet.limits import DEFAULT_LIMITS, Limits
 from m2kt.packet.manifest import (
     FORMAT_VERSION,
+    Anchors,
     Attention,
     Concept,
     Graph,
@@ -14,10 +15,12 @@ from m2kt.packet.manifest import (
     Manifest,
     ModelRef,
     Patch,
+    Probes,
     Provenance,
     Trace,
 )
 from m2kt.packet.packet import Packet, load_packet, make_provenance, read_packet, verify_packet
+from m2kt.packet.probes import ConceptProbes, anchor_states, concept_probes, text_states
 from m2kt.packet.signing import (
     Signer,
     fingerprint_of_public_key,
@@ -28,8 +31,10 @@ from m2kt.packet.signing import (
 __all__ = [
     "DEFAULT_LIMITS",
     "FORMAT_VERSION",
+    "Anchors",
     "Attention",
     "Concept",
+    "ConceptProbes",
     "Graph",
     "GraphEdge",
     "GraphNode",
@@ -38,14 +43,18 @@ __all__ = [
     "ModelRef",
     "Packet",
     "Patch",
+    "Probes",
     "Provenance",
     "Signer",
     "Trace",
     "fingerprint_of_public_key",
+    "anchor_states",
+    "concept_probes",
     "generate_keypair",
     "load_packet",
     "make_provenance",
     "read_packet",
     "signature_key_hint",
+    "text_states",
     "verify_packet",
 ]

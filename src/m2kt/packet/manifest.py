@@ -1,9 +1,11 @@
-"""The manifest schema, version 1 (normative text: docs/packet-format.md).
+"""The manifest schema, version 2 (normative text: docs/packet-format.md).
 
 The manifest is the JSON half of a packet: it names every tensor with its dtype and shape and
-describes the parts C (concepts), G (abstraction graph), A (attention), R (reasoning traces),
-M (provenance) and, for model patches, the patch payload. Models are strict: unknown fields,
-wrong types and inconsistent cross-references are refused, so that a packet means one thing.
+describes the parts C (concepts, with their extraction and verification probes), P (the
+teacher's states of the extraction probes), G (abstraction graph), A (attention), R (reasoning
+traces), M (provenance) and, for model patches, the patch payload. Models are strict: unknown
+fields, wrong types and inconsistent cross-references are refused, so that a packet means one
+thing.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 DType = Literal["float32", "float16", "bfloat16"]
 EdgeType = Literal["is-a", "part-of", "related"]
@@ -25,7 +27,10 @@ Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 JSONScalar = str | int | float | bool
 Settings = dict[Annotated[str, Field(max_length=128)], JSONScalar | list[JSONScalar]]
 
+PARTS = ("concepts", "probes", "anchors", "graph", "attention", "traces", "patch")  # optional
 CONCEPTS_TENSOR = "concepts.embeddings"
+PROBE_STATES_TENSOR = "probes.states"
+ANCHOR_STATES_TENSOR = "anchors.states"
 ATTENTION_TENSOR = "attention.patterns"
 TRACE_PREFIX = "traces."
 PATCH_PREFIX = "patch."
@@ -60,17 +65,47 @@ class UnitScore(_Strict):
 class Concept(_Strict):
     """One concept of part C: row `index` of `concepts.embeddings`, in list order.
 
+    `probes` are the texts the concept was extracted from; `verification` are texts of the same
+    concept held out before anything was computed, which a student scores the transfer on.
     `tokens` and `units` are the evidence gradient attribution found, when that method was used.
     """
 
     id: Identifier
     name: Name
     probes: list[Text] = Field(default_factory=list, max_length=10_000)
+    verification: list[Text] = Field(default_factory=list, max_length=10_000)
     layer: int | None = None
     method: Name
     confidence: float = Field(ge=0.0, le=1.0)
     tokens: list[TokenScore] | None = Field(default=None, max_length=64)
     units: list[UnitScore] | None = Field(default=None, max_length=64)
+
+
+class Probes(_Strict):
+    """Part P: `probes.states` [P, d_T], the teacher's state of every extraction probe.
+
+    Rows follow the concepts' `probes` lists, concept by concept. `layer` and `pooling` say how
+    they were read (absent for a merge of teachers read differently); `logit_scale` is the
+    inverse temperature of the teacher's concept probabilities, softmax(scale · cosine).
+    """
+
+    layer: int | None = None
+    pooling: Literal["mean", "last"] | None = None
+    logit_scale: float = Field(gt=0.0, lt=1e4)
+
+
+class Anchors(_Strict):
+    """Part N: `anchors.states` [len(texts), d_T], the teacher's states of task-agnostic texts.
+
+    The texts are drawn from a named, versioned anchor set (its SHA-256 over the whole set);
+    they are read like part P's probes, so a student that reads the same texts can fit a map
+    between the two spaces without any task data.
+    """
+
+    set: Name
+    version: Name
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    texts: list[Text] = Field(min_length=1, max_length=100_000)
 
 
 class GraphNode(_Strict):
@@ -160,11 +195,13 @@ class Patch(_Strict):
 class Manifest(_Strict):
     """The whole manifest. Parts are optional; what is present must be consistent."""
 
-    format_version: Literal[1]
+    format_version: Literal[2]
     kind: Literal["knowledge", "patch"]
     tensors: dict[str, TensorSpec] = Field(max_length=100_000)
     provenance: Provenance
     concepts: list[Concept] | None = Field(default=None, max_length=1_000_000)
+    probes: Probes | None = None
+    anchors: Anchors | None = None
     graph: Graph | None = None
     attention: Attention | None = None
     traces: list[Trace] | None = Field(default=None, max_length=100_000)
@@ -182,6 +219,10 @@ class Manifest(_Strict):
         names: set[str] = set()
         if self.concepts is not None:
             names.add(CONCEPTS_TENSOR)
+        if self.probes is not None:
+            names.add(PROBE_STATES_TENSOR)
+        if self.anchors is not None:
+            names.add(ANCHOR_STATES_TENSOR)
         if self.attention is not None:
             names.add(ATTENTION_TENSOR)
         for trace in self.traces or []:
@@ -200,8 +241,10 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
     if m.kind == "patch":
         if m.patch is None:
             problems.append("a patch packet needs a `patch` part")
-        if any(p is not None for p in (m.concepts, m.attention, m.traces)):
-            problems.append("a patch packet must not carry concepts, attention or traces")
+        if any(p is not None for p in (m.concepts, m.probes, m.anchors, m.attention, m.traces)):
+            problems.append(
+                "a patch packet must not carry concepts, probes, anchors, attention or traces"
+            )
     elif m.patch is not None:
         problems.append("a knowledge packet must not carry a `patch` part")
 
@@ -229,6 +272,25 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             wide = [c.id for c in m.concepts if any(u.unit >= width for u in c.units or [])]
             if wide:
                 problems.append(f"concepts name hidden units beyond the width {width}: {wide[:5]}")
+        shared = [c.id for c in m.concepts if set(c.probes) & set(c.verification)]
+        if shared:
+            problems.append(f"concepts verify on their own extraction probes: {shared[:5]}")
+    if m.probes is not None:
+        if m.concepts is None:
+            problems.append("probe states need the concepts part")
+        else:
+            rows = sum(len(c.probes) for c in m.concepts)
+            shape = m.tensors[PROBE_STATES_TENSOR].shape
+            if len(shape) != 2 or shape[0] != rows or (width and shape[1] != width):
+                problems.append(f"{PROBE_STATES_TENSOR} must have shape [{rows}, {width}]")
+    if m.anchors is not None:
+        shape = m.tensors[ANCHOR_STATES_TENSOR].shape
+        if m.probes is None:
+            problems.append("anchor states need the probes part (their layer and pooling)")
+        elif len(shape) != 2 or shape[0] != len(m.anchors.texts) or (width and shape[1] != width):
+            problems.append(
+                f"{ANCHOR_STATES_TENSOR} must have shape [{len(m.anchors.texts)}, {width}]"
+            )
     if m.attention is not None:
         if m.concepts is None:
             problems.append("attention patterns need the concepts part")

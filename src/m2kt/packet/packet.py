@@ -24,7 +24,7 @@ from m2kt.errors import (
 from m2kt.packet.canonical import canonical_json, packet_digest, strict_loads
 from m2kt.packet.container import MANIFEST, SIGNATURE, TENSORS, read_container, write_container
 from m2kt.packet.limits import DEFAULT_LIMITS, Limits
-from m2kt.packet.manifest import SUPPORTED_VERSIONS, Manifest, Provenance
+from m2kt.packet.manifest import PARTS, SUPPORTED_VERSIONS, Manifest, Provenance
 from m2kt.packet.signing import Signer, sign_body, verify_body
 from m2kt.packet.tensors import decode_tensors, encode_tensors, spec_of
 
@@ -50,8 +50,8 @@ class Packet:
     ) -> Packet:
         """Validate the parts against each other and encode the body.
 
-        `parts` are the optional manifest parts (`concepts`, `graph`, `attention`, `traces`,
-        `patch`) as models or plain dicts; the tensor table is derived from `tensors`.
+        `parts` are the optional manifest parts (`concepts`, `probes`, `graph`, `attention`,
+        `traces`, `patch`) as models or plain dicts; the tensor table is derived from `tensors`.
         """
         table = {name: spec_of(t) for name, t in tensors.items()}
         raw = {"format_version": SUPPORTED_VERSIONS[-1], "kind": kind, "tensors": table}
@@ -65,6 +65,14 @@ class Packet:
             tensors=dict(tensors),
             manifest_bytes=encode_manifest(manifest),
             tensor_bytes=encode_tensors(tensors),
+        )
+
+    def rebuilt(self, tensors: dict[str, torch.Tensor] | None = None, **parts: Any) -> Packet:
+        """A new, unsigned packet with this one's parts but `tensors` and the given `parts`."""
+        m = self.manifest
+        kept = {name: getattr(m, name) for name in PARTS} | {"provenance": m.provenance}
+        return Packet.create(
+            kind=m.kind, tensors=self.tensors if tensors is None else tensors, **(kept | parts)
         )
 
     @property
@@ -125,7 +133,11 @@ def decode_manifest(data: bytes) -> Manifest:
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise PacketVersionError(
             f"format_version {version!r} is not supported (this m2kt {__version__} reads "
-            f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))})",
+            "version 1 packets verified on probes their concepts were made from: extract the "
+            "packet again with this m2kt"
+            if type(version) is int and version == 1
+            else "",
         )
     try:
         manifest = Manifest.model_validate(raw)

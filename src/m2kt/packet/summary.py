@@ -23,6 +23,14 @@ def summarize(packet: Packet) -> dict[str, Any]:
         signature["verified"] = False
     parts: dict[str, Any] = {
         "concepts": None if m.concepts is None else len(m.concepts),
+        "probes": None
+        if m.probes is None
+        else m.probes.model_dump(mode="json", exclude_none=True)
+        | {"states": sum(len(c.probes) for c in m.concepts or [])},
+        "verification_probes": sum(len(c.verification) for c in m.concepts or []),
+        "anchors": None
+        if m.anchors is None
+        else m.anchors.model_dump(mode="json", exclude={"texts"}) | {"texts": len(m.anchors.texts)},
         "graph": None
         if m.graph is None
         else {"nodes": len(m.graph.nodes), "edges": len(m.graph.edges)},
@@ -51,6 +59,7 @@ def summarize(packet: Packet) -> dict[str, Any]:
                 "id": c.id,
                 "name": c.name,
                 "probes": len(c.probes),
+                "verification": len(c.verification),
                 "layer": c.layer,
                 "method": c.method,
                 "confidence": c.confidence,

@@ -22,7 +22,13 @@ from torch.nn import functional as F
 
 from m2kt.errors import VerificationError
 from m2kt.packet import Packet
-from m2kt.packet.manifest import ATTENTION_TENSOR, CONCEPTS_TENSOR, TRACE_PREFIX
+from m2kt.packet.manifest import (
+    ATTENTION_TENSOR,
+    CONCEPTS_TENSOR,
+    PROBE_STATES_TENSOR,
+    TRACE_PREFIX,
+)
+from m2kt.packet.probes import concept_probes
 from m2kt.safety.screen import SafetyScreen
 
 CONSISTENCY_MARGIN = 0.1
@@ -125,38 +131,37 @@ def audit_concepts(
 def probe_consistency(packet: Packet) -> torch.Tensor | None:
     """[K, K] cosine of each concept to the mean teacher state of each concept's probes.
 
-    Uses the single-state probe traces the teacher wrote (`traces.probe*`); None when the
-    packet carries none for some concept.
+    Uses the packet's probe states (part P); None when it carries none.
     """
-    m = packet.manifest
-    states: dict[str, torch.Tensor] = {}
-    for trace in m.traces or []:
-        tensor = packet.tensors[TRACE_PREFIX + trace.id]
-        if len(trace.steps) == 1 and trace.steps[0].startswith("layer "):
-            states[trace.probe] = tensor[0].float()
-    means = []
-    for concept in m.concepts or []:
-        own = [states[p] for p in concept.probes if p in states]
-        if not own:
-            return None
-        means.append(F.normalize(torch.stack(own), dim=-1).mean(0))
+    probes = concept_probes(packet)
+    if probes.states is None:
+        return None
+    means = [
+        F.normalize(probes.states[probes.indices(k)], dim=-1).mean(0)
+        for k in range(len(packet.manifest.concepts or []))
+    ]
     concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
     return concepts @ F.normalize(torch.stack(means), dim=-1).T
 
 
 def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
-    """The packet without the concepts `ids`: their rows, graph nodes and probe traces go.
+    """The packet without the concepts `ids`: their rows, probe states, graph nodes and the
+    traces on their probes go.
 
     The result is unsigned and has its own digest; callers keep the original for provenance.
     """
     m = packet.manifest
     assert m.concepts is not None
     keep = [k for k, c in enumerate(m.concepts) if c.id not in ids]
-    dropped_probes = {p for c in m.concepts if c.id in ids for p in c.probes}
+    dropped_probes = {p for c in m.concepts if c.id in ids for p in [*c.probes, *c.verification]}
     index = torch.tensor(keep, dtype=torch.long)
     tensors = {CONCEPTS_TENSOR: packet.tensors[CONCEPTS_TENSOR][index]}
     if ATTENTION_TENSOR in packet.tensors:
         tensors[ATTENTION_TENSOR] = packet.tensors[ATTENTION_TENSOR][index]
+    if m.probes is not None:
+        labels = concept_probes(packet).labels
+        rows = torch.isin(labels, index).nonzero().flatten()
+        tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]
@@ -165,13 +170,10 @@ def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
         nodes = [n for n in m.graph.nodes if n.id not in ids]
         edges = [e for e in m.graph.edges if e.source not in ids and e.target not in ids]
         graph = {"nodes": nodes, "edges": edges}
-    return Packet.create(
-        kind=m.kind,
-        provenance=m.provenance,
-        tensors=tensors,
+    return packet.rebuilt(
+        tensors,
         concepts=[m.concepts[k] for k in keep],
         graph=graph,
-        attention=m.attention,
         traces=traces or None,
     )
 

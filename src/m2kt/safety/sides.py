@@ -13,8 +13,8 @@ from m2kt.errors import UsageError
 from m2kt.extract.concepts import ConceptSet
 from m2kt.extract.probing import read_probes
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import Packet
-from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
+from m2kt.packet import Packet, concept_probes
+from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
     Audit,
     audit_concepts,
@@ -78,26 +78,22 @@ def align_for_audit(
 def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audit:
     """Ingestion-time audit in the student's space, from the packet's own probes.
 
-    The student reads every concept probe; its own reading of a concept (the mean of its
+    The student reads every extraction probe; its own reading of a concept (the mean of its
     probes' states) is screened, and so is φ(c_k), the teacher's vector aligned by a CAL fitted
-    on the probe states the packet carries (or on concept/anchor pairs when it carries none).
+    on the probe states the packet carries (part P; on concept/anchor pairs without it).
     """
     m = packet.manifest
     assert m.concepts is not None
-    texts = list(dict.fromkeys(p for c in m.concepts for p in c.probes))
+    probes = concept_probes(packet)
+    texts = list(dict.fromkeys(probes.texts))
     position = {t: i for i, t in enumerate(texts)}
-    states = read(texts)
+    states = read(texts)[[position[t] for t in probes.texts]]
     anchors = torch.stack(
-        [F.normalize(states[[position[p] for p in c.probes]], dim=-1).mean(0) for c in m.concepts]
+        [F.normalize(states[probes.indices(k)], dim=-1).mean(0) for k in range(len(m.concepts))]
     )
     concepts = packet.tensors[CONCEPTS_TENSOR]
-    pairs = [
-        (packet.tensors[TRACE_PREFIX + t.id][0], states[position[t.probe]])
-        for t in m.traces or []
-        if len(t.steps) == 1 and t.probe in position
-    ]
-    if len(pairs) >= 2:
-        teacher, student = (torch.stack(side) for side in zip(*pairs, strict=True))
+    if probes.states is not None and len(probes.texts) >= 2:
+        teacher, student = probes.states, states
     else:
         teacher, student = concepts, anchors
     aligned = align_for_audit(teacher, student, concepts)

@@ -1,0 +1,90 @@
+"""Parts P and N and the verification split, read in one place.
+
+Every reader of a packet's probes (ingestion, the safety audit, merging) goes through
+`concept_probes`: which texts each concept was extracted from, the teacher's state of each
+(part P), and which texts were held out for verification; `anchor_states` reads part N, and
+`text_states` both, for whoever pairs texts across models. Before format version 2 the states
+travelled as one-step traces named `probe{i}` that each reader recognised by its own rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, PROBE_STATES_TENSOR
+from m2kt.packet.packet import Packet
+
+
+@dataclass(frozen=True)
+class ConceptProbes:
+    """A knowledge packet's probes, concept by concept, in part C's order."""
+
+    texts: list[str]  # extraction probes
+    labels: torch.Tensor  # [P] concept index of each extraction probe
+    states: torch.Tensor | None  # [P, d_T] float32 teacher states; None without part P
+    verification_texts: list[str]  # held out before extraction, never in `texts`' concept
+    verification_labels: torch.Tensor  # [V]
+    layer: int | None
+    pooling: str | None
+    logit_scale: float | None
+
+    @property
+    def concept_count(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def indices(self, concept: int) -> list[int]:
+        """Rows of `texts` (and `states`) that belong to `concept`."""
+        return torch.nonzero(self.labels == concept).flatten().tolist()
+
+    def state_of(self) -> dict[str, torch.Tensor]:
+        """The teacher's state of each distinct extraction probe text (first listing wins)."""
+        if self.states is None:
+            return {}
+        found: dict[str, torch.Tensor] = {}
+        for text, state in zip(self.texts, self.states, strict=True):
+            found.setdefault(text, state)
+        return found
+
+
+def concept_probes(packet: Packet) -> ConceptProbes:
+    """The probes of `packet`'s concepts; an empty set for a packet without concepts."""
+    m = packet.manifest
+    concepts = m.concepts or []
+    texts = [t for c in concepts for t in c.probes]
+    verification = [t for c in concepts for t in c.verification]
+    part = m.probes
+    states = packet.tensors[PROBE_STATES_TENSOR].float() if part is not None else None
+    return ConceptProbes(
+        texts=texts,
+        labels=torch.tensor(
+            [k for k, c in enumerate(concepts) for _ in c.probes], dtype=torch.long
+        ),
+        states=states,
+        verification_texts=verification,
+        verification_labels=torch.tensor(
+            [k for k, c in enumerate(concepts) for _ in c.verification], dtype=torch.long
+        ),
+        layer=part.layer if part else None,
+        pooling=part.pooling if part else None,
+        logit_scale=part.logit_scale if part else None,
+    )
+
+
+def anchor_states(packet: Packet) -> tuple[list[str], torch.Tensor] | None:
+    """The anchor texts and the teacher's states of them [A, d_T] (part N), or None."""
+    part = packet.manifest.anchors
+    if part is None:
+        return None
+    return list(part.texts), packet.tensors[ANCHOR_STATES_TENSOR].float()
+
+
+def text_states(packet: Packet) -> dict[str, torch.Tensor]:
+    """The teacher's state of every text the packet carries one for: probes, then anchors."""
+    found = concept_probes(packet).state_of()
+    anchors = anchor_states(packet)
+    if anchors is not None:
+        for text, state in zip(*anchors, strict=True):
+            found.setdefault(text, state)
+    return found
