@@ -27,7 +27,7 @@ from m2kt.cli import (
     unpublish,
     verify,
 )
-from m2kt.cli._common import error_console
+from m2kt.cli._common import error_console, shown
 from m2kt.errors import M2KTError
 from m2kt.resources import INSTALL_HINT
 
@@ -87,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except M2KTError as exc:
-        message = " ".join(exc.message.split())
-        error_console.print(f"error: {message} (hint: {exc.hint})", markup=False, highlight=False)
+        message, hint = (shown(" ".join(text.split())) for text in (exc.message, exc.hint))
+        error_console.print(f"error: {message} (hint: {hint})")
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in OPTIONAL_MODULES:

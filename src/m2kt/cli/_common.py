@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -17,12 +19,43 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from m2kt.atomic import atomic_write_bytes
 from m2kt.packet import Limits, Packet
 
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def shown(value: object, *, lines: bool = False) -> str:
+    """`value` as inert terminal text: every control or format character (ESC, CR, BEL, bidi
+    overrides, line separators …) written as a visible escape such as `\\x1b`; newlines and tabs
+    kept only with `lines`. Text from outside (packets, specs, CSVs, the broker, `--text`) goes
+    through here, field by field, and the consoles apply it to everything they print."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(_escaped(ch, lines) for ch in text)
+
+
+def _escaped(ch: str, lines: bool) -> str:
+    if ch.isprintable() or (lines and ch in "\n\t") or unicodedata.category(ch) == "Zs":
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TerminalConsole(Console):
+    """A console that never interprets what it prints: no markup, no emoji codes, no
+    highlighting, and `shown` applied to every string (titles and table cells included)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, soft_wrap=True, **options)
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(shown(text, lines=True), **options)
+
+
+console = TerminalConsole()
+error_console = TerminalConsole(stderr=True)
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +77,7 @@ def limits_from(args: argparse.Namespace) -> Limits:
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
     """A callback `(stage, done, total)` that draws one rich progress bar per stage."""
     with Progress(
-        TextColumn("{task.description:<18}"),
+        TextColumn("{task.description:<18}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, shown
 
 NAME = "evaluate"
 SUMMARY = "score a student with an ingested adapter, or predict"
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             probs = torch.softmax(ingested.memory(states), -1)
         for text, row in zip(args.text, probs, strict=True):
-            console.print(f"{concepts[int(row.argmax())]} ({float(row.max()):.0%})  {text}")
+            concept = shown(concepts[int(row.argmax())])
+            console.print(f"{concept} ({float(row.max()):.0%})  {shown(text)}")
         return 0
     task = load_task(args.task).limited(args.limit, [args.split])
     if tuple(task.class_names) != tuple(concepts):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from m2kt.cli._common import console, error_console, write_record
+from m2kt.cli._common import console, error_console, shown, write_record
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
 
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     path = packet.save(args.out)
     record = write_record(path, "extract", packet, time.perf_counter() - started)
     for note in result.notes:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     m = packet.manifest
     console.print(
         f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}): "
@@ -133,5 +133,5 @@ def run(args: argparse.Namespace) -> int:
         f"{'attention' if m.attention else 'no attention'}; record: {record}"
     )
     for line in worth_lines(packet):
-        console.print(line)
+        console.print(shown(line))
     return 0

@@ -28,6 +28,7 @@ from m2kt.cli._common import (
     console,
     error_console,
     limits_from,
+    shown,
 )
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 
@@ -133,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
         return 0 if outcome.accepted else 1
     for check in outcome.verdict.checks:
         mark = "ok  " if check.passed else "FAIL"
-        console.print(f"{mark} {check.name:<9} {check.reason}")
+        console.print(f"{mark} {check.name:<9} {shown(check.reason)}")
     for note in outcome.report["notes"]:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     if not outcome.accepted:
         weights = outcome.report["student"]["weight_sha256"][:12]
         error_console.print(

@@ -25,6 +25,7 @@ from m2kt.cli._common import (
     console,
     error_console,
     limits_from,
+    shown,
     write_record,
 )
 from m2kt.errors import UsageError
@@ -73,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     path = packet.save(args.out)
     record = write_record(path, "merge", packet, time.perf_counter() - started)
     for note in merge.notes:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     for f in merge.findings:
         first, second = (
-            f"{args.packets[r[0]]}:{(packets[r[0]].manifest.concepts or [])[r[1]].name}"
+            f"{args.packets[r[0]]}:{shown((packets[r[0]].manifest.concepts or [])[r[1]].name)}"
             for r in (f.first, f.second)
         )
         console.print(

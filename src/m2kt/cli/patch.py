@@ -23,6 +23,7 @@ from m2kt.cli._common import (
     console,
     limits_from,
     progress_bars,
+    shown,
     write_record,
 )
 
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             probabilities = model.task_logits(args.text).softmax(dim=-1)
             for text, row in zip(args.text, probabilities, strict=True):
                 best = int(row.argmax())
-                console.print(f"{model.axes.task_classes[best]}\t{float(row[best]):.2f}\t{text}")
+                label = shown(model.axes.task_classes[best])
+                console.print(f"{label}\t{float(row[best]):.2f}\t{shown(text)}")
             return 0
         task = load_task(args.task)
         model.axes.check_matches(task.class_names)
