@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from m2kt.atomic import atomic_write_bytes
+from m2kt.errors import UsageError
 from m2kt.packet import Limits, Packet
 
 
@@ -56,6 +58,49 @@ class TerminalConsole(Console):
 
 console = TerminalConsole()
 error_console = TerminalConsole(stderr=True)
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file path that can be written, checked before any work starts."""
+    _writable_parent(text)
+    if Path(text).is_dir():
+        raise UsageError(f"output {text} is a directory", "name a file, e.g. DIR/name.m2kt")
+    return text
+
+
+def output_directory(text: str) -> str:
+    """An argparse type: a directory that exists or can be created, checked before any work."""
+    _writable_parent(text)
+    if Path(text).exists() and not Path(text).is_dir():
+        raise UsageError(f"output {text} is a file, not a directory", "name a directory")
+    return text
+
+
+def _writable_parent(text: str) -> None:
+    if not text.strip():
+        raise UsageError("an output path is empty", "name a path")
+    path = Path(text).absolute()
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {text}: {existing} is a file", "name another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {text}: {existing} is not writable", "name another path")
+
+
+def concept_spec(text: str) -> str:
+    """An argparse type: a concept spec (file or shipped name) that reads within its limits."""
+    from m2kt.extract.spec import load_spec
+
+    load_spec(text)
+    return text
+
+
+def private_key(text: str) -> str:
+    """An argparse type: a signing key that loads, checked before any work starts."""
+    from m2kt.packet.signing import check_private_key
+
+    check_private_key(Path(text))
+    return text
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt.models.load import load_model
     from m2kt.tasks import load_task
 
+    task = None if args.text else load_task(args.task).limited(args.limit, [args.split])
     ingested = load_ingested(args.adapter)
     view = load_model(args.student, max_length=args.max_length)
     ingested.check_student(view)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             concept = shown(concepts[int(row.argmax())])
             console.print(f"{concept} ({float(row.max()):.0%})  {shown(text)}")
         return 0
-    task = load_task(args.task).limited(args.limit, [args.split])
+    assert task is not None
     if tuple(task.class_names) != tuple(concepts):
         raise UsageError(
             f"task {task.name} has classes {list(task.class_names)}, the adapter's concepts are "

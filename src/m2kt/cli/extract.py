@@ -27,7 +27,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from m2kt.cli._common import console, error_console, shown, write_record
+from m2kt.cli._common import (
+    console,
+    error_console,
+    output_file,
+    private_key,
+    shown,
+    write_record,
+)
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
 
@@ -42,8 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concepts", required=True, metavar="SPEC", help="concept spec file or shipped name"
     )
-    parser.add_argument("--out", required=True, metavar="PACKET", help="where to write it")
-    parser.add_argument("--sign", metavar="KEY", help="sign the packet with this private key")
+    parser.add_argument(
+        "--out", required=True, type=output_file, metavar="PACKET", help="where to write it"
+    )
+    parser.add_argument(
+        "--sign", type=private_key, metavar="KEY", help="sign the packet with this private key"
+    )
     parser.add_argument("--method", choices=METHODS, default="bottleneck")
     parser.add_argument(
         "--layer",

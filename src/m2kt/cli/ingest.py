@@ -25,9 +25,11 @@ import argparse
 from m2kt.cli._common import (
     add_limit_arguments,
     add_trust_arguments,
+    concept_spec,
     console,
     error_console,
     limits_from,
+    output_directory,
     shown,
 )
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
@@ -41,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--student", required=True, metavar="MODEL", help="the model to teach")
     parser.add_argument("--packet", required=True, metavar="PACKET", help="knowledge packet")
-    parser.add_argument("--out", required=True, metavar="DIR", help="adapter directory")
+    parser.add_argument(
+        "--out", required=True, type=output_directory, metavar="DIR", help="adapter directory"
+    )
     add_trust_arguments(parser)
     add_limit_arguments(parser)
     parser.add_argument(
@@ -68,7 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layer", type=int, default=-1, metavar="N", help="student layer")
     parser.add_argument(
-        "--held-in", default="topics", metavar="SPEC", help="spec of the student's own skill"
+        "--held-in",
+        default="topics",
+        type=concept_spec,
+        metavar="SPEC",
+        help="spec of the student's own skill",
     )
     parser.add_argument(
         "--unsafe", metavar="FILE", help="unsafe-concept descriptions (default: the shipped list)"

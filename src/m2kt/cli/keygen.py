@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, output_directory
 from m2kt.packet import fingerprint_of_public_key, generate_keypair
 
 NAME = "keygen"
@@ -16,7 +16,9 @@ SUMMARY = "create a signing key pair"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=".", metavar="DIR", help="directory for the keys")
+    parser.add_argument(
+        "--out", default=".", type=output_directory, metavar="DIR", help="directory for the keys"
+    )
     parser.add_argument("--name", default="m2kt", help="file stem of the keys (default m2kt)")
 
 

@@ -22,6 +22,8 @@ from m2kt.cli._common import (
     add_trust_arguments,
     console,
     limits_from,
+    output_file,
+    private_key,
     progress_bars,
     shown,
     write_record,
@@ -92,8 +94,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task", required=True, help="bbc, tweets, or your own CSV file with text,label columns"
     )
-    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the patch")
-    parser.add_argument("--sign", metavar="KEY", help="sign the result with this private key")
+    parser.add_argument(
+        "--out", required=True, type=output_file, metavar="PATH", help="where to write the patch"
+    )
+    parser.add_argument(
+        "--sign", type=private_key, metavar="KEY", help="sign the result with this private key"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-inputs",
