@@ -142,8 +142,9 @@ def parse_spec_bytes(data: bytes, filename: str = "spec") -> ConceptSpec:
 
 def parse_spec(text: str, filename: str = "spec") -> ConceptSpec:
     """Validate spec text (YAML or JSON); every error names `filename` and a line."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters right here
         root = loader.get_single_node()
         if root is not None:
             _check_size(root, filename)
@@ -161,7 +162,8 @@ def parse_spec(text: str, filename: str = "spec") -> ConceptSpec:
     except RecursionError:  # the YAML composer recurses once per level, before our check runs
         raise SpecError(f"{filename}: nested more than {MAX_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is None or not isinstance(data, dict):
         raise SpecError(f"{filename}: the spec must be a mapping with a `concepts` list")
     try:
