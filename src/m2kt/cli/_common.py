@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,7 +121,12 @@ def limits_from(args: argparse.Namespace) -> Limits:
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A callback `(stage, done, total)` that draws one rich progress bar per stage."""
+    """A callback `(stage, done, total)` that draws one rich progress bar per stage; when stderr
+    is not a terminal (a log file, a CI job), plain lines instead, so that logs show where a
+    long run stands: a stage's start, each tenth of it, and its end."""
+    if not error_console.is_terminal:
+        yield _progress_lines()
+        return
     with Progress(
         TextColumn("{task.description:<18}", markup=False),
         BarColumn(),
@@ -137,6 +143,21 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
             bars.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def _progress_lines() -> Callable[[str, int, int], None]:
+    started = time.monotonic()
+    shown_tenths: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        tenth = 10 * done // total if total > 0 else 10
+        if shown_tenths.get(stage) == tenth:
+            return
+        shown_tenths[stage] = tenth
+        elapsed = time.monotonic() - started
+        error_console.print(f"{stage}: {done}/{total} ({elapsed:.0f} s)")
+
+    return update
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
