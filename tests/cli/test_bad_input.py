@@ -47,6 +47,7 @@ SPECS = {
     "JSON 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
     "YAML 40 deep": (b"a: " + b"{b: " * 40 + b"1" + b"}" * 40, "nested more than"),
     "alias bomb": (BOMB.encode(), "YAML nodes"),
+    "a list as a key (found by the fuzzer)": (b"? [a, b]\n: 1\n", "a key must be a plain value"),
     "10,000 concepts": (
         b"concepts:\n"
         + b"".join(f"  - {{name: c{i}, probes: [p]}}\n".encode() for i in range(10_000)),

@@ -196,6 +196,10 @@ def _check_size(root: yaml.Node, filename: str) -> None:
                 f"{filename}: more than {MAX_NODES:,} YAML nodes (aliases count at each use)"
             )
         if isinstance(node, yaml.MappingNode):
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    raise SpecError(f"{filename} line {line}: a key must be a plain value")
             stack += [(n, depth + 1) for pair in node.value for n in pair]
         elif isinstance(node, yaml.SequenceNode):
             stack += [(n, depth + 1) for n in node.value]
