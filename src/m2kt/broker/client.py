@@ -25,7 +25,7 @@ from m2kt.broker.errors import (
 from m2kt.broker.extra import require
 from m2kt.broker.index import Entry, Query
 from m2kt.broker.registry import Registry, normalize_digest
-from m2kt.errors import VerificationError
+from m2kt.errors import UsageError, VerificationError
 from m2kt.packet import DEFAULT_LIMITS, Limits, Packet, load_packet
 from m2kt.packet.canonical import strict_loads
 
@@ -146,6 +146,8 @@ def open_store(
     """A broker client for an http(s) URL, else the directory store at that path."""
     if target.startswith(("http://", "https://")):
         return BrokerClient(target, token)
+    if Path(target).exists() and not Path(target).is_dir():
+        raise UsageError(f"store {target} is a file", "pass a store directory or a broker URL")
     return DirectoryStore(target, publisher, keys)
 
 

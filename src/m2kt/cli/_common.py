@@ -96,6 +96,14 @@ def concept_spec(text: str) -> str:
     return text
 
 
+def model_reference(text: str) -> str:
+    """An argparse type: a model id, GGUF file or model directory, checked before it loads."""
+    from m2kt.models.load import check_model_reference
+
+    check_model_reference(text)
+    return text
+
+
 def private_key(text: str) -> str:
     """An argparse type: a signing key that loads, checked before any work starts."""
     from m2kt.packet.signing import check_private_key
@@ -176,7 +184,12 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cache_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
+    parser.add_argument(
+        "--cache",
+        type=output_directory,
+        metavar="DIR",
+        help="embedding cache (default ~/.cache/m2kt)",
+    )
 
 
 def embedding_cache(args: argparse.Namespace) -> Path:

@@ -30,6 +30,7 @@ import time
 from m2kt.cli._common import (
     console,
     error_console,
+    model_reference,
     output_file,
     private_key,
     shown,
@@ -45,7 +46,9 @@ SUMMARY = "read a teacher's concepts into a knowledge packet"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from m2kt.extract.pipeline import METHODS
 
-    parser.add_argument("--teacher", required=True, metavar="MODEL", help="the model to read")
+    parser.add_argument(
+        "--teacher", required=True, type=model_reference, metavar="MODEL", help="the model to read"
+    )
     parser.add_argument(
         "--concepts", required=True, metavar="SPEC", help="concept spec file or shipped name"
     )

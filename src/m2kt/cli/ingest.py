@@ -29,6 +29,7 @@ from m2kt.cli._common import (
     console,
     error_console,
     limits_from,
+    model_reference,
     output_directory,
     shown,
 )
@@ -41,7 +42,9 @@ SUMMARY = "put a knowledge packet into a frozen student, verified"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from m2kt.ingest.loss import TERMS
 
-    parser.add_argument("--student", required=True, metavar="MODEL", help="the model to teach")
+    parser.add_argument(
+        "--student", required=True, type=model_reference, metavar="MODEL", help="the model to teach"
+    )
     parser.add_argument("--packet", required=True, metavar="PACKET", help="knowledge packet")
     parser.add_argument(
         "--out", required=True, type=output_directory, metavar="DIR", help="adapter directory"
