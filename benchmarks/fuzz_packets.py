@@ -24,10 +24,10 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from m2kt.bench.fuzz import mutate, paths, random_json, replaced
 from m2kt.errors import M2KTError
 from m2kt.packet import Packet, generate_keypair, make_provenance, read_packet, verify_packet
 from m2kt.packet.canonical import canonical_json, strict_loads
@@ -67,62 +67,6 @@ def sample_packet() -> Packet:
         attention={"layers": [1, 2], "length": 4},
         traces=[{"id": "t0", "probe": "2+3=?", "answer": "5", "steps": ["a", "b", "c"]}],
     )
-
-
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        kind = rng.choice(("flip", "cut", "insert", "splice"))
-        at = rng.randrange(len(buf) + 1)
-        if kind == "flip" and at < len(buf):
-            buf[at] ^= rng.randint(1, 255)
-        elif kind == "cut":
-            del buf[at:]
-        elif kind == "insert":
-            buf[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == "splice" and len(buf) > 8:
-            start = rng.randrange(len(buf) - 4)
-            buf[at:at] = buf[start : start + rng.randint(1, 64)]
-    return bytes(buf)
-
-
-def random_json(rng: random.Random, depth: int = 0) -> Any:
-    choice = rng.randrange(9 if depth < 3 else 7)
-    if choice == 0:
-        return None
-    if choice == 1:
-        return rng.random() < 0.5
-    if choice == 2:
-        return rng.choice([0, 1, -1, 2**31, 2**63, -(2**70), rng.randint(-1000, 1000)])
-    if choice == 3:
-        return rng.choice([0.5, -0.0, 1e308, 1e-320, rng.uniform(-1e6, 1e6)])
-    if choice in (4, 5, 6):
-        return rng.choice(["", "x", "../../etc", "a" * 300, "\u0000", "é", "sha256:" + "0" * 64])
-    if choice == 7:
-        return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return {rng.choice(["id", "name", "x", "shape", "dtype"]): random_json(rng, depth + 1)}
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else []
-    )
-    for key, item in items:
-        found += paths(item, (*prefix, key))
-    return found
-
-
-def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[path[0]] = replaced(value[path[0]], path[1:], new)
-    return copy
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from m2kt.bench.fuzz import paths, replaced
 from m2kt.errors import M2KTError
 from m2kt.packet import generate_keypair, read_packet, verify_packet
 from m2kt.packet.canonical import canonical_json, strict_loads
@@ -114,26 +115,7 @@ _json = st.recursive(
 )
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, prefix + (index,))
-    return found
-
-
-_MANIFEST_PATHS = _paths(_MANIFEST)[1:]
-
-
-def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[path[0]] = _replace(value[path[0]], path[1:], new)
-    return copy
+_MANIFEST_PATHS = paths(_MANIFEST)[1:]
 
 
 @FUZZ
@@ -142,7 +124,7 @@ def test_manifest_parser_structured(edits) -> None:
     manifest = _MANIFEST
     for path, new in edits:
         try:
-            manifest = _replace(manifest, path, new)
+            manifest = replaced(manifest, path, new)
         except (KeyError, IndexError, TypeError):
             continue  # an earlier edit removed this path
     try:

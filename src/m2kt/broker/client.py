@@ -25,8 +25,9 @@ from m2kt.broker.errors import (
 from m2kt.broker.extra import require
 from m2kt.broker.index import Entry, Query
 from m2kt.broker.registry import Registry, normalize_digest
-from m2kt.errors import VerificationError
+from m2kt.errors import UsageError, VerificationError
 from m2kt.packet import DEFAULT_LIMITS, Limits, Packet, load_packet
+from m2kt.packet.canonical import strict_loads
 
 _BY_STATUS: dict[int, type[BrokerError] | type[RefusedPacketError]] = {
     401: AuthenticationError,
@@ -68,11 +69,11 @@ class BrokerClient:
                 content=body,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )
-        return Entry(**response.json())
+        return entry_from_body(response.content)
 
     def search(self, query: Query) -> list[Entry]:
         params = {k: v for k, v in vars(query).items() if v is not None}
-        return [Entry(**e) for e in self._call("GET", "/v1/packets", params=params).json()]
+        return entries_from_body(self._call("GET", "/v1/packets", params=params).content)
 
     def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None:
         import httpx
@@ -95,7 +96,7 @@ class BrokerClient:
             raise _unreachable(self.url, exc) from None
 
     def delete(self, digest: str) -> Entry:
-        return Entry(**self._call("DELETE", f"/v1/packets/{digest}").json())
+        return entry_from_body(self._call("DELETE", f"/v1/packets/{digest}").content)
 
     def close(self) -> None:
         self._http.close()
@@ -145,6 +146,8 @@ def open_store(
     """A broker client for an http(s) URL, else the directory store at that path."""
     if target.startswith(("http://", "https://")):
         return BrokerClient(target, token)
+    if Path(target).exists() and not Path(target).is_dir():
+        raise UsageError(f"store {target} is a file", "pass a store directory or a broker URL")
     return DirectoryStore(target, publisher, keys)
 
 
@@ -177,18 +180,50 @@ def pull(
     return packet
 
 
-def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
+def entry_from_body(body: bytes) -> Entry:
+    """The entry a broker answered with; a malformed answer is a BrokerError, never a crash."""
+    return _entries(body, many=False)[0]
+
+
+def entries_from_body(body: bytes) -> list[Entry]:
+    """The entries of a broker's search answer (a JSON array of entries)."""
+    return _entries(body, many=True)
+
+
+def _entries(body: bytes, *, many: bool) -> list[Entry]:
     try:
-        body = response.json()
-        message, hint = body["error"], body.get("hint")
-    except (ValueError, KeyError, TypeError):
-        message, hint = f"HTTP {response.status_code}: {response.text[:200]}", None
-        body = {}
+        value = strict_loads(body)
+        if many and not isinstance(value, list):
+            raise ValueError(f"expected a JSON array, got {type(value).__name__}")
+        return [Entry.from_json(v) for v in (value if many else [value])]
+    except ValueError as exc:
+        raise BrokerError(
+            f"the broker sent a malformed answer: {exc}",
+            "check that --store names an m2kt broker of a compatible version",
+        ) from None
+
+
+def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
+    raise error_from_body(response.status_code, response.content)
+
+
+def error_from_body(status: int, body: bytes) -> BrokerError | RefusedPacketError:
+    """The error a broker's error answer stands for: `{"error", "hint", "type"}` when it is one
+    of ours, else the status and the start of the body. Only strings are taken from it."""
+    try:
+        value = strict_loads(body)
+    except ValueError:
+        value = None
+    fields = value if isinstance(value, dict) else {}
+    message, hint, kind = (fields.get(k) for k in ("error", "hint", "type"))
+    if not isinstance(message, str):
+        message = f"HTTP {status}: {body[:200].decode('utf-8', errors='replace')}"
+    hint = hint[:500] if isinstance(hint, str) else None
     # A 422 is a refused packet only when the service says so; FastAPI also answers 422 for a
     # query value out of range.
-    if response.status_code == 422 and body.get("type") == "RefusedPacketError":
-        raise RefusedPacketError(f"broker: {message}", hint)
-    raise _BY_STATUS.get(response.status_code, BrokerError)(f"broker: {message}", hint)
+    if status == 422 and kind == "RefusedPacketError":
+        return RefusedPacketError(f"broker: {message[:500]}", hint)
+    return _BY_STATUS.get(status, BrokerError)(f"broker: {message[:500]}", hint)
 
 
 def _unreachable(url: str, exc: Exception) -> BrokerError:

@@ -79,6 +79,27 @@ class Entry:
             parents=list(m.provenance.parents),
         )
 
+    @classmethod
+    def from_json(cls, value: Any) -> Entry:
+        """An entry from a decoded JSON object (a broker's answer: untrusted); fields of the
+        wrong type are a ValueError, unknown fields are dropped (a newer broker may add some)."""
+        if not isinstance(value, dict):
+            raise ValueError(f"an entry is a JSON object, not {type(value).__name__}")
+        fields: dict[str, Any] = {}
+        for name, kind in cls.__annotations__.items():
+            item = value.get(name)
+            if kind == "int":
+                ok = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+            elif kind == "str":
+                ok = isinstance(item, str)
+            else:
+                item = [] if item is None else item
+                ok = isinstance(item, list) and all(isinstance(v, str) for v in item)
+            if not ok:
+                raise ValueError(f"entry field {name!r} is missing or not a {kind}")
+            fields[name] = item
+        return cls(**fields)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -27,7 +27,7 @@ from m2kt.broker.errors import (
 )
 from m2kt.broker.index import Entry, Index, Query, SQLiteIndex
 from m2kt.broker.screening import Screen, screen_packet
-from m2kt.errors import PacketError, VerificationError
+from m2kt.errors import M2KTError, PacketError, VerificationError
 from m2kt.packet import DEFAULT_LIMITS, Limits, load_packet
 
 _DIGEST = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
@@ -105,9 +105,11 @@ class Registry:
         try:
             packet = load_packet(staged, trusted_keys=keys, limits=self.limits)
         except VerificationError as exc:
-            raise RefusedPacketError(f"upload refused: {exc.message}") from None
+            raise RefusedPacketError(f"upload refused: {_unstaged(exc, staged)}") from None
         except PacketError as exc:
-            raise BrokerError(f"upload refused, not a valid packet: {exc.message}") from None
+            raise BrokerError(
+                f"upload refused, not a valid packet: {_unstaged(exc, staged)}"
+            ) from None
         reasons = self.screen(packet)
         if reasons:
             raise RefusedPacketError(f"upload refused by the safety screen: {'; '.join(reasons)}")
@@ -169,3 +171,8 @@ class Registry:
             unindexed_files=sorted(stored - indexed),
             wrong_hashes=wrong,
         )
+
+
+def _unstaged(exc: M2KTError, staged: Path) -> str:
+    """The loader's message about an upload, without the server's staging path or file name."""
+    return exc.message.replace(str(staged), "the upload").replace(staged.name, "the upload")

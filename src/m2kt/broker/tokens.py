@@ -18,14 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from m2kt.atomic import atomic_write_bytes
 from m2kt.errors import UsageError
+from m2kt.inputs import read_bounded
+from m2kt.packet.canonical import strict_loads
 
 SCOPES = ("read", "publish", "delete", "admin")
+MAX_TOKEN_FILE_BYTES = 16 << 20
+_HINT = "create it with `m2kt serve --add-publisher`"
 
 
 @dataclass(frozen=True)
@@ -47,23 +52,35 @@ class TokenTable:
         raw = _read(path)
         table = {}
         for name, entry in raw.get("publishers", {}).items():
-            try:
-                scopes = frozenset(entry["scopes"])
-                keys = tuple(path.parent / k for k in entry.get("keys", []))
-                digest = entry["token_sha256"]
-            except (KeyError, TypeError):
+            if not _is_entry(entry):
                 raise UsageError(
-                    f"{path}: publisher {name!r} needs token_sha256 and scopes",
+                    f"{path}: publisher {name!r} needs token_sha256 (64 hex digits), scopes and "
+                    "keys (lists of strings)",
                     "create entries with `m2kt serve --add-publisher`",
-                ) from None
+                )
+            scopes = frozenset(entry["scopes"])
             unknown = scopes - set(SCOPES)
             if unknown:
                 raise UsageError(f"{path}: publisher {name!r} has unknown scopes {sorted(unknown)}")
-            table[digest] = Publisher(name, scopes, keys)
+            keys = tuple(path.parent / k for k in entry.get("keys", []))
+            table[entry["token_sha256"]] = Publisher(name, scopes, keys)
         return cls(table)
 
     def authenticate(self, token: str) -> Publisher | None:
         return self._by_hash.get(token_hash(token))
+
+
+def _is_entry(entry: object) -> bool:
+    def strings(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("token_sha256"), str)
+        and re.fullmatch(r"[0-9a-f]{64}", entry["token_sha256"]) is not None
+        and strings(entry.get("scopes"))
+        and strings(entry.get("keys", []))
+    )
 
 
 def token_hash(token: str) -> str:
@@ -96,14 +113,11 @@ def add_publisher(path: str | Path, name: str, scopes: list[str], keys: list[str
 
 
 def _read(path: Path) -> dict:
+    data = read_bounded(path, "token file", MAX_TOKEN_FILE_BYTES, _HINT)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"no such token file: {path}", "create it with `m2kt serve --add-publisher`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read token file {path}: {exc}") from None
+        raw = strict_loads(data)
+    except ValueError as exc:
+        raise UsageError(f"cannot read token file {path}: {exc}", _HINT) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("publishers", {}), dict):
         raise UsageError(f"{path} is not a token file (expected {{'publishers': {{…}}}})")
     return raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from m2kt import __version__
 from m2kt.cli import (
@@ -27,8 +28,8 @@ from m2kt.cli import (
     unpublish,
     verify,
 )
-from m2kt.cli._common import error_console
-from m2kt.errors import M2KTError
+from m2kt.cli._common import error_console, shown
+from m2kt.errors import M2KTError, UsageError
 from m2kt.resources import INSTALL_HINT
 
 # Packages of the `models` extra: a core install lacks them, which is a setup problem, not a bug.
@@ -52,13 +53,20 @@ COMMAND_GROUPS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as UsageErrors: one line with a hint, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     lines = ["commands:"]
     for title, modules in COMMAND_GROUPS:
         lines.append(f"\n  {title}")
         lines.extend(f"    {m.NAME:<12} {m.SUMMARY}" for m in modules)
     lines.append("\nSee `m2kt <command> --help` for a command's options.")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="m2kt",
         usage="m2kt [--version] [--help] <command> [<args>]",
         description="Move what one neural network knows into another of a different architecture.",
@@ -83,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 verification failed, 2 bad input)."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
     except M2KTError as exc:
-        message = " ".join(exc.message.split())
-        error_console.print(f"error: {message} (hint: {exc.hint})", markup=False, highlight=False)
+        message, hint = (shown(" ".join(text.split())) for text in (exc.message, exc.hint))
+        error_console.print(f"error: {message} (hint: {hint})")
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in OPTIONAL_MODULES:

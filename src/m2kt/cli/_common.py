@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -17,12 +21,95 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from m2kt.atomic import atomic_write_bytes
+from m2kt.errors import UsageError
 from m2kt.packet import Limits, Packet
 
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def shown(value: object, *, lines: bool = False) -> str:
+    """`value` as inert terminal text: every control or format character (ESC, CR, BEL, bidi
+    overrides, line separators …) written as a visible escape such as `\\x1b`; newlines and tabs
+    kept only with `lines`. Text from outside (packets, specs, CSVs, the broker, `--text`) goes
+    through here, field by field, and the consoles apply it to everything they print."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(_escaped(ch, lines) for ch in text)
+
+
+def _escaped(ch: str, lines: bool) -> str:
+    if ch.isprintable() or (lines and ch in "\n\t") or unicodedata.category(ch) == "Zs":
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TerminalConsole(Console):
+    """A console that never interprets what it prints: no markup, no emoji codes, no
+    highlighting, and `shown` applied to every string (titles and table cells included)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, soft_wrap=True, **options)
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(shown(text, lines=True), **options)
+
+
+console = TerminalConsole()
+error_console = TerminalConsole(stderr=True)
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file path that can be written, checked before any work starts."""
+    _writable_parent(text)
+    if Path(text).is_dir():
+        raise UsageError(f"output {text} is a directory", "name a file, e.g. DIR/name.m2kt")
+    return text
+
+
+def output_directory(text: str) -> str:
+    """An argparse type: a directory that exists or can be created, checked before any work."""
+    _writable_parent(text)
+    if Path(text).exists() and not Path(text).is_dir():
+        raise UsageError(f"output {text} is a file, not a directory", "name a directory")
+    return text
+
+
+def _writable_parent(text: str) -> None:
+    if not text.strip():
+        raise UsageError("an output path is empty", "name a path")
+    path = Path(text).absolute()
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {text}: {existing} is a file", "name another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {text}: {existing} is not writable", "name another path")
+
+
+def concept_spec(text: str) -> str:
+    """An argparse type: a concept spec (file or shipped name) that reads within its limits."""
+    from m2kt.extract.spec import load_spec
+
+    load_spec(text)
+    return text
+
+
+def model_reference(text: str) -> str:
+    """An argparse type: a model id, GGUF file or model directory, checked before it loads."""
+    from m2kt.models.load import check_model_reference
+
+    check_model_reference(text)
+    return text
+
+
+def private_key(text: str) -> str:
+    """An argparse type: a signing key that loads, checked before any work starts."""
+    from m2kt.packet.signing import check_private_key
+
+    check_private_key(Path(text))
+    return text
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +129,14 @@ def limits_from(args: argparse.Namespace) -> Limits:
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A callback `(stage, done, total)` that draws one rich progress bar per stage."""
+    """A callback `(stage, done, total)` that draws one rich progress bar per stage; when stderr
+    is not a terminal (a log file, a CI job), plain lines instead, so that logs show where a
+    long run stands: a stage's start, each tenth of it, and its end."""
+    if not error_console.is_terminal:
+        yield _progress_lines()
+        return
     with Progress(
-        TextColumn("{task.description:<18}"),
+        TextColumn("{task.description:<18}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -59,6 +151,21 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
             bars.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def _progress_lines() -> Callable[[str, int, int], None]:
+    started = time.monotonic()
+    shown_tenths: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        tenth = 10 * done // total if total > 0 else 10
+        if shown_tenths.get(stage) == tenth:
+            return
+        shown_tenths[stage] = tenth
+        elapsed = time.monotonic() - started
+        error_console.print(f"{stage}: {done}/{total} ({elapsed:.0f} s)")
+
+    return update
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +184,12 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cache_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache (default ~/.cache/m2kt)")
+    parser.add_argument(
+        "--cache",
+        type=output_directory,
+        metavar="DIR",
+        help="embedding cache (default ~/.cache/m2kt)",
+    )
 
 
 def embedding_cache(args: argparse.Namespace) -> Path:

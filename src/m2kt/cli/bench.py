@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from m2kt.cli._common import add_cache_argument, console, embedding_cache
+from m2kt.cli._common import add_cache_argument, console, embedding_cache, output_directory
 
 NAME = "bench"
 SUMMARY = "run a benchmark and write its tables and plots"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="efficiency only: run one regime's settings",
     )
-    parser.add_argument("--out", default="out/bench", metavar="DIR")
+    parser.add_argument("--out", default="out/bench", type=output_directory, metavar="DIR")
     add_cache_argument(parser)
 
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import add_cache_argument, console, embedding_cache, progress_bars
+from m2kt.cli._common import (
+    add_cache_argument,
+    console,
+    embedding_cache,
+    output_directory,
+    progress_bars,
+)
 
 NAME = "demo"
 SUMMARY = "run the main job on the embedded default models"
@@ -28,7 +34,13 @@ SUMMARY = "run the main job on the embedded default models"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=["packet", "patch"], default="packet")
-    parser.add_argument("--out", default="out/demo", metavar="DIR", help="where to write results")
+    parser.add_argument(
+        "--out",
+        default="out/demo",
+        type=output_directory,
+        metavar="DIR",
+        help="where to write results",
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_cache_argument(parser)
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, model_reference, shown
 
 NAME = "evaluate"
 SUMMARY = "score a student with an ingested adapter, or predict"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--student", required=True, metavar="MODEL")
+    parser.add_argument("--student", required=True, type=model_reference, metavar="MODEL")
     parser.add_argument("--adapter", required=True, metavar="DIR", help="from `m2kt ingest`")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", metavar="TASK", help="bbc, tweets or a CSV file")
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt.models.load import load_model
     from m2kt.tasks import load_task
 
+    task = None if args.text else load_task(args.task).limited(args.limit, [args.split])
     ingested = load_ingested(args.adapter)
     view = load_model(args.student, max_length=args.max_length)
     ingested.check_student(view)
@@ -48,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             probs = torch.softmax(ingested.memory(states), -1)
         for text, row in zip(args.text, probs, strict=True):
-            console.print(f"{concepts[int(row.argmax())]} ({float(row.max()):.0%})  {text}")
+            concept = shown(concepts[int(row.argmax())])
+            console.print(f"{concept} ({float(row.max()):.0%})  {shown(text)}")
         return 0
-    task = load_task(args.task).limited(args.limit, [args.split])
+    assert task is not None
     if tuple(task.class_names) != tuple(concepts):
         raise UsageError(
             f"task {task.name} has classes {list(task.class_names)}, the adapter's concepts are "

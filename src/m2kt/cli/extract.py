@@ -27,7 +27,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from m2kt.cli._common import console, error_console, write_record
+from m2kt.cli._common import (
+    console,
+    error_console,
+    model_reference,
+    output_file,
+    private_key,
+    shown,
+    write_record,
+)
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
 
@@ -38,12 +46,18 @@ SUMMARY = "read a teacher's concepts into a knowledge packet"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from m2kt.extract.pipeline import METHODS
 
-    parser.add_argument("--teacher", required=True, metavar="MODEL", help="the model to read")
+    parser.add_argument(
+        "--teacher", required=True, type=model_reference, metavar="MODEL", help="the model to read"
+    )
     parser.add_argument(
         "--concepts", required=True, metavar="SPEC", help="concept spec file or shipped name"
     )
-    parser.add_argument("--out", required=True, metavar="PACKET", help="where to write it")
-    parser.add_argument("--sign", metavar="KEY", help="sign the packet with this private key")
+    parser.add_argument(
+        "--out", required=True, type=output_file, metavar="PACKET", help="where to write it"
+    )
+    parser.add_argument(
+        "--sign", type=private_key, metavar="KEY", help="sign the packet with this private key"
+    )
     parser.add_argument("--method", choices=METHODS, default="bottleneck")
     parser.add_argument(
         "--layer",
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     path = packet.save(args.out)
     record = write_record(path, "extract", packet, time.perf_counter() - started)
     for note in result.notes:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     m = packet.manifest
     console.print(
         f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}): "
@@ -133,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
         f"{'attention' if m.attention else 'no attention'}; record: {record}"
     )
     for line in worth_lines(packet):
-        console.print(line)
+        console.print(shown(line))
     return 0

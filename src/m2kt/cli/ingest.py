@@ -25,9 +25,13 @@ import argparse
 from m2kt.cli._common import (
     add_limit_arguments,
     add_trust_arguments,
+    concept_spec,
     console,
     error_console,
     limits_from,
+    model_reference,
+    output_directory,
+    shown,
 )
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 
@@ -38,9 +42,13 @@ SUMMARY = "put a knowledge packet into a frozen student, verified"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from m2kt.ingest.loss import TERMS
 
-    parser.add_argument("--student", required=True, metavar="MODEL", help="the model to teach")
+    parser.add_argument(
+        "--student", required=True, type=model_reference, metavar="MODEL", help="the model to teach"
+    )
     parser.add_argument("--packet", required=True, metavar="PACKET", help="knowledge packet")
-    parser.add_argument("--out", required=True, metavar="DIR", help="adapter directory")
+    parser.add_argument(
+        "--out", required=True, type=output_directory, metavar="DIR", help="adapter directory"
+    )
     add_trust_arguments(parser)
     add_limit_arguments(parser)
     parser.add_argument(
@@ -69,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, default=-1, metavar="N", help="student layer")
     parser.add_argument(
         "--held-in",
+        type=concept_spec,
         metavar="SPEC",
         help="spec of the student's own skill, sharing no text with the packet "
         "(default: the shipped speech-acts set)",
@@ -151,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
         return 0 if outcome.accepted else 1
     for check in outcome.verdict.checks:
         mark = "ok  " if check.passed else "FAIL"
-        console.print(f"{mark} {check.name:<9} {check.reason}")
+        console.print(f"{mark} {check.name:<9} {shown(check.reason)}")
     for note in outcome.report["notes"]:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     if not outcome.accepted:
         weights = outcome.report["student"]["weight_sha256"][:12]
         error_console.print(

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from m2kt.cli._common import add_limit_arguments, console, limits_from
+from m2kt.cli._common import add_limit_arguments, console, limits_from, shown
 from m2kt.packet import load_packet, read_packet
 from m2kt.packet.summary import summarize
 
@@ -52,14 +52,15 @@ def run(args: argparse.Namespace) -> int:
 def _render(s: dict[str, Any], show_all: bool) -> None:
     sig = s["signature"]
     if sig["verified"]:
-        signed = f"verified, key {sig['key'][:16]} ({sig['key_file']})"
+        signed = f"verified, key {sig['key'][:16]} ({shown(sig['key_file'])})"
     elif sig["signed"]:
-        signed = f"signed, claims key {(sig['claimed_key'] or '?')[:16]}; not verified (pass --key)"
+        claimed = shown((sig["claimed_key"] or "?")[:16])
+        signed = f"signed, claims key {claimed}; not verified (pass --key)"
     else:
         signed = "not signed"
     head = Table(show_header=False, box=None, title=f"packet {s['digest']}", title_justify="left")
     for key, value in (
-        ("kind", s["kind"]),
+        ("kind", shown(s["kind"])),
         ("format", f"version {s['format_version']}, {s['body_bytes']:,} bytes"),
         ("signature", signed),
     ):
@@ -70,7 +71,7 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
     parts.add_column("part")
     parts.add_column("content")
     for name, value in s["parts"].items():
-        parts.add_row(name, "—" if value is None else json.dumps(value)[:120])
+        parts.add_row(shown(name), "—" if value is None else json.dumps(value)[:120])
     console.print(parts)
 
     if s["concepts"]:
@@ -80,12 +81,7 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
         rows = s["concepts"] if show_all else s["concepts"][:_SHOWN_CONCEPTS]
         for c in rows:
             concepts.add_row(
-                c["id"],
-                c["name"],
-                str(c["probes"]),
-                str(c["verification"]),
-                str(c["layer"]),
-                c["method"],
+                *(shown(c[k]) for k in ("id", "name", "probes", "verification", "layer", "method")),
                 f"{c['confidence']:.3f}",
             )
         console.print(concepts)
@@ -96,12 +92,13 @@ def _render(s: dict[str, Any], show_all: bool) -> None:
     for column in ("name", "dtype", "shape"):
         tensors.add_column(column)
     for name, spec in s["tensors"].items():
-        tensors.add_row(name, spec["dtype"], "×".join(map(str, spec["shape"])))
+        tensors.add_row(shown(name), shown(spec["dtype"]), "×".join(map(str, spec["shape"])))
     console.print(tensors)
 
     provenance = Table(show_header=False, title="provenance", title_justify="left")
     for key, value in s["provenance"].items():
-        provenance.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        text = shown(value) if isinstance(value, str) else json.dumps(value)
+        provenance.add_row(shown(key), text)
     console.print(provenance)
     for line in s["worth"]:
-        console.print(line)
+        console.print(shown(line))

@@ -7,8 +7,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import re
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, output_directory
+from m2kt.errors import UsageError
 from m2kt.packet import fingerprint_of_public_key, generate_keypair
 
 NAME = "keygen"
@@ -16,8 +18,20 @@ SUMMARY = "create a signing key pair"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=".", metavar="DIR", help="directory for the keys")
-    parser.add_argument("--name", default="m2kt", help="file stem of the keys (default m2kt)")
+    parser.add_argument(
+        "--out", default=".", type=output_directory, metavar="DIR", help="directory for the keys"
+    )
+    parser.add_argument(
+        "--name", default="m2kt", type=_stem, help="file stem of the keys (default m2kt)"
+    )
+
+
+def _stem(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", text):
+        raise UsageError(
+            f"key name {text!r} is not a plain file stem", "use letters, digits, _ . and -"
+        )
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,9 @@ from m2kt.cli._common import (
     console,
     error_console,
     limits_from,
+    output_file,
+    private_key,
+    shown,
     write_record,
 )
 from m2kt.errors import UsageError
@@ -37,7 +40,7 @@ SUMMARY = "merge packets of several teachers into one"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("packets", nargs="+", metavar="PACKET")
-    parser.add_argument("--out", required=True, metavar="PACKET")
+    parser.add_argument("--out", required=True, type=output_file, metavar="PACKET")
     parser.add_argument("--policy", choices=POLICIES, default="confidence")
     parser.add_argument(
         "--priority",
@@ -45,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="packet positions, most trusted first, e.g. 1,0 (default: command-line order)",
     )
     parser.add_argument("--conflicts", choices=("keep-both", "winner"), default="keep-both")
-    parser.add_argument("--sign", metavar="KEY", help="sign the merged packet with this key")
+    parser.add_argument(
+        "--sign", type=private_key, metavar="KEY", help="sign the merged packet with this key"
+    )
     parser.add_argument("--created-at", metavar="ISO", help="creation time to record")
     add_trust_arguments(parser)
     add_limit_arguments(parser)
@@ -73,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
     path = packet.save(args.out)
     record = write_record(path, "merge", packet, time.perf_counter() - started)
     for note in merge.notes:
-        error_console.print(f"note: {note}")
+        error_console.print(f"note: {shown(note)}")
     for f in merge.findings:
         first, second = (
-            f"{args.packets[r[0]]}:{(packets[r[0]].manifest.concepts or [])[r[1]].name}"
+            f"{args.packets[r[0]]}:{shown((packets[r[0]].manifest.concepts or [])[r[1]].name)}"
             for r in (f.first, f.second)
         )
         console.print(

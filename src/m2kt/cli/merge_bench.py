@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import concept_spec, console, model_reference, output_directory
 
 NAME = "merge-bench"
 SUMMARY = "measure what merging two teachers' packets gives a student"
@@ -22,12 +22,12 @@ SUMMARY = "measure what merging two teachers' packets gives a student"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teachers", default="e1,l1", metavar="A,B", help="default e1,l1")
-    parser.add_argument("--student", default="e2", metavar="MODEL")
-    parser.add_argument("--spec", default="topics", metavar="SPEC")
+    parser.add_argument("--student", default="e2", type=model_reference, metavar="MODEL")
+    parser.add_argument("--spec", default="topics", type=concept_spec, metavar="SPEC")
     parser.add_argument("--overlap", type=int, default=2, metavar="N", help="shared concepts")
     parser.add_argument("--heldout", type=int, default=2, metavar="N", help="probes per concept")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/merge-bench", metavar="DIR")
+    parser.add_argument("--out", default="out/merge-bench", type=output_directory, metavar="DIR")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,12 @@ from m2kt.cli._common import (
     add_trust_arguments,
     console,
     limits_from,
+    model_reference,
+    output_directory,
+    output_file,
+    private_key,
     progress_bars,
+    shown,
     write_record,
 )
 
@@ -33,7 +38,13 @@ SUMMARY = "train, transfer and apply model patches"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     train = verbs.add_parser("train", help="learn a patch on a weak model, without labels")
-    train.add_argument("--weak", required=True, metavar="MODEL", help="weak pre-trained model")
+    train.add_argument(
+        "--weak",
+        required=True,
+        type=model_reference,
+        metavar="MODEL",
+        help="weak pre-trained model",
+    )
     train.add_argument("--weak-finetuned", metavar="DIR", help="your fine-tuned weak model")
     train.add_argument(
         "--logit-dim",
@@ -46,10 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     transfer = verbs.add_parser("transfer", help="carry a patch to another model")
     transfer.add_argument("packet", metavar="PATCH")
-    transfer.add_argument("--to", required=True, metavar="MODEL", help="the stronger model")
+    transfer.add_argument(
+        "--to", required=True, type=model_reference, metavar="MODEL", help="the stronger model"
+    )
     transfer.add_argument(
         "--from",
         dest="source",
+        type=model_reference,
         metavar="MODEL",
         help="the patch's model, if not the one it records",
     )
@@ -77,12 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     apply = verbs.add_parser("apply", help="classify inputs with a patched model")
     apply.add_argument("packet", metavar="PATCH")
-    apply.add_argument("--model", required=True, metavar="MODEL")
+    apply.add_argument("--model", required=True, type=model_reference, metavar="MODEL")
     source = apply.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to classify (repeatable)")
     source.add_argument("--task", help="score a task split instead")
     apply.add_argument("--split", default="test", choices=["train", "val", "test"])
-    apply.add_argument("--cache", metavar="DIR", help="embedding cache directory")
+    apply.add_argument(
+        "--cache", type=output_directory, metavar="DIR", help="embedding cache directory"
+    )
     add_trust_arguments(apply)
     add_limit_arguments(apply)
 
@@ -91,8 +107,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task", required=True, help="bbc, tweets, or your own CSV file with text,label columns"
     )
-    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the patch")
-    parser.add_argument("--sign", metavar="KEY", help="sign the result with this private key")
+    parser.add_argument(
+        "--out", required=True, type=output_file, metavar="PATH", help="where to write the patch"
+    )
+    parser.add_argument(
+        "--sign", type=private_key, metavar="KEY", help="sign the result with this private key"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-inputs",
@@ -100,7 +120,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="use at most N of the task's (unlabelled) training inputs",
     )
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache directory")
+    parser.add_argument(
+        "--cache", type=output_directory, metavar="DIR", help="embedding cache directory"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             probabilities = model.task_logits(args.text).softmax(dim=-1)
             for text, row in zip(args.text, probabilities, strict=True):
                 best = int(row.argmax())
-                console.print(f"{model.axes.task_classes[best]}\t{float(row[best]):.2f}\t{text}")
+                label = shown(model.axes.task_classes[best])
+                console.print(f"{label}\t{float(row[best]):.2f}\t{shown(text)}")
             return 0
         task = load_task(args.task)
         model.axes.check_matches(task.class_names)

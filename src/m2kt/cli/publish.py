@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, shown
 from m2kt.cli._store import add_store_arguments, store_from
 
 NAME = "publish"
@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
         entry = store.publish(Path(path), args.tag)
         console.print(
             f"published {entry.digest} ({entry.size:,} bytes, {len(entry.concepts)} concepts, "
-            f"signer {entry.signer[:16]}, publisher {entry.publisher})"
+            f"signer {shown(entry.signer[:16])}, publisher {shown(entry.publisher)})"
         )
     return 0

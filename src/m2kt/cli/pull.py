@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 
 from m2kt.broker.client import pull
-from m2kt.cli._common import add_limit_arguments, add_trust_arguments, console, limits_from
+from m2kt.cli._common import (
+    add_limit_arguments,
+    add_trust_arguments,
+    console,
+    limits_from,
+    output_file,
+)
 from m2kt.cli._store import add_store_arguments, store_from
 
 NAME = "pull"
@@ -22,7 +28,7 @@ SUMMARY = "fetch a packet by digest, verified"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("digest", metavar="DIGEST", help="sha256:<hex> (or the bare hex)")
-    parser.add_argument("--out", required=True, metavar="PACKET")
+    parser.add_argument("--out", required=True, type=output_file, metavar="PACKET")
     add_store_arguments(parser)
     add_trust_arguments(parser)
     add_limit_arguments(parser)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, output_directory
 
 NAME = "report"
 SUMMARY = "one HTML page with plots from a run's records"
@@ -24,7 +24,12 @@ SUMMARY = "one HTML page with plots from a run's records"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder holding a run's records")
-    parser.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/report)")
+    parser.add_argument(
+        "--out",
+        type=output_directory,
+        metavar="DIR",
+        help="where to write (default RUN_DIR/report)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

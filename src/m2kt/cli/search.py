@@ -11,7 +11,7 @@ import argparse
 import json
 
 from m2kt.broker.index import Query
-from m2kt.cli._common import console
+from m2kt.cli._common import console, shown
 from m2kt.cli._store import add_store_arguments, store_from
 
 NAME = "search"
@@ -37,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for e in entries:
         concepts = ", ".join(e.concepts[:6]) + (" …" if len(e.concepts) > 6 else "")
+        teachers = ",".join(e.teachers) or "-"
         console.print(
-            f"{e.digest}  {e.kind:<9} {','.join(e.teachers) or '-':<8} signer {e.signer[:12]}  "
-            f"by {e.publisher}  [{', '.join(e.tags)}]  {concepts}",
-            markup=False,
+            f"{shown(e.digest)}  {shown(e.kind):<9} {shown(teachers):<8} "
+            f"signer {shown(e.signer[:12])}  by {shown(e.publisher)}  "
+            f"[{shown(', '.join(e.tags))}]  {shown(concepts)}"
         )
     console.print(f"{len(entries)} packet(s)")
     return 0

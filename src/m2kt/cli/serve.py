@@ -18,7 +18,7 @@ import tempfile
 
 from m2kt.broker.extra import require
 from m2kt.broker.tokens import SCOPES, add_publisher
-from m2kt.cli._common import console, error_console, progress_bars
+from m2kt.cli._common import console, error_console, output_directory, progress_bars
 from m2kt.errors import UsageError
 
 NAME = "serve"
@@ -26,7 +26,12 @@ SUMMARY = "run a knowledge broker (HTTP) over a packet store"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR", help="the store directory (created if missing)")
+    parser.add_argument(
+        "--store",
+        type=output_directory,
+        metavar="DIR",
+        help="the store directory (created if missing)",
+    )
     parser.add_argument("--tokens", metavar="FILE", help="the publishers' token file (JSON)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000)

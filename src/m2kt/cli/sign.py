@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import add_limit_arguments, console, limits_from
+from m2kt.cli._common import add_limit_arguments, console, limits_from, output_file, private_key
 from m2kt.packet import read_packet
 
 NAME = "sign"
@@ -18,8 +18,12 @@ SUMMARY = "sign a packet with your private key"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("packet", metavar="PACKET")
-    parser.add_argument("--key", required=True, metavar="KEY", help="private key (PEM)")
-    parser.add_argument("--out", metavar="PATH", help="write here instead of in place")
+    parser.add_argument(
+        "--key", required=True, type=private_key, metavar="KEY", help="private key (PEM)"
+    )
+    parser.add_argument(
+        "--out", type=output_file, metavar="PATH", help="write here instead of in place"
+    )
     add_limit_arguments(parser)
 
 

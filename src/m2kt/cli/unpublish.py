@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console
+from m2kt.cli._common import console, shown
 from m2kt.cli._store import add_store_arguments, store_from
 
 NAME = "unpublish"
@@ -22,5 +22,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     entry = store_from(args).delete(args.digest)
-    console.print(f"removed {entry.digest} (published by {entry.publisher})")
+    console.print(f"removed {shown(entry.digest)} (published by {shown(entry.publisher)})")
     return 0

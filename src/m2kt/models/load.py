@@ -23,16 +23,16 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
 
     `max_length` caps the context (defaults to the model's own).
     """
-    from m2kt.models import embedded
     from m2kt.models.causal_lm import l1_file, load_causal_lm, load_l1
     from m2kt.models.text_encoder import load_text_encoder
 
+    kind = check_model_reference(spec)
     short = spec.split(":", 1)[0].lower()
     path = Path(spec)
-    if short == "l1" and not path.exists():
+    if kind == "l1":
         model, tokenizer = load_l1()
         return _causal_view("l1:SmolLM2-135M-Instruct", model, tokenizer, l1_file(), max_length)
-    if short in embedded.DEFAULTS and not path.exists():
+    if kind == "embedded":
         encoder = load_text_encoder(short)
         return ModelView(
             encoder.name,
@@ -41,18 +41,39 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
             context=max_length,
             checkpoint_bytes=_weights_size(_embedded_checkpoint(short)),
         )
-    if path.is_file() and path.suffix == ".gguf" or path.is_dir() and _is_causal(path):
+    if kind == "gguf" or _is_causal(path):
         model, tokenizer = load_causal_lm(path)
         return _causal_view(str(path), model, tokenizer, path, max_length)
-    if path.is_dir():
-        encoder = load_text_encoder(str(path))
-        return ModelView(
-            str(path),
-            encoder.model,
-            encoder.tokenizer,
-            context=max_length,
-            checkpoint_bytes=_weights_size(path),
-        )
+    encoder = load_text_encoder(str(path))
+    return ModelView(
+        str(path),
+        encoder.model,
+        encoder.tokenizer,
+        context=max_length,
+        checkpoint_bytes=_weights_size(path),
+    )
+
+
+def check_model_reference(spec: str) -> str:
+    """What `spec` names ("l1", "embedded", "gguf" or "directory"), checked before anything
+    loads: an unknown id, a missing path or a directory without `config.json` is refused."""
+    from m2kt.models import embedded
+
+    short = spec.split(":", 1)[0].lower()
+    path = Path(spec)
+    if short == "l1" and not path.exists():
+        return "l1"
+    if short in embedded.DEFAULTS and not path.exists():
+        return "embedded"
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
+    if spec.strip() and path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(
+                f"model directory {spec} holds no config.json",
+                "pass the directory of a saved Hugging Face model, or e1/e2/e3/l1",
+            )
+        return "directory"
     raise UsageError(
         f"unknown model {spec!r}: not an embedded default ({', '.join(EMBEDDED)}), "
         "a .gguf file, nor a local directory",

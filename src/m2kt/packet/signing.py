@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from m2kt.atomic import atomic_write_bytes
 from m2kt.errors import UntrustedKeyError, UsageError, VerificationError
+from m2kt.inputs import read_bounded
 from m2kt.packet.canonical import strict_loads
 from m2kt.packet.container import MANIFEST, TENSORS
 
@@ -38,6 +40,8 @@ class Signer:
 def generate_keypair(directory: str | Path, name: str = "m2kt") -> tuple[Path, Path]:
     """Write `<name>.key` (private, mode 0600) and `<name>.pub` into `directory`."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is a file, not a directory", "pass a directory for the keys")
     private_path, public_path = directory / f"{name}.key", directory / f"{name}.pub"
     for path in (private_path, public_path):
         if path.exists():
@@ -73,7 +77,7 @@ def sign_body(manifest: bytes, tensors: bytes, private_key: str | Path) -> bytes
     from model_signing import signing
 
     key_path = Path(private_key)
-    _load_private_key(key_path)
+    check_private_key(key_path)
     with _body_on_disk(manifest, tensors) as (body_dir, signature_path):
         config = signing.Config().use_elliptic_key_signer(private_key=key_path)
         config.set_hashing_config(_hashing_config())
@@ -107,11 +111,18 @@ def verify_body(
         try:
             config.verify(body_dir, signature_path)
         except Exception as exc:  # model-signing reports mismatches as ValueError and others
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise VerificationError(f"signature check failed: {first_line[:300]}") from None
+            raise VerificationError(f"signature check failed: {_mismatch(exc)}") from None
     return Signer(fingerprint=claimed, key_path=keys[claimed])
+
+
+def _mismatch(exc: Exception) -> str:
+    """model-signing's complaint in words: which body member changed, never Python bytes."""
+    text = str(exc).strip()
+    changed = sorted(set(re.findall(r"Hash mismatch for '([^']+)'", text)))
+    if changed:
+        return f"{' and '.join(changed)} changed since it was signed"
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"b'(?:[^'\\]|\\.)*'", "<bytes>", first_line)[:200]
 
 
 def _hashing_config():  # type: ignore[no-untyped-def]
@@ -141,30 +152,32 @@ def _public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
+_MAX_KEY_BYTES = 64 << 10
+
+
 def _load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    data = _key_bytes(path, "public")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise UsageError(
-            f"no such public key file: {path}", "create one with `m2kt keygen`"
-        ) from None
-    except (ValueError, TypeError, OSError) as exc:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
         raise UsageError(f"{path} is not a PEM public key ({exc})", "pass the .pub file") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise UsageError(f"{path} is not an elliptic-curve key", "create one with `m2kt keygen`")
     return key
 
 
-def _load_private_key(path: Path) -> None:
+def check_private_key(path: Path) -> None:
+    """Refuse, with a hint, a path that is not an unencrypted elliptic-curve PEM private key."""
+    data = _key_bytes(path, "private")
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise UsageError(
-            f"no such private key file: {path}", "create one with `m2kt keygen`"
-        ) from None
-    except (ValueError, TypeError, OSError) as exc:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
         raise UsageError(
             f"{path} is not an unencrypted PEM private key ({exc})", "pass the .key file"
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise UsageError(f"{path} is not an elliptic-curve key", "create one with `m2kt keygen`")
+
+
+def _key_bytes(path: Path, kind: str) -> bytes:
+    return read_bounded(path, f"{kind} key file", _MAX_KEY_BYTES, "create one with `m2kt keygen`")

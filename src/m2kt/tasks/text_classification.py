@@ -21,7 +21,14 @@ from typing import Any
 import torch
 
 from m2kt.errors import UsageError
+from m2kt.inputs import read_bounded
 from m2kt.resources import package_file
+
+# Limits of a task CSV: it is read whole, and each row is one model input.
+MAX_CSV_BYTES = 256 << 20
+MAX_CSV_ROWS = 1_000_000
+MAX_CLASSES = 10_000
+MAX_LABEL_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,9 @@ def load_task(name: str, split_seed: int = 0) -> TextClassificationTask:
     """An embedded task by name, or your own data: a CSV file with `text` and `label` columns."""
     if name in TASKS:
         return TASKS[name](split_seed)
-    if name.endswith(".csv") and Path(name).is_file():
+    if name.endswith(".csv"):
+        if not Path(name).is_file():
+            raise UsageError(f"task CSV {name} is not a file", "pass a CSV file, or bbc or tweets")
         return _from_csv(Path(name), split_seed)
     raise UsageError(
         f"unknown task {name!r}",
@@ -96,17 +105,43 @@ def load_task(name: str, split_seed: int = 0) -> TextClassificationTask:
 
 
 def _from_csv(path: Path, seed: int) -> TextClassificationTask:
-    """Your own labelled texts; class names are the distinct labels, in sorted order."""
+    """Your own labelled texts; class names are the distinct labels, in sorted order.
+
+    Read with limits (MAX_CSV_BYTES, UTF-8, MAX_CSV_ROWS rows, MAX_CLASSES labels of at most
+    MAX_LABEL_CHARS characters), and refused before any model loads when it cannot make a
+    classification task: no rows, one label only, or a class too small to split.
+    """
+    hint = "pass a UTF-8 CSV file with a header row `text,label` and one row per example"
+    data = read_bounded(path, "task CSV", MAX_CSV_BYTES, hint)
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", "pass a UTF-8 CSV file") from None
-    if not rows or not {"text", "label"} <= set(rows[0]):
-        raise UsageError(f"{path} needs a header with `text` and `label` columns")
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) > MAX_CSV_ROWS:
+                raise UsageError(f"{path} has over {MAX_CSV_ROWS:,} rows", hint)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", hint) from None
+    if not {"text", "label"} <= set(reader.fieldnames or ()):
+        raise UsageError(f"{path} needs a header with `text` and `label` columns", hint)
+    if not rows:
+        raise UsageError(f"{path} has a header but no rows", hint)
     for number, row in enumerate(rows, start=2):
-        if not (row["text"] or "").strip() or not (row["label"] or "").strip():
-            raise UsageError(f"{path}, line {number}: empty text or label")
+        text, label = row["text"], row["label"]
+        if not isinstance(text, str) or not isinstance(label, str):
+            raise UsageError(f"{path}, line {number}: a row needs both text and label", hint)
+        if not text.strip() or not label.strip():
+            raise UsageError(f"{path}, line {number}: empty text or label", hint)
+        if len(label.strip()) > MAX_LABEL_CHARS:
+            raise UsageError(f"{path}, line {number}: a label over {MAX_LABEL_CHARS} characters")
     classes = tuple(sorted({row["label"].strip() for row in rows}))
+    if len(classes) < 2:
+        raise UsageError(
+            f"{path}: every row has the label {classes[0]!r}; a classifier needs two or more",
+            "add examples of the other classes",
+        )
+    if len(classes) > MAX_CLASSES:
+        raise UsageError(f"{path} has {len(classes):,} labels; at most {MAX_CLASSES:,}", hint)
     texts = [" ".join(row["text"].split()) for row in rows]
     labels = [classes.index(row["label"].strip()) for row in rows]
     templates = ("{}.", "This text is about {}.", "It is {}.")

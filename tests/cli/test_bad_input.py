@@ -1,0 +1,140 @@
+"""Validate before work: each bad spec, CSV, key or output path is one line, exit 2, no model load.
+
+Each case was a traceback or a run of many seconds before issue 20; each now ends in a typed
+error before the command starts loading a model (it prints `loading …` when it does).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from m2kt.broker.client import DirectoryStore
+from m2kt.broker.errors import RefusedPacketError
+from m2kt.cli import main
+from m2kt.errors import VerificationError
+from m2kt.packet import verify_packet
+from m2kt.packet.container import MANIFEST, parse_container, write_container
+from m2kt.packet.limits import DEFAULT_LIMITS
+
+from conftest import knowledge_packet
+
+
+def refused(capsys, argv: list[str], *, seconds: float = 10.0) -> str:
+    """Run `m2kt argv`; it must exit 2 with one `error:` line, quickly and before any model."""
+    started = time.perf_counter()
+    assert main(argv) == 2
+    assert time.perf_counter() - started < seconds
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "(hint: " in lines[0], out.err
+    assert "loading" not in out.err and out.out == ""
+    return lines[0]
+
+
+def _extract(spec: Path | str, out: Path) -> list[str]:
+    return ["extract", "--teacher", "e1", "--concepts", str(spec), "--out", str(out)]
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+SPECS = {
+    "not UTF-8": (b"concepts:\n  - name: caf\xe9\n    probes: [x]\n", "not UTF-8"),
+    "JSON 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
+    "YAML 40 deep": (b"a: " + b"{b: " * 40 + b"1" + b"}" * 40, "nested more than"),
+    "alias bomb": (BOMB.encode(), "YAML nodes"),
+    "a list as a key (found by the fuzzer)": (b"? [a, b]\n: 1\n", "a key must be a plain value"),
+    "10,000 concepts": (
+        b"concepts:\n"
+        + b"".join(f"  - {{name: c{i}, probes: [p]}}\n".encode() for i in range(10_000)),
+        "at most 1000",
+    ),
+    "24,000 probes": (
+        b"concepts:\n"
+        + b"".join(
+            b"  - {name: c%d, probes: [%s]}\n" % (i, b",".join([b"p"] * 8000)) for i in range(3)
+        ),
+        "at most 20,000 are read",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SPECS)
+def test_a_bad_spec_is_refused_before_the_teacher_loads(case, tmp_path: Path, capsys) -> None:
+    data, message = SPECS[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(data)
+    assert message in refused(capsys, _extract(spec, tmp_path / "p.m2kt"))
+
+
+@pytest.mark.parametrize("spec", ["", ".", "/dev/zero"])
+def test_a_spec_that_is_no_file(spec: str, tmp_path: Path, capsys) -> None:
+    refused(capsys, _extract(spec, tmp_path / "p.m2kt"))
+
+
+def test_extract_into_a_directory_is_refused_first(tmp_path: Path, capsys) -> None:
+    assert "is a directory" in refused(capsys, _extract("topics", tmp_path))
+
+
+def test_signing_key_is_checked_first(tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.key").write_text("not a key")
+    for key in ("bad.key", "missing.key", "."):
+        argv = [*_extract("topics", tmp_path / "p.m2kt"), "--sign", str(tmp_path / key)]
+        refused(capsys, argv)
+
+
+def test_keygen_into_a_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    assert "is a file" in refused(capsys, ["keygen", "--out", str(tmp_path / "file")])
+    assert main(["keygen", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert "already exists" in refused(capsys, ["keygen", "--out", str(tmp_path)])
+
+
+CSVS = {
+    "one class": ("text,label\n" + "".join(f"t{i},sport\n" for i in range(40)), "two or more"),
+    "no rows": ("text,label\n", "no rows"),
+    "no header": ("a,b\nc,d\n", "header"),
+    "short row": ("text,label\nonly text\n", "both text and label"),
+    "empty label": ("text,label\nx, \n", "empty text or label"),
+    "a class too small": (
+        "text,label\n" + "".join(f"t{i},a\n" for i in range(40)) + "u,b\n",
+        "no example",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CSVS)
+def test_a_bad_task_csv_is_refused_before_training(case, tmp_path: Path, capsys) -> None:
+    text, message = CSVS[case]
+    (tmp_path / "task.csv").write_text(text)
+    argv = ["patch", "train", "--weak", "e2", "--task", str(tmp_path / "task.csv")]
+    assert message in refused(capsys, [*argv, "--out", str(tmp_path / "p.m2kt")])
+
+
+def test_a_task_csv_that_is_not_utf8(tmp_path: Path, capsys) -> None:
+    (tmp_path / "task.csv").write_bytes(b"text,label\n\xff\xfe,a\n")
+    argv = ["patch", "train", "--weak", "e2", "--task", str(tmp_path / "task.csv")]
+    assert "utf-8" in refused(capsys, [*argv, "--out", str(tmp_path / "p.m2kt")])
+
+
+def test_a_signature_mismatch_names_the_member_not_bytes(keys, tmp_path: Path) -> None:
+    signed = knowledge_packet().signed(keys[0])
+    members = parse_container(signed.to_bytes(), DEFAULT_LIMITS)
+    members[MANIFEST] = members[MANIFEST].replace(b"concept c0", b"concept x0")
+    (tmp_path / "p.m2kt").write_bytes(write_container(members))
+    with pytest.raises(VerificationError) as caught:
+        verify_packet(tmp_path / "p.m2kt", [keys[1]])
+    assert "manifest.json changed since it was signed" in caught.value.message
+    assert "b'" not in caught.value.message and "\\x" not in caught.value.message
+
+
+def test_a_refused_upload_does_not_name_the_staging_file(keys, tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store", "alice", [keys[1]])
+    with pytest.raises(RefusedPacketError) as caught:
+        store.publish(knowledge_packet().save(tmp_path / "unsigned.m2kt"))
+    assert caught.value.message == "upload refused: the upload is not signed"
