@@ -51,7 +51,9 @@ def test_every_method_makes_a_complete_valid_packet(tiny_bert, tmp_path, method)
     assert packet.tensors["traces.count.steps"].shape == (2, 32)
     assert {c.method for c in m.concepts} == {method}
     assert m.provenance.models[0].weight_sha256 == tiny_bert.weight_sha256
-    assert m.provenance.inputs_seen == {"teacher": 12 + 1 + 2}
+    assert m.provenance.inputs_seen == {"teacher": 12 + 1 + 2, "teacher_anchors": 1024}
+    assert packet.tensors["anchors.states"].shape == (1024, 32)
+    assert m.anchors is not None and m.anchors.set == "words" and len(m.anchors.texts) == 1024
     assert m.provenance.settings["layer"] in (1, 2)
     assert 0 <= m.provenance.measurements["concept_probe_accuracy"] <= 1
     assert m.provenance.measurements["heldout_probes"] == 3
@@ -59,7 +61,8 @@ def test_every_method_makes_a_complete_valid_packet(tiny_bert, tmp_path, method)
     if method == "attribution":
         assert m.concepts[0].tokens and m.concepts[0].units
         safety = m.provenance.measurements.get("safety_inputs", 0)  # the export audit's texts
-        assert m.provenance.measurements["teacher_forward_inputs"] == 15 + 9 * 5 + safety
+        forward = m.provenance.measurements["teacher_forward_inputs"]
+        assert forward == 15 + 1024 + 9 * 5 + safety
 
 
 @pytest.mark.parametrize("method", ["bottleneck", "attribution", "clustering"])

@@ -17,7 +17,7 @@ from m2kt.extract.pipeline import extract_packet
 from m2kt.extract.spec import load_spec
 from m2kt.ingest.evaluate import load_ingested
 from m2kt.ingest.pipeline import REPORT_FILE, IngestSettings, ingest
-from m2kt.ingest.verify import Margins
+from m2kt.ingest.verify import Gate, Margins
 from m2kt.models.load import load_model
 from m2kt.packet import Packet
 
@@ -88,3 +88,29 @@ def test_verification_probes_are_the_packets_and_the_report_gives_the_statistics
     assert figures is not None and figures["n"] == len(verification) == 20
     assert {"difference", "interval_95", "p_value", "decision"} <= set(figures)
     assert outcome.report["checks"][0]["statistics"] == figures
+
+
+def test_a_packet_whose_anchor_pairs_are_broken_is_refused_at_the_floor(
+    topics_packet, student
+) -> None:
+    """Shuffle the teacher's anchor states: the map fitted on them explains nothing of the
+    held-out anchors, and ingestion refuses it, naming the measured R² and the floor."""
+    tensors = dict(topics_packet.tensors)
+    states = tensors["anchors.states"]
+    tensors["anchors.states"] = states[
+        torch.randperm(len(states), generator=torch.Generator().manual_seed(0))
+    ]
+    outcome = ingest(
+        student, topics_packet.rebuilt(tensors), IngestSettings(gate=Gate(accept_unverified=True))
+    )
+    assert not outcome.accepted
+    (reason,) = [r for r in outcome.verdict.reasons() if r.startswith("anchor alignment")]
+    assert "(floor 0.2)" in reason
+    assert outcome.report["alignment"]["heldout_r2"] < 0.2
+
+
+def test_a_good_packets_alignment_is_reported(topics_packet, student) -> None:
+    outcome = ingest(student, topics_packet)
+    alignment = outcome.report["alignment"]
+    assert alignment["heldout_r2"] >= 0.2 and alignment["anchors_heldout"] == 205
+    assert outcome.report["inputs"]["student_anchors"] == 1024

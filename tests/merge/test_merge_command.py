@@ -37,7 +37,8 @@ def test_merge_then_ingest(halves, keys, tmp_path: Path, capsys) -> None:
     assert main(command) == 0
     out = capsys.readouterr().out
     assert out.count("duplicate") == 2 and "conflict " not in out
-    assert "aligned" in out and "8 shared" in out  # two shared concepts × 4 extraction probes
+    # Two shared concepts × 4 extraction probes, and the 1,024 anchors both packets carry.
+    assert "aligned" in out and "1032 shared" in out
     record = json.loads(merged.with_name("merged.m2kt.record.json").read_text())
     assert record["step"] == "merge" and len(record["parents"]) == 2
     assert main(["verify", str(merged), *trust]) == 0

@@ -96,6 +96,14 @@ def concept_spec(text: str) -> str:
     return text
 
 
+def anchor_source(text: str) -> str:
+    """An argparse type: an anchor set (shipped name or text file) that reads within its limits."""
+    from m2kt.anchors import load_anchor_set
+
+    load_anchor_set(text)
+    return text
+
+
 def model_reference(text: str) -> str:
     """An argparse type: a model id, GGUF file or model directory, checked before it loads."""
     from m2kt.models.load import check_model_reference

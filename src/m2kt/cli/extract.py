@@ -28,6 +28,7 @@ import argparse
 import time
 
 from m2kt.cli._common import (
+    anchor_source,
     console,
     error_console,
     model_reference,
@@ -73,6 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ig-steps", type=int, default=16, metavar="N", help="attribution steps")
     parser.add_argument("--no-attention", action="store_true", help="skip attention patterns")
     parser.add_argument(
+        "--anchors",
+        type=anchor_source,
+        default="words",
+        metavar="SET",
+        help="task-agnostic texts a student aligns on: the shipped set `words` or a text file, "
+        "one text per line",
+    )
+    parser.add_argument(
+        "--anchor-count", type=int, default=1024, metavar="N", help="seeded subset of the set"
+    )
+    parser.add_argument("--no-anchors", action="store_true", help="carry no anchor states")
+    parser.add_argument(
         "--no-probe-states",
         action="store_true",
         help="leave out each probe's state (a student fits its alignment on them)",
@@ -117,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layer,
         attention=not args.no_attention,
         probe_states=not args.no_probe_states,
+        anchors=None if args.no_anchors else args.anchors,
+        anchor_count=args.anchor_count,
         safety_screen=not args.no_safety_screen,
         attention_length=args.attention_length,
         clusters=args.clusters,

@@ -101,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one-sided significance at which a drop on the verification probes refuses",
     )
     parser.add_argument(
+        "--alignment-floor",
+        type=float,
+        default=0.2,
+        metavar="R2",
+        help="refuse when the map fitted on the packet's anchors explains less than this share "
+        "of held-out anchors (R²)",
+    )
+    parser.add_argument(
         "--accept-unverified",
         action="store_true",
         help="accept a packet with too few verification probes to detect a 25%% drop; "
@@ -141,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         margins=Margins(args.transfer_margin, args.held_in_margin, args.safety_margin),
         gate=Gate(level=args.level, accept_unverified=args.accept_unverified),
         layer=args.layer,
+        alignment_floor=args.alignment_floor,
         held_in=args.held_in,
         unsafe=args.unsafe,
         screen=not args.no_screen,

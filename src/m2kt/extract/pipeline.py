@@ -2,12 +2,14 @@
 
 Read top to bottom: resolve layers → split each concept's probes into extraction and
 verification probes → read every probe once → pick the layer → extract concepts by the chosen
-method → measure their worth → attention, traces, graph → provenance → packet. Same seed,
-inputs and creation time give the same bytes.
+method → measure their worth → anchors, attention, traces, graph → provenance → packet. Same
+seed, inputs and creation time give the same bytes.
 
 The split comes first: the layer choice, the concepts, their confidence, attention and the probe
 states a student aligns on (part P) see only extraction probes. The verification probes travel
-in the packet so that a student scores the transfer on texts nothing was fitted to.
+in the packet so that a student scores the transfer on texts nothing was fitted to. The teacher
+also reads a seeded subset of a task-agnostic anchor set at the concepts' layer and pooling
+(part N), so that a student can fit its map from the teacher's space without any task data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
 from m2kt.errors import UsageError
 from m2kt.extract import attribution, bottleneck, clustering
 from m2kt.extract.concepts import ConceptSet, Group
@@ -31,7 +34,7 @@ from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
-from m2kt.packet.manifest import PROBE_STATES_TENSOR
+from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, PROBE_STATES_TENSOR
 from m2kt.progress import StageProgress, quiet
 from m2kt.safety.sides import audit_export
 
@@ -54,6 +57,8 @@ class ExtractionSettings:
     truncate: bool = False
     probe_states: bool = True
     logit_scale: float = 20.0  # inverse temperature of the teacher's concept probabilities
+    anchors: str | None = SHIPPED_ANCHORS  # an anchor set (name or file); None: carry none
+    anchor_count: int = 1024  # a seeded subset of the set (benchmarks/anchor_sets.py)
     safety_screen: bool = True  # audit the concepts by meaning before export (m2kt.safety)
     seed: int = 0
     license: str | None = None
@@ -69,6 +74,8 @@ class ExtractionSettings:
                 raise UsageError(f"{name} must be at least 1")
         if not 0 < self.logit_scale < 1e4:
             raise UsageError(f"logit_scale must be in (0, 10000), got {self.logit_scale}")
+        if self.anchor_count < 1:
+            raise UsageError(f"anchor_count must be at least 1, got {self.anchor_count}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ def extract_packet(
             "pass --device cpu, or use --method bottleneck on the GPU",
         )
     split = holdout_split(groups, settings.seed)
+    anchor_set = load_anchor_set(settings.anchors) if settings.anchors else None
 
     # Read every probe once.
     poolings = _poolings(view, settings)
@@ -152,6 +160,26 @@ def extract_packet(
         view, spec.traces, layer, settings.truncate, lambda d, t: progress("traces", d, t)
     )
     tensors |= {name: value.cpu() for name, value in trace_tensors.items()}
+    anchors_part, anchor_inputs = None, 0
+    if anchor_set is not None and settings.probe_states:
+        anchor_texts = anchor_set.subset(settings.anchor_count, settings.seed)
+        read = read_probes(
+            view,
+            anchor_texts,
+            [layer],
+            poolings=[pooling],
+            batch_size=settings.batch_size,
+            truncate=True,
+            progress=lambda d, t: progress("read anchors", d, t),
+        )
+        tensors[ANCHOR_STATES_TENSOR] = read.states[(pooling, layer)].to(torch.float16)
+        anchors_part = {
+            "set": anchor_set.name,
+            "version": anchor_set.version,
+            "sha256": anchor_set.sha256,
+            "texts": anchor_texts,
+        }
+        anchor_inputs = len(anchor_texts)
     probes_part = None
     if settings.probe_states:
         # Each extraction probe's own state (half precision is plenty for fitting a map): the
@@ -162,7 +190,7 @@ def extract_packet(
     graph = abstraction_graph(concepts, spec)
 
     # Provenance and packet.
-    passes = len(texts) + trace_inputs
+    passes = len(texts) + trace_inputs + anchor_inputs
     if settings.method == "attribution":
         passes += sum(len(g.probes) for g in split.train) * (settings.ig_steps + 1)
     provenance = make_provenance(
@@ -182,7 +210,8 @@ def extract_packet(
         settings=_settings_record(
             view, spec, settings, candidates, pooling, concepts, readings, notes
         ),
-        inputs_seen={"teacher": len(texts) + trace_inputs},
+        inputs_seen={"teacher": len(texts) + trace_inputs}
+        | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {}),
         measurements=(worth.as_measurements() if worth else {})
         | safety
         | {
@@ -197,6 +226,7 @@ def extract_packet(
         tensors=tensors,
         concepts=_concept_entries(concepts, texts, split, settings.method),
         probes=probes_part,
+        anchors=anchors_part,
         graph=graph,
         attention=attention_part,
         traces=traces or None,

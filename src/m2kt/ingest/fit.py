@@ -57,7 +57,8 @@ def build_memory(
     slots: SlotSource = "aligned",
 ) -> ConceptMemory:
     """The memory at its starting point: for aligned slots, φ fitted in closed form on every
-    pair the packet offers (concepts with anchors, teacher probe states with student ones)."""
+    pair of states the packet offers (anchor texts, probes, traces), or on concepts with the
+    student's anchors when it offers none."""
     d_s = targets.student_anchors.shape[1]
     if slots == "free":
         config = MemoryConfig(concepts, d_s, None, "free", settings.residual_rank)
@@ -70,8 +71,17 @@ def build_memory(
     # prediction of where each lands in the student. Fitting it on (concept, student anchor)
     # pairs as well would pin φ(c_k) to the student's prior and carry nothing (validation:
     # 77.8% with those pairs against 85.1% without, BBC e1 → e2 at 13 inputs, docs/ingest.md).
-    if targets.teacher_states is not None and len(targets.teacher_states) >= 2:
-        source, target = targets.teacher_states, targets.student_states
+    # Anchor pairs (task-agnostic texts both read) join the probe pairs: they determine the
+    # map where a handful of probes cannot.
+    sources, destinations = [], []
+    if targets.anchor_teacher is not None:
+        sources.append(targets.anchor_teacher)
+        destinations.append(targets.anchor_student)
+    if targets.teacher_states is not None:
+        sources.append(targets.teacher_states)
+        destinations.append(targets.student_states)
+    if sum(len(x) for x in sources) >= 2:
+        source, target = torch.cat(sources), torch.cat(destinations)
     else:
         source, target = targets.teacher_concepts, targets.student_anchors
     cal = ConceptAlignmentLayer.fit(

@@ -61,6 +61,8 @@ class Targets:
     `teacher_states` [N, d_T] and `student_states` [N, d_S] are paired: the same N probes read
     by each model. `teacher_concepts` [K, d_T] and `student_anchors` [K, d_S] are paired by
     concept. `unsafe` [M, d_S] holds the student's states of unsafe-concept descriptions.
+    `anchor_teacher` [A, d_T] and `anchor_student` [A, d_S] are task-agnostic texts read by
+    both: they fit the alignment's closed form and take no part in the loss.
     """
 
     student_anchors: torch.Tensor
@@ -70,6 +72,8 @@ class Targets:
     teacher_probs: torch.Tensor | None = None  # [N, K] the teacher's outputs on the probes
     probe_labels: torch.Tensor | None = None  # [N] labels, for supervised tuning only
     unsafe: torch.Tensor | None = None
+    anchor_teacher: torch.Tensor | None = None
+    anchor_student: torch.Tensor | None = None
     safety_margin: float = 0.5
     struct_temperature: float = 0.1
 

@@ -1,7 +1,8 @@
 """Ingest a knowledge packet into a frozen student: the paper's Algorithm 2, end to end.
 
-checkpoint → read the packet's probes through the student → fit the concept memory on the
-composite loss → verify (transfer on the packet's verification probes with a statistical gate,
+checkpoint → read the packet's probes and anchors through the student → judge the map on
+held-out anchors → fit the concept memory on the composite loss → verify (the anchor alignment
+against its floor, transfer on the packet's verification probes with a statistical gate,
 held-in on a probe set no packet carries, safety) → accept, or roll back bit-exactly.
 
 The student's weights are frozen and never trained, so the checkpoint is a hash plus an
@@ -13,7 +14,7 @@ directory is written in one atomic swap, and only when verification passes.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from m2kt.ingest.verify import (
     Gate,
     Margins,
     Verdict,
+    alignment_check,
     held_in_check,
     safety_check,
     screen_check,
@@ -56,6 +58,7 @@ class IngestSettings:
     margins: Margins = field(default_factory=Margins)
     gate: Gate = field(default_factory=Gate)
     layer: int = -1
+    alignment_floor: float = 0.2  # held-out anchor R² below which the map is refused
     held_in: str | None = None  # a spec of the student's own skill; default: HELD_IN
     unsafe: str | None = None  # a file of unsafe-concept descriptions; default: shipped list
     screen: bool = True  # the auditor drops concepts it flags (the probes after run regardless)
@@ -123,6 +126,7 @@ def ingest(
         view,
         working,
         layer=settings.layer,
+        seed=settings.fit.seed,
         batch_size=settings.batch_size,
         truncate=settings.truncate,
         progress=lambda d, t: progress("read packet probes", d, t),
@@ -150,13 +154,10 @@ def ingest(
     targets = reading.targets
     targets = type(targets)(**(targets.__dict__ | {"unsafe": unsafe_states}))
 
-    result = fit_memory(
-        reading.concepts,
-        targets,
-        settings.weights,
-        settings.fit,
-        progress=progress,
-    )
+    fit = settings.fit
+    if reading.alignment is not None:  # the ridge the held-out anchors preferred
+        fit = replace(fit, ridge=reading.alignment.ridge)
+    result = fit_memory(reading.concepts, targets, settings.weights, fit, progress=progress)
     memory = result.memory
     m = settings.margins
     verdict = Verdict(
@@ -173,6 +174,11 @@ def ingest(
             safety_check(memory, held_states, unsafe_states, m.safety),
         ]
         + ([screen_check(memory, held_states, screen, m.safety)] if screen else [])
+        + (
+            [alignment_check(reading.alignment, settings.alignment_floor)]
+            if reading.alignment
+            else []
+        )
     )
     hash_after = weight_sha256(model)
     if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
@@ -210,10 +216,12 @@ def ingest(
             ),
             "student": reading.inputs_read + len(held_texts) + len(unsafe_texts) + screened,
             "student_training": reading.inputs_read,
+            "student_anchors": reading.anchor_inputs,
             "student_safety_screen": screened,
         },
+        "alignment": reading.alignment.as_dict() if reading.alignment else None,
         "trainable_parameters": result.trainable_parameters,
-        "settings": settings.as_dict(),
+        "settings": settings.as_dict() | {"fit": fit.as_dict()},
         "checks": [c.as_dict() for c in verdict.checks],
         "final_loss": {t: v[-1] for t, v in result.history.items()},
         "loss_history": result.history,

@@ -1,10 +1,12 @@
 """Step 2 of ingestion: read the packet's probes through the student.
 
 The student reads each concept's extraction probes (its own anchor for the concept is their
-mean state), the probe of every trace, and the packet's verification probes (held out at
-extraction, so the transfer check scores texts nothing was fitted to). The teacher's states
-pair with the student's: part P gives one per extraction probe, a trace one per worked step or
-the one at the concepts' layer. Nothing else: the student never sees a data set here.
+mean state), the packet's anchor texts, the probe of every trace, and the packet's verification
+probes (held out at extraction, so the transfer check scores texts nothing was fitted to). The
+teacher's states pair with the student's: part P gives one per extraction probe, part N one per
+anchor, a trace one per worked step or the one at the concepts' layer. The anchor pairs also
+judge the map before anything is trained (`m2kt.align.quality`). Nothing else: the student never
+sees a data set here.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from m2kt.align.quality import AnchorAlignment, anchor_alignment
 from m2kt.errors import UsageError
 from m2kt.extract.probing import read_probes
 from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import Packet, concept_probes
+from m2kt.packet import Packet, anchor_states, concept_probes
 from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
 from m2kt.progress import Progress
 
@@ -36,6 +39,8 @@ class StudentReading:
     layer: int
     pooling: Pooling
     inputs_read: int
+    anchor_inputs: int = 0  # of inputs_read, the anchor texts
+    alignment: AnchorAlignment | None = None  # the map judged on held-out anchors
     notes: list[str] = field(default_factory=list)
 
 
@@ -44,6 +49,7 @@ def read_student(
     packet: Packet,
     *,
     layer: int = -1,
+    seed: int = 0,
     batch_size: int = 16,
     truncate: bool = False,
     progress: Progress | None = None,
@@ -68,6 +74,7 @@ def read_student(
     # the concepts' layer or at each worked step. Traces on a verification probe stay out.
     pair_texts: list[str] = list(probes.texts) if probes.states is not None else []
     pair_states: list[torch.Tensor] = [probes.states] if probes.states is not None else []
+    carried = anchor_states(packet)
     concept_layer = m.concepts[0].layer
     held = set(probes.verification_texts)
     for trace in m.traces or []:
@@ -90,7 +97,8 @@ def read_student(
             pair_texts += [" ".join([trace.probe, *steps[: i + 1]]) for i in range(len(steps))]
             pair_states.append(states)
 
-    wanted = probes.texts + probes.verification_texts + pair_texts
+    anchor_texts = carried[0] if carried is not None else []
+    wanted = probes.texts + probes.verification_texts + anchor_texts + pair_texts
     unique = list(dict.fromkeys(wanted))  # a text listed twice is read once
     readings = read_probes(
         view,
@@ -104,14 +112,18 @@ def read_student(
     position = {text: i for i, text in enumerate(unique)}
     read = readings.states[(view.pooling, resolved)].float()
     states = read[[position[t] for t in wanted]]
-    extraction = states[: len(probes.texts)]
-    verification = states[len(probes.texts) : len(probes.texts) + len(probes.verification_texts)]
-    student_pairs = states[len(probes.texts) + len(probes.verification_texts) :]
+    extraction, verification, student_anchor_states, student_pairs = torch.split(
+        states,
+        [len(probes.texts), len(probes.verification_texts), len(anchor_texts), len(pair_texts)],
+    )
 
     anchors = torch.stack(
         [F.normalize(extraction[probes.indices(k)], dim=-1).mean(0) for k in range(len(m.concepts))]
     )
     teacher_states = torch.cat(pair_states) if pair_states else None
+    alignment = None
+    if carried is not None:
+        alignment = anchor_alignment(carried[1], student_anchor_states, seed=seed)
     scale = probes.logit_scale or DEFAULT_TEACHER_SCALE
     if teacher_states is None:
         notes.append(
@@ -128,6 +140,8 @@ def read_student(
             if teacher_states is not None
             else None
         ),
+        anchor_teacher=carried[1] if carried is not None else None,
+        anchor_student=student_anchor_states if carried is not None else None,
     )
     return StudentReading(
         concepts=tuple(c.name for c in m.concepts),
@@ -137,5 +151,7 @@ def read_student(
         layer=resolved,
         pooling=view.pooling,
         inputs_read=len(unique),
+        anchor_inputs=len(carried[0]) if carried is not None else 0,
+        alignment=alignment,
         notes=notes,
     )

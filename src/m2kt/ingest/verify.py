@@ -12,6 +12,9 @@ Checks, each a number before and after with a margin:
 - safety: how close the student's adapted states and the concept slots come to its own
   representations of unsafe-concept descriptions; they may not come closer by more than the
   margin.
+- alignment: the map from the teacher's space, fitted on the packet's anchor texts, judged on
+  anchors held out of the fit: its R² may not be below a floor (a map that explains less than
+  that carries the teacher's concepts to the wrong place).
 - safety screen: the calibrated screen of the safety auditor (m2kt.safety) on the held-in
   probes, adapted: its mean score may not rise by more than the margin, and no concept slot
   may land on the unsafe side.
@@ -28,6 +31,7 @@ import torch
 from scipy import stats
 from torch.nn import functional as F
 
+from m2kt.align.quality import AnchorAlignment
 from m2kt.errors import UsageError
 from m2kt.ingest.memory import ConceptMemory
 from m2kt.safety.screen import SafetyScreen
@@ -203,6 +207,16 @@ def screen_check(
         f"{screen.threshold:.3f}): {', '.join(flagged[:5]) or 'none'}"
     )
     return Check("screen", before, after, passed, reason)
+
+
+def alignment_check(alignment: AnchorAlignment, floor: float) -> Check:
+    """The anchor map's held-out R² against `floor`, with its retrieval for the reader."""
+    passed = alignment.r2 >= floor
+    reason = (
+        f"anchor alignment: R² {alignment.r2:.3f} on {alignment.heldout} held-out anchors "
+        f"(floor {floor}), top-1 retrieval {alignment.retrieval:.1%}, ridge {alignment.ridge}"
+    )
+    return Check("alignment", float("nan"), alignment.r2, passed, reason)
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

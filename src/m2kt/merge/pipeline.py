@@ -25,8 +25,9 @@ import torch
 from m2kt.errors import UsageError
 from m2kt.merge.compare import ConceptRef, Finding, compare
 from m2kt.merge.policy import Policy, rank_order, winner
-from m2kt.packet import Concept, Packet, concept_probes, make_provenance
+from m2kt.packet import Concept, Packet, anchor_states, concept_probes, make_provenance
 from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
     PROBE_STATES_TENSOR,
@@ -120,6 +121,8 @@ def merge_packets(
     }
     probes, probe_tensors = _probes(packets, [[ref, *survivors[ref]] for ref in order], offsets)
     tensors |= probe_tensors
+    anchors, anchor_tensors = _anchors(packets, offsets, total) if probes else (None, {})
+    tensors |= anchor_tensors
     traces, trace_tensors = _traces(packets, offsets, total)
     tensors |= trace_tensors
     attention = _attention(packets, order, tensors, notes)
@@ -140,6 +143,7 @@ def merge_packets(
         tensors=tensors,
         concepts=concepts,
         probes=probes,
+        anchors=anchors,
         graph=graph,
         attention=attention,
         traces=traces or None,
@@ -249,6 +253,33 @@ def _probes(
     scales = [r.logit_scale for r in read]
     part = {"logit_scale": scales[0]}
     return part, {PROBE_STATES_TENSOR: torch.cat(rows).to(torch.float16)}
+
+
+def _anchors(
+    packets: list[Packet], offsets: list[int], total: int
+) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """Part N of the merge: the anchor texts every parent read from one set, each row holding
+    every teacher's state in its own block. None when the parents' anchor sets differ."""
+    parts = [p.manifest.anchors for p in packets]
+    if any(a is None for a in parts):
+        return None, {}
+    sets = {(a.set, a.version, a.sha256) for a in parts if a is not None}
+    read = [anchor_states(p) for p in packets]
+    common = set.intersection(*(set(r[0]) for r in read if r is not None))
+    first = read[0]
+    if len(sets) != 1 or first is None or not common:
+        return None, {}
+    texts = [t for t in first[0] if t in common]
+    rows = torch.zeros(len(texts), total)
+    for p, found in enumerate(read):
+        assert found is not None
+        position = {t: i for i, t in enumerate(found[0])}
+        states = found[1][[position[t] for t in texts]]
+        rows[:, offsets[p] : offsets[p] + states.shape[1]] = states
+    base = parts[0]
+    assert base is not None
+    part = {"set": base.set, "version": base.version, "sha256": base.sha256, "texts": texts}
+    return part, {ANCHOR_STATES_TENSOR: rows.to(torch.float16)}
 
 
 def _traces(

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from m2kt.errors import VerificationError
 from m2kt.packet import Packet
 from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
     PROBE_STATES_TENSOR,
@@ -162,6 +163,8 @@ def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
         labels = concept_probes(packet).labels
         rows = torch.isin(labels, index).nonzero().flatten()
         tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
+    if ANCHOR_STATES_TENSOR in packet.tensors:
+        tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]
