@@ -56,7 +56,8 @@ class KnowledgeDemo:
             (
                 f"student {STUDENT} + packet",
                 f"{transfer.after:.1%}",
-                f"{inputs['student_training']} packet probes read",
+                f"{inputs['student_training'] - inputs.get('student_anchors', 0)} packet probes "
+                f"and {inputs.get('student_anchors', 0)} anchors read",
             ),
             ("paired difference (95% interval), p", _difference(transfer.statistics), ""),
             (
