@@ -73,8 +73,9 @@ def build_memory(
     # 77.8% with those pairs against 85.1% without, BBC e1 → e2 at 13 inputs, docs/ingest.md).
     # Anchor pairs (task-agnostic texts both read) join the probe pairs: they determine the
     # map where a handful of probes cannot.
-    sources, destinations = [], []
-    if targets.anchor_teacher is not None:
+    sources: list[torch.Tensor] = []
+    destinations: list[torch.Tensor] = []
+    if targets.anchor_teacher is not None and targets.anchor_student is not None:
         sources.append(targets.anchor_teacher)
         destinations.append(targets.anchor_student)
     if targets.teacher_states is not None:
