@@ -223,3 +223,19 @@ def test_unlabelled_refusals_before_any_model_loads(tmp_path: Path, capsys) -> N
         assert main([*argv, *out]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and "loading" not in err[0], err
+
+
+def test_bench_patch_on_a_users_csv(tmp_path: Path, bbc_csv: str, capsys) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "patch", "--task", bbc_csv, "--pair", "e2,e1", "--logit-dim", "32"]
+    assert main([*argv, "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["logit_dim"] == 32 and list(result["runs"]) == ["news e2→e1"]
+    assert "| strong + patch (label-free) |" in capsys.readouterr().out
+    for bad, message in (
+        (["--task", str(tmp_path / "missing.csv")], "not a file"),
+        (["--pair", "e2"], "WEAK,STRONG"),
+        (["--logit-dim", "2"], "logit_dim ≥ 3"),
+    ):
+        assert main(["bench", "patch", "--out", str(out), *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -89,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="Patch+: then tune on N labelled inputs per class (e.g. 16)",
     )
+    transfer.add_argument(
+        "--few-shot-tunes",
+        choices=["all", "bias"],
+        default="all",
+        help="Patch+ tunes all the patch's weights, or only its output bias (K values)",
+    )
     add_trust_arguments(transfer)
     add_limit_arguments(transfer)
     _common(transfer)
@@ -213,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 identity_weight=args.identity_weight,
                 transfer_map=args.map,
                 few_shot=args.few_shot,
+                few_shot_tunes=args.few_shot_tunes,
                 seed=args.seed,
                 cache=cache,
                 progress=progress,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -117,6 +118,7 @@ def transfer_patch_packet(
     identity_weight: float | None = None,
     transfer_map: TransferMap | None = None,
     few_shot: int = 0,
+    few_shot_tunes: Literal["all", "bias"] = "all",
     seed: int = 0,
     cache: Path | None = None,
     progress: StageProgress | None = None,
@@ -126,8 +128,9 @@ def transfer_patch_packet(
     Without `identity_weight`, the map (orthogonal or linear, unless `transfer_map` fixes it), λ
     and the blend α are chosen on the validation split. Only forward passes of
     both models run, and no gradient reaches either model. With `few_shot` > 0 (Patch+), the
-    moved patch is then tuned on that many labelled training inputs per class, the epoch chosen
-    on the validation split. With an `UnlabelledTask` there is no validation split: the
+    moved patch is then tuned on that many labelled training inputs per class (all its weights,
+    or with `few_shot_tunes="bias"` its output bias only), the epoch chosen on the validation
+    split. With an `UnlabelledTask` there is no validation split: the
     settings are chosen on agreement with the patch on its own model, on held-out unlabelled
     inputs (`select_transfer_unlabelled`), and Patch+ is refused.
     """
@@ -187,9 +190,16 @@ def transfer_patch_packet(
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
         moved, _ = tune_patch(
-            moved, z_strong[index], task.train.labels[index], z_val, task.val.labels, seed=seed
+            moved,
+            z_strong[index],
+            task.train.labels[index],
+            z_val,
+            task.val.labels,
+            seed=seed,
+            tunes=few_shot_tunes,
         )
         seen["few_shot_labels"] = len(index)
+        settings |= {"few_shot_tunes": few_shot_tunes}
     return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, few_shot)
 
 
