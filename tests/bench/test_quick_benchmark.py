@@ -48,6 +48,8 @@ def test_full_fine_tuning_tunes_every_weight_and_feeds_the_benchmark(tmp_path: P
     assert cost.epochs_run == 1
     after = load_text_encoder(str(tmp_path / "e2"), max_length=32)
     assert after.weight_sha256 != before.weight_sha256 or cost.best_epoch == 0
+    again = load_text_encoder(str(tmp_path / "e2"), max_length=32)
+    assert again.weight_sha256 == after.weight_sha256  # nothing left to random initialisation
     plan = BenchPlan(("bbc",), (("e2", "e1"),), (0,), per_split_limit=10, full_finetune="both")
     result = run_benchmark(plan, tmp_path / "out", tmp_path / "cache", log=lambda _: None)
     rows = result["runs"]["bbc e2→e1"]["seeds"][0]

@@ -84,13 +84,26 @@ def fine_tune_encoder(
             best, best_state = (score, epoch), {k: v.clone() for k, v in model.state_dict().items()}
     seconds = time.perf_counter() - clock
     model.load_state_dict(best_state)
+    flops = 6.0 * compute_parameters(model) * tokens
+    _add_zero_pooler(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    flops = 6.0 * compute_parameters(model) * tokens
     cost = FineTuneCost(seconds, tokens, parameters, flops, epochs, best[1], best[0])
     atomic_write_bytes(out_dir / "cost.json", json.dumps(asdict(cost), indent=1).encode())
     return cost
+
+
+def _add_zero_pooler(model: torch.nn.Module) -> None:
+    """e2 is rebuilt without BERT's pooler, which AutoModel would then fill with random weights on
+    every load: a new weight hash each time (provenance, embedding cache). Mean pooling never
+    reads it, so a zero pooler is saved instead."""
+    if getattr(model, "pooler", "absent") is None:
+        from transformers.models.bert.modeling_bert import BertPooler
+
+        model.pooler = BertPooler(model.config)
+        torch.nn.init.zeros_(model.pooler.dense.weight)
+        torch.nn.init.zeros_(model.pooler.dense.bias)
 
 
 def forward_flops(encoder: TextEncoder, texts: Sequence[str]) -> float:

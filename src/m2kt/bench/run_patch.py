@@ -14,7 +14,7 @@ import torch
 
 from m2kt import __version__
 from m2kt.atomic import atomic_write_bytes
-from m2kt.bench.full_finetune import compute_parameters, fine_tune_encoder, forward_flops
+from m2kt.bench.full_finetune import fine_tune_encoder, forward_flops
 from m2kt.bench.patch_benchmark import EncodedModel, FullyFineTuned, encode_task, run_seed
 from m2kt.bench.report import bar_plot, markdown_table, summarise
 from m2kt.patch.config import PatchConfig
@@ -63,9 +63,7 @@ def _fully_fine_tuned(
         log(f"{task.name}: fully fine-tuning {model_id} (every weight)")
         fine_tune_encoder(model_id, task, directory, max_length=max_length)
     cost = json.loads((directory / "cost.json").read_text())
-    encoded = encode_task(str(directory), task, cache, max_length)
-    cost |= {"flops": 6.0 * compute_parameters(encoded.encoder.model) * cost["train_tokens"]}
-    return encoded, cost
+    return encode_task(str(directory), task, cache, max_length), cost
 
 
 def run_benchmark(

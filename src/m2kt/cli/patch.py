@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--inputs needs --classes", "e.g. --classes business,tech")
     task = (
         load_task(args.task).limited(args.max_inputs, ("train",))
-        if args.task
+        if args.task is not None
         else load_unlabelled(args.inputs, args.classes, args.templates).limited(args.max_inputs)
     )
     started = time.perf_counter()
