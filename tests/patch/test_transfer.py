@@ -68,16 +68,28 @@ def test_width_and_row_mismatches_are_refused(trained) -> None:
         transfer_patch(patch, source[:, :10], source[:, :10])
 
 
-def test_few_shot_tuning_never_selects_worse_than_untouched_on_validation(trained) -> None:
+@pytest.mark.parametrize("tunes", ["all", "bias"])
+def test_few_shot_tuning_never_selects_worse_than_untouched_on_validation(trained, tunes) -> None:
     patch, source = trained
     labels = torch.arange(len(source)) % C
     tuned, epoch = tune_patch(
-        patch, source[:64], labels[:64], source[64:200], labels[64:200], epochs=5
+        patch, source[:64], labels[:64], source[64:200], labels[64:200], epochs=5, tunes=tunes
     )
     with torch.no_grad():
         before = accuracy(patch(source[64:200])[:, :C], labels[64:200])
         after = accuracy(tuned(source[64:200])[:, :C], labels[64:200])
     assert after >= before and 0 <= epoch <= 5
+
+
+def test_bias_only_few_shot_tuning_changes_nothing_but_the_output_bias(trained) -> None:
+    patch, source = trained
+    labels = (torch.arange(len(source)) + 1) % C  # labels the patch gets wrong: tuning must move
+    tuned, epoch = tune_patch(
+        patch, source[:64], labels[:64], source[:64], labels[:64], epochs=20, lr=0.5, tunes="bias"
+    )
+    before, after = patch.state_dict(), tuned.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert epoch > 0 and changed == {"mlp.3.bias"}
 
 
 def test_linear_transfer_undoes_a_shear_that_a_rotation_cannot(trained) -> None:

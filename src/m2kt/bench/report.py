@@ -14,10 +14,23 @@ METHOD_ORDER = (
     "logit arithmetic",
     "ensemble",
     "strong + patch (orthogonal)",
+    "strong + patch (label-free)",
     "strong + patch",
+    "patch + weak ensemble",
     "strong + patch+",
+    "strong + patch+ (bias only)",
     "strong fine-tuned",
+    "weak fine-tuned (full)",
+    "strong + patch (full teacher)",
+    "strong fine-tuned (full)",
 )
+
+
+def methods(seeds: list[dict[str, Any]]) -> list[str]:
+    """The methods every seed has, in METHOD_ORDER, then any others (the K sweep) as found;
+    results written before a method existed simply lack its row."""
+    common = [m for m in seeds[0] if all(m in s for s in seeds)]
+    return [m for m in METHOD_ORDER if m in common] + [m for m in common if m not in METHOD_ORDER]
 
 
 def gap_closed(rows: dict[str, Any], method: str) -> float:
@@ -29,18 +42,27 @@ def gap_closed(rows: dict[str, Any], method: str) -> float:
 def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Mean and std over seeds of accuracy, gap closed, seconds and parameters per method."""
     out: dict[str, dict[str, Any]] = {}
-    for method in METHOD_ORDER:
+    for method in methods(seeds):
         acc = [s[method]["accuracy"] for s in seeds]
         gap = [gap_closed(s, method) for s in seeds]
+        val = [s[method].get("val_accuracy", float("nan")) for s in seeds]
         out[method] = {
             "accuracy_mean": statistics.fmean(acc),
             "accuracy_std": statistics.pstdev(acc),
+            "val_accuracy_mean": statistics.fmean(val),
             "gap_closed_mean": statistics.fmean(gap),
+            "inference_cost": seeds[0][method].get("inference_cost", 1),
             "seconds_mean": statistics.fmean(s[method]["seconds"] for s in seeds),
             "trained_params": seeds[0][method]["trained_params"],
             "labels": seeds[0][method]["labels"],
             "inputs_seen": seeds[0][method]["inputs_seen"],
         }
+        if "share_of_full_ft_gain" in seeds[0][method]:
+            gains = [s[method]["share_of_full_ft_gain"] for s in seeds]
+            out[method]["full_gap_closed_mean"] = statistics.fmean(gains)
+        for key in ("flops", "strong_full_ft_estimate"):
+            if key in seeds[0][method]:
+                out[method][key] = seeds[0][method][key]
     patched = [s["strong + patch"] for s in seeds]
     out["strong + patch"] |= {
         "step_seconds_mean": statistics.fmean(r["step_seconds"] for r in patched),
@@ -57,14 +79,15 @@ def markdown_table(title: str, summary: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"**{title}**",
         "",
-        "| method | test accuracy % (mean ± std) | gap closed | labels used | inputs seen "
-        "| trained params | wall-clock s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | test accuracy % (mean ± std) | gap closed | validation % | inference cost "
+        "| labels used | inputs seen | trained params | wall-clock s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         lines.append(
             f"| {method} | {100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_std']:.1f} | "
-            f"{100 * s['gap_closed_mean']:.0f}% | {int(s['labels']):,} | "
+            f"{100 * s['gap_closed_mean']:.0f}% | {100 * s['val_accuracy_mean']:.1f} | "
+            f"{s['inference_cost']} | {int(s['labels']):,} | "
             f"{int(s['inputs_seen']):,} | {int(s['trained_params']):,} | {s['seconds_mean']:.1f} |"
         )
     patch, tuned = summary["strong + patch"], summary["strong fine-tuned"]
@@ -77,7 +100,35 @@ def markdown_table(title: str, summary: dict[str, dict[str, Any]]) -> str:
         f"inputs; patch inference overhead {100 * patch['inference_overhead_mean']:.2f}% of the "
         "strong model's own time.",
     ]
+    full = {m: s for m, s in summary.items() if "flops" in s}
+    if full:
+        lines += ["", _full_fine_tuning_line(summary, full)]
     return "\n".join(lines)
+
+
+def _full_fine_tuning_line(
+    summary: dict[str, dict[str, Any]], full: dict[str, dict[str, Any]]
+) -> str:
+    """Cost and gain of the rows with full fine-tuning, and the transfer's saving against fully
+    fine-tuning the strong model (measured, or estimated where that run is missing)."""
+    moved = summary["strong + patch (full teacher)"]
+    if "strong fine-tuned (full)" in summary:
+        reference = summary["strong fine-tuned (full)"]
+        seconds, flops, how = reference["seconds_mean"], reference["flops"], "model"
+    else:
+        seconds, flops = moved["strong_full_ft_estimate"].values()
+        how = "model would be (estimated: the weak model's run scaled by compute per token)"
+    rows = []
+    for method, s in full.items():
+        gain = s.get("full_gap_closed_mean")
+        share = f", {100 * gain:.0f}% of its gain" if gain is not None else ""
+        rows.append(f"{method} {s['seconds_mean']:.0f} s, {s['flops']:.2g} FLOPs{share}")
+    return (
+        f"Full fine-tuning (every weight): {'; '.join(rows)}. The transfer is "
+        f"{seconds / moved['seconds_mean']:.1f}× cheaper in wall-clock and "
+        f"{flops / moved['flops']:.1f}× in FLOPs than fully fine-tuning the strong {how} "
+        "(its forward pass over the training inputs included)."
+    )
 
 
 def bar_plot(summaries: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
@@ -88,10 +139,11 @@ def bar_plot(summaries: dict[str, dict[str, dict[str, Any]]], path: Path) -> Pat
     import matplotlib.pyplot as plt
 
     groups = list(summaries)
-    width = 0.8 / len(METHOD_ORDER)
+    shown = [m for m in METHOD_ORDER if all(m in summaries[g] for g in groups)]
+    width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6, 3 * len(groups)), 4.5))
-    for i, method in enumerate(METHOD_ORDER):
-        xs = [g + (i - len(METHOD_ORDER) / 2) * width for g in range(len(groups))]
+    for i, method in enumerate(shown):
+        xs = [g + (i - len(shown) / 2) * width for g in range(len(groups))]
         means = [100 * summaries[g][method]["accuracy_mean"] for g in groups]
         stds = [100 * summaries[g][method]["accuracy_std"] for g in groups]
         ax.bar(xs, means, width, yerr=stds, label=method)

@@ -1,7 +1,11 @@
 """Run a benchmark and write results.json, results.md (tables) and results.png (plot).
 
   m2kt bench patch --mode quick        E2 → E1 on BBC News and tweets, 200 inputs a split, 1 seed
-  m2kt bench patch --mode full         E2 → E1, E1 → E3, E2 → E3, full splits, seeds 0, 1, 2
+  m2kt bench patch --mode full         E2 → E1, E1 → E3, E2 → E3, full splits, seeds 0, 1, 2,
+                                       and a sweep of the logit width K (128, 512)
+  m2kt bench patch --task FILE.csv     the same on your own task (text,label columns);
+                                       --pair WEAK,STRONG and --logit-dim K narrow or change it;
+                                       --full-finetune weak|both adds encoders tuned end to end
   m2kt bench efficiency --mode quick   knowledge packet vs logit KD vs supervised tuning at
                                        budgets 0.5–100%: BBC e1 → e2 (400 inputs a split) and
                                        (a+b+c) mod 11 with tiny transformers, 1 seed
@@ -16,9 +20,16 @@ Embeddings are cached (with the seconds they took) under --cache, so a rerun cos
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from m2kt.cli._common import add_cache_argument, console, embedding_cache, output_directory
+from m2kt.cli._common import (
+    add_cache_argument,
+    console,
+    embedding_cache,
+    model_reference,
+    output_directory,
+)
 
 NAME = "bench"
 SUMMARY = "run a benchmark and write its tables and plots"
@@ -34,7 +45,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="efficiency only: run one regime's settings",
     )
     parser.add_argument("--out", default="out/bench", type=output_directory, metavar="DIR")
+    parser.add_argument("--task", help="patch only: bbc, tweets or your CSV, in place of both")
+    parser.add_argument(
+        "--pair",
+        action="append",
+        type=model_pair,
+        metavar="WEAK,STRONG",
+        help="patch only: run this pair (repeatable) in place of the mode's",
+    )
+    parser.add_argument(
+        "--logit-dim", type=int, metavar="K", help="patch only: the patch's width K (default 256)"
+    )
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="patch only: skip the full plan's K sweep"
+    )
+    parser.add_argument(
+        "--full-finetune",
+        choices=["weak", "both"],
+        help="patch only: also fine-tune the weak (or both) encoders end to end, every weight, "
+        "and learn the patch from the weak one (slow on a CPU; kept in OUT/finetuned, reused)",
+    )
     add_cache_argument(parser)
+
+
+def model_pair(text: str) -> tuple[str, str]:
+    """`WEAK,STRONG`: two model references."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WEAK,STRONG (e.g. e2,e1)")
+    weak, strong = (model_reference(p.strip()) for p in parts)
+    return weak, strong
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +93,21 @@ def run(args: argparse.Namespace) -> int:
         result = run_efficiency(plan, out, cache, log=lambda m: console.log(m))
     else:
         from m2kt.bench.run_patch import PLANS, run_benchmark
+        from m2kt.patch.config import PatchConfig
+        from m2kt.tasks import load_task
 
-        result = run_benchmark(PLANS[args.mode], out, cache, log=lambda m: console.log(m))
+        plan = PLANS[args.mode]
+        if args.task:
+            plan = replace(plan, tasks=(args.task,))
+        if args.pair:
+            plan = replace(plan, pairs=tuple(args.pair))
+        if args.full_finetune:
+            plan = replace(plan, full_finetune=args.full_finetune)
+        config = PatchConfig() if args.logit_dim is None else PatchConfig(logit_dim=args.logit_dim)
+        sweep = () if args.no_sweep else plan.logit_dims
+        plan = replace(plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim))
+        load_task(plan.tasks[0])  # a bad task is refused before any model loads
+        result = run_benchmark(plan, out, cache, config, log=lambda m: console.log(m))
     console.print((out / "results.md").read_text(), soft_wrap=True)
     console.print(
         f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md, results.png"

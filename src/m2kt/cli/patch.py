@@ -5,6 +5,10 @@
   m2kt patch apply    strong.m2kt --model e1 --key PUB --text "Shares rose 5% on Monday"
   m2kt patch apply    strong.m2kt --model e1 --key PUB --task bbc --split test
 
+Without any label: --inputs texts.txt --classes a,b,c [--templates "A {} story." ...] in place
+of --task (`train` then needs --weak-finetuned; `transfer` chooses its settings on agreement with
+the patch on its own model, on held-out unlabelled inputs, and records that it did).
+
 `train` learns the patch from unlabelled inputs (labels never enter its loss; without
 --weak-finetuned, the weak model's class-name head is first tuned on the task's labels as the
 adaptation to capture). `transfer` fits one orthogonal basis change with forward passes only.
@@ -85,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="Patch+: then tune on N labelled inputs per class (e.g. 16)",
     )
+    transfer.add_argument(
+        "--few-shot-tunes",
+        choices=["all", "bias"],
+        default="all",
+        help="Patch+ tunes all the patch's weights, or only its output bias (K values)",
+    )
     add_trust_arguments(transfer)
     add_limit_arguments(transfer)
     _common(transfer)
@@ -104,8 +114,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--task", help="bbc, tweets, or your own CSV file with text,label columns")
+    data.add_argument("--inputs", type=Path, metavar="FILE", help="unlabelled texts, one a line")
+    parser.add_argument("--classes", metavar="A,B,C", help="class names, with --inputs")
     parser.add_argument(
-        "--task", required=True, help="bbc, tweets, or your own CSV file with text,label columns"
+        "--templates",
+        nargs="+",
+        metavar="TEMPLATE",
+        help='prompt templates with {} for the class name, with --inputs (default "{}." '
+        '"This text is about {}." "It is {}.")',
     )
     parser.add_argument(
         "--out", required=True, type=output_file, metavar="PATH", help="where to write the patch"
@@ -126,11 +144,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt.errors import UsageError
     from m2kt.packet import load_packet
-    from m2kt.patch.api import load_patched_model, train_patch, transfer_patch_packet
+    from m2kt.patch.api import (
+        format_scores,
+        load_patched_model,
+        score_transfer,
+        train_patch,
+        transfer_patch_packet,
+    )
     from m2kt.patch.config import PatchConfig
     from m2kt.patch.few_shot import accuracy
-    from m2kt.tasks import load_task
+    from m2kt.patch.unlabelled import load_unlabelled
+    from m2kt.tasks import TextClassificationTask, load_task
 
     cache = Path(args.cache) if args.cache else None
     if args.verb == "apply":
@@ -157,7 +183,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
 
-    task = load_task(args.task).limited(args.max_inputs, ("train",))
+    if args.inputs is None and (args.classes or args.templates):
+        raise UsageError("--classes and --templates go with --inputs", "pass --inputs FILE")
+    if args.inputs is not None and not args.classes:
+        raise UsageError("--inputs needs --classes", "e.g. --classes business,tech")
+    task = (
+        load_task(args.task).limited(args.max_inputs, ("train",))
+        if args.task is not None
+        else load_unlabelled(args.inputs, args.classes, args.templates).limited(args.max_inputs)
+    )
     started = time.perf_counter()
     with progress_bars() as progress:
         if args.verb == "train":
@@ -185,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 identity_weight=args.identity_weight,
                 transfer_map=args.map,
                 few_shot=args.few_shot,
+                few_shot_tunes=args.few_shot_tunes,
                 seed=args.seed,
                 cache=cache,
                 progress=progress,
@@ -198,4 +233,7 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}); "
         f"inputs seen: {seen}; record: {record}"
     )
+    if args.verb == "transfer" and isinstance(task, TextClassificationTask):
+        scores = score_transfer(source, packet, task, cache=cache)
+        console.print(shown(format_scores(scores), lines=True))
     return 0

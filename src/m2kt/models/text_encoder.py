@@ -48,20 +48,26 @@ class TextEncoder:
         out = torch.empty(len(texts), self.width)
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in index],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out[index] = torch.nn.functional.normalize(pooled.float(), dim=-1)
+            out[index] = self.embed_batch([texts[i] for i in index])[0]
             if progress is not None:
                 progress(min(start + batch_size, len(texts)), len(texts))
         return out
+
+    def embed_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, int]:
+        """One batch: unit embeddings [len(texts), width], with gradients when the weights
+        require them (full fine-tuning), and the number of tokens read."""
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        tokens = int(batch["attention_mask"].sum())
+        return torch.nn.functional.normalize(pooled.float(), dim=-1), tokens
 
     @cached_property
     def weight_sha256(self) -> str:

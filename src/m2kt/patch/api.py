@@ -6,9 +6,10 @@ came from (with weight hashes) and the inputs every model processed to make it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -23,7 +24,15 @@ from m2kt.patch.few_shot import accuracy, tune_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
-from m2kt.patch.workflow import class_axes, predict, select_transfer, zero_shot_head
+from m2kt.patch.unlabelled import UnlabelledTask
+from m2kt.patch.workflow import (
+    HELD_OUT_EVERY,
+    class_axes,
+    predict,
+    select_transfer,
+    select_transfer_unlabelled,
+    zero_shot_head,
+)
 from m2kt.progress import StageProgress, quiet
 from m2kt.tasks import TextClassificationTask
 
@@ -44,7 +53,7 @@ class PatchedModel:
 
 def train_patch(
     weak: str,
-    task: TextClassificationTask,
+    task: TextClassificationTask | UnlabelledTask,
     *,
     weak_finetuned: str | None = None,
     config: PatchConfig | None = None,
@@ -56,13 +65,19 @@ def train_patch(
 
     `weak_finetuned` is the user's fine-tuned weak model (a directory); without one, the weak
     model's class-name head is tuned on the labelled training split as the adaptation to capture.
-    The patch itself never sees a label.
+    The patch itself never sees a label; with an `UnlabelledTask` no label exists at all, and
+    `weak_finetuned` is required.
     """
     config = config or PatchConfig()
     progress = progress or quiet
+    if weak_finetuned is None and isinstance(task, UnlabelledTask):
+        raise UsageError(
+            "without labels, a patch needs the fine-tuned weak model to learn from",
+            "pass --weak-finetuned DIR, or a labelled --task to tune the weak model's head on",
+        )
     encoder = load_text_encoder(weak)
     axes = class_axes(task.class_names, task.templates, config.logit_dim, seed)
-    inputs = task.train.texts
+    inputs = _inputs(task)
     embeddings = cached_encode(encoder, inputs, cache, lambda d, t: progress("encode (weak)", d, t))
     head = zero_shot_head(encoder, axes)
     classes = len(axes.task_classes)
@@ -74,6 +89,7 @@ def train_patch(
         target = finetuned.logits(tuned_inputs)
         tuned_ref = _model_ref(tuned_encoder)
     else:
+        assert isinstance(task, TextClassificationTask)
         tuned = fine_tune_head(head.first(classes), embeddings, task.train.labels, seed=seed)
         target, labels_used = tuned.logits(embeddings), len(inputs)
         tuned_ref = ModelRef(id=f"{encoder.name}+tuned-head", architecture="class-name head")
@@ -96,12 +112,13 @@ def train_patch(
 def transfer_patch_packet(
     packet: Packet,
     target: str,
-    task: TextClassificationTask,
+    task: TextClassificationTask | UnlabelledTask,
     *,
     source: str | None = None,
     identity_weight: float | None = None,
     transfer_map: TransferMap | None = None,
     few_shot: int = 0,
+    few_shot_tunes: Literal["all", "bias"] = "all",
     seed: int = 0,
     cache: Path | None = None,
     progress: StageProgress | None = None,
@@ -111,10 +128,15 @@ def transfer_patch_packet(
     Without `identity_weight`, the map (orthogonal or linear, unless `transfer_map` fixes it), λ
     and the blend α are chosen on the validation split. Only forward passes of
     both models run, and no gradient reaches either model. With `few_shot` > 0 (Patch+), the
-    moved patch is then tuned on that many labelled training inputs per class, the epoch chosen
-    on the validation split.
+    moved patch is then tuned on that many labelled training inputs per class (all its weights,
+    or with `few_shot_tunes="bias"` its output bias only), the epoch chosen on the validation
+    split. With an `UnlabelledTask` there is no validation split: the
+    settings are chosen on agreement with the patch on its own model, on held-out unlabelled
+    inputs (`select_transfer_unlabelled`), and Patch+ is refused.
     """
     progress = progress or quiet
+    if few_shot > 0 and isinstance(task, UnlabelledTask):
+        raise UsageError("Patch+ (--few-shot) needs labels", "pass a labelled --task, or drop it")
     patch, axes = patch_from_packet(packet)
     axes.check_matches(task.class_names)
     recorded = packet.manifest.patch.config.get("model") if packet.manifest.patch else None
@@ -123,7 +145,7 @@ def transfer_patch_packet(
         raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
     weak = load_text_encoder(source_id)
     strong = load_text_encoder(target)
-    inputs = task.train.texts
+    inputs = _inputs(task)
     z_weak = zero_shot_head(weak, axes).logits(
         cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))
     )
@@ -133,16 +155,31 @@ def transfer_patch_packet(
     )
     classes = len(axes.task_classes)
     seen = {"source": len(inputs), "target": len(inputs)}
+    maps = TRANSFER_MAPS if transfer_map is None else (transfer_map,)
+    settings: dict[str, str | float | int]
+    if isinstance(task, UnlabelledTask):
+        if identity_weight is None:
+            moved, choice = select_transfer_unlabelled(patch, z_weak, z_strong, classes, maps)
+            settings = choice.settings() | {
+                "selection": "unlabelled: agreement with the patch on its own model, "
+                f"held-out 1 in {HELD_OUT_EVERY} inputs",
+                "held_out_agreement": choice.val_accuracy,
+            }
+        else:
+            moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=maps[0])
+            settings = {"map": maps[0], "identity_weight": identity_weight, "blend": 1.0}
+        settings |= {"labels": 0}
+        return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, 0)
     if identity_weight is None or few_shot > 0:  # both choose on the validation split
         z_val = strong_head.logits(cached_encode(strong, task.val.texts, cache))
         seen["target"] += len(task.val)
         seen["validation_labels"] = len(task.val)
     if identity_weight is None:
-        maps = TRANSFER_MAPS if transfer_map is None else (transfer_map,)
         moved, choice = select_transfer(
             patch, z_weak, z_strong, z_val, task.val.labels, classes, maps=maps
         )
         settings = choice.settings() | {
+            "selection": "validation labels",
             "val_accuracy_before": accuracy(z_val[:, :classes], task.val.labels),
             "val_accuracy_after": choice.val_accuracy,
         }
@@ -153,18 +190,126 @@ def transfer_patch_packet(
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
         moved, _ = tune_patch(
-            moved, z_strong[index], task.train.labels[index], z_val, task.val.labels, seed=seed
+            moved,
+            z_strong[index],
+            task.train.labels[index],
+            z_val,
+            task.val.labels,
+            seed=seed,
+            tunes=few_shot_tunes,
         )
         seen["few_shot_labels"] = len(index)
+        settings |= {"few_shot_tunes": few_shot_tunes}
+    return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, few_shot)
+
+
+def _transferred(
+    parent: Packet,
+    moved: LogitPatch,
+    axes: ClassAxes,
+    weak: TextEncoder,
+    strong: TextEncoder,
+    task_name: str,
+    settings: dict[str, str | float | int],
+    seen: dict[str, int],
+    few_shot: int,
+) -> Packet:
     provenance = make_provenance(
         method="transmiter-transfer",
         models=[_model_ref(weak), _model_ref(strong)],
-        settings={"task": task.name} | settings,
-        parents=[packet.digest],
+        settings={"task": task_name} | settings,
+        parents=[parent.digest],
         inputs_seen=seen,
     )
     extra = _made_for(strong) | {"transfer": str(settings["map"]), "few_shot": few_shot}
     return patch_to_packet(moved, axes, provenance, extra)
+
+
+def _inputs(task: TextClassificationTask | UnlabelledTask) -> list[str]:
+    """The unlabelled training inputs: the only texts the patch and its transfer read."""
+    return task.texts if isinstance(task, UnlabelledTask) else task.train.texts
+
+
+def score_transfer(
+    weak_packet: Packet,
+    strong_packet: Packet,
+    task: TextClassificationTask,
+    splits: Sequence[str] = ("val", "test"),
+    cache: Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """Accuracy of the strong model zero-shot, patched, and of the weak fine-tuned teacher
+    (and the patch on its own model), per labelled split: {row: {split: accuracy}}.
+
+    The teacher is rebuilt from the weak patch's record: its fine-tuned model directory, or
+    for the stand-in, the weak model's class-name head tuned again on `task`'s training labels
+    with the recorded seed. A teacher that cannot be rebuilt is left out.
+    """
+    weak_model = _recorded_model(weak_packet)
+    weak = load_patched_model(weak_packet, weak_model)
+    strong = load_patched_model(strong_packet, _recorded_model(strong_packet))
+    c = len(strong.axes.task_classes)
+    teacher = _teacher(weak_packet, weak, task, cache)
+    rows: dict[str, dict[str, float]] = {
+        "strong zero-shot": {},
+        "strong + patch": {},
+        "weak fine-tuned": {},
+        "weak + patch": {},
+    }
+    with torch.no_grad():
+        for split in splits:
+            part, score = getattr(task, split), lambda z: accuracy(z, part.labels)  # noqa: B023
+            zero_shot = strong.head.logits(cached_encode(strong.encoder, part.texts, cache))
+            rows["strong zero-shot"][split] = score(zero_shot[:, :c])
+            rows["strong + patch"][split] = score(predict(strong.patch, zero_shot, c))
+            rows["weak + patch"][split] = score(weak.task_logits(part.texts, cache))
+            if teacher is not None:
+                rows["weak fine-tuned"][split] = score(teacher(part.texts))
+    return {name: row for name, row in rows.items() if row}
+
+
+def format_scores(scores: dict[str, dict[str, float]]) -> str:
+    """`score_transfer`'s result as a small aligned text table, accuracy in %."""
+    splits = list(next(iter(scores.values())))
+    width = max(map(len, scores))
+    lines = [f"{'':{width}}  " + "  ".join(f"{s:>6}" for s in splits)]
+    for name, row in scores.items():
+        lines.append(f"{name:{width}}  " + "  ".join(f"{100 * row[s]:5.1f}%" for s in splits))
+    return "\n".join(lines)
+
+
+def _recorded_model(packet: Packet) -> str:
+    config = packet.manifest.patch.config if packet.manifest.patch else {}
+    model = config.get("model")
+    if not isinstance(model, str):
+        raise UsageError("the patch does not name the model it was made for")
+    return model
+
+
+def _teacher(
+    weak_packet: Packet, weak: PatchedModel, task: TextClassificationTask, cache: Path | None
+) -> Callable[[Sequence[str]], torch.Tensor] | None:
+    """The weak fine-tuned model's task logits as a function of texts, if it can be rebuilt."""
+    provenance = weak_packet.manifest.provenance
+    if len(provenance.models) < 2:
+        return None
+    tuned_ref = provenance.models[1]
+    c = len(weak.axes.task_classes)
+    if tuned_ref.architecture == "class-name head":
+        seed = provenance.settings.get("seed", 0)
+        embeddings = cached_encode(weak.encoder, task.train.texts, cache)
+        head = fine_tune_head(
+            weak.head.first(c),
+            embeddings,
+            task.train.labels,
+            seed=seed if isinstance(seed, int) else 0,
+        )
+        return lambda texts: head.logits(cached_encode(weak.encoder, texts, cache))
+    try:
+        encoder = load_text_encoder(tuned_ref.id)
+    except UsageError:
+        return None
+    tuned = ClassNameHead.from_names(encoder, weak.axes.task_classes, weak.axes.templates)
+    return lambda texts: tuned.logits(cached_encode(encoder, texts, cache))
 
 
 def load_patched_model(packet: Packet, model: str) -> PatchedModel:

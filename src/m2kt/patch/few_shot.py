@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
@@ -23,21 +24,31 @@ def tune_patch(
     val_labels: torch.Tensor,
     *,
     epochs: int = 50,
-    lr: float = 1e-4,
+    lr: float | None = None,
     seed: int = 0,
+    tunes: Literal["all", "bias"] = "all",
 ) -> tuple[LogitPatch, int]:
     """Cross-entropy on the task logits of (few) labelled target-model logits.
 
-    Returns the patch of the epoch (0 = untouched) with the best validation accuracy, and that
-    epoch. The test split is never seen.
+    `tunes`: "all" the patch's weights (lr 1e-4), or "bias" only the bias of its MLP's last
+    layer (K values, lr 1e-2): a shift of the patch's output that a few labels can fit without
+    rewriting what the patch carried. Returns the patch of the epoch (0 = untouched, so the result
+    never scores below the plain patch on validation) with the best validation accuracy, and
+    that epoch. The test split is never seen.
     """
     classes = int(max(labels.max(), val_labels.max())) + 1
     if classes > patch.config.logit_dim:
         raise UsageError("labels exceed the patch's logit width")
     generator = torch.Generator().manual_seed(seed)
     tuned = copy.deepcopy(patch)
-    tuned.keep_orthogonal()
-    optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr, weight_decay=1e-3)
+    if tunes == "all":
+        tuned.keep_orthogonal()
+        optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr or 1e-4, weight_decay=1e-3)
+    elif tunes == "bias":
+        bias = tuned.mlp[-1].bias
+        optimizer = torch.optim.AdamW([bias], lr=lr or 1e-2, weight_decay=0.0)
+    else:
+        raise UsageError(f"unknown Patch+ restriction {tunes!r}", "choose all or bias")
 
     def score() -> float:
         with torch.no_grad():

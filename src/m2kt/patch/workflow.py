@@ -89,3 +89,39 @@ def select_transfer(
                     best = (key, copy.deepcopy(moved), choice)
     assert best is not None
     return best[1], best[2]
+
+
+HELD_OUT_EVERY = 5
+
+
+def select_transfer_unlabelled(
+    patch: LogitPatch,
+    source_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    classes: int,
+    maps: Sequence[TransferMap] = TRANSFER_MAPS,
+) -> tuple[LogitPatch, TransferChoice]:
+    """`select_transfer` without a label: the (map, λ, α) whose moved patch agrees best with
+    the patch on its own model, on every `HELD_OUT_EVERY`-th unlabelled input, the map fitted on
+    the others. The chosen settings are then refitted on all inputs.
+
+    source_logits, target_logits: [N, K] both models' logits on the same unlabelled inputs.
+    The returned choice's `val_accuracy` is that held-out agreement, not an accuracy.
+    """
+    rows = torch.arange(len(source_logits))
+    held = rows % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    agreed_on = predict(patch, source_logits[held], classes).argmax(dim=-1)
+    _, choice = select_transfer(
+        patch,
+        source_logits[~held],
+        target_logits[~held],
+        target_logits[held],
+        agreed_on,
+        classes,
+        maps=maps,
+    )
+    moved = transfer_patch(
+        patch, source_logits, target_logits, choice.identity_weight, map=choice.map
+    )
+    moved.set_blend(choice.blend)
+    return moved, choice
