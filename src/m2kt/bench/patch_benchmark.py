@@ -15,9 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from math import nan
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.nn import functional as F
@@ -27,6 +28,7 @@ from m2kt.bench.report import gap_closed
 from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
 from m2kt.models.class_head import fine_tune_head
 from m2kt.models.embedding_cache import timed_cached_encode
+from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
 from m2kt.patch.few_shot import accuracy, tune_patch
 from m2kt.patch.packet_io import ClassAxes
@@ -140,7 +142,7 @@ def run_seed(
         tuned[name], seconds = _fine_tune(head, model.embeddings["train"], y["train"], c, seed)
         row(
             f"{name} fine-tuned",
-            on(lambda s, n=name, m=model: tuned[n].logits(m.embeddings[s])),
+            on(partial(_head_logits, tuned[name], model)),
             model.seconds["train"] + seconds,
             tuned[name].weights.numel() + 1,
             labels=n["train"],
@@ -206,7 +208,7 @@ def run_seed(
         transferred[name] = moved
         row(
             name,
-            on(lambda s, m=moved: predict(m, z_strong[s], c)),
+            on(partial(_patched_logits, moved, z_strong, c)),
             strong.seconds["train"] + transfer_seconds,
             patch.parameter_count(),
             labels=n["val"],
@@ -243,7 +245,11 @@ def run_seed(
     )
 
     index = task.few_shot(FEW_SHOT, seed)
-    for name, tunes in (("strong + patch+", "all"), ("strong + patch+ (bias only)", "bias")):
+    plus_variants: tuple[tuple[str, Literal["all", "bias"]], ...] = (
+        ("strong + patch+", "all"),
+        ("strong + patch+ (bias only)", "bias"),
+    )
+    for name, tunes in plus_variants:
         clock = time.perf_counter()
         plus, epoch = tune_patch(
             moved,
@@ -256,7 +262,7 @@ def run_seed(
         )
         row(
             name,
-            on(lambda s, p=plus: predict(p, z_strong[s], c)),
+            on(partial(_patched_logits, plus, z_strong, c)),
             rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
             plus.parameter_count() if tunes == "all" else config.logit_dim,
             labels=n["val"] + len(index),
@@ -388,3 +394,13 @@ def _overhead(patch: torch.nn.Module, logits: torch.Tensor, strong: EncodedModel
     with torch.no_grad():
         patch(logits)
     return (time.perf_counter() - clock) / strong.seconds["test"]
+
+
+def _head_logits(head: ClassNameHead, model: EncodedModel, split: str) -> torch.Tensor:
+    return head.logits(model.embeddings[split])
+
+
+def _patched_logits(
+    patch: LogitPatch, logits: dict[str, torch.Tensor], classes: int, split: str
+) -> torch.Tensor:
+    return predict(patch, logits[split], classes)

@@ -97,9 +97,14 @@ def run_benchmark(
                 tuned = {
                     m: _fully_fine_tuned(m, task, where, cache, max_length, log) for m in sides
                 }
-                strong_full = tuned.get(strong_id, (None, None))
+                weak_full, weak_cost = tuned[weak_id]
+                strong_full, strong_cost = tuned.get(strong_id, (None, None))
                 full = FullyFineTuned(
-                    *tuned[weak_id], *strong_full, forward_flops(strong.encoder, task.train.texts)
+                    weak_full,
+                    weak_cost,
+                    strong_full,
+                    strong_cost,
+                    forward_flops(strong.encoder, task.train.texts),
                 )
             seeds = []
             for seed in plan.seeds:

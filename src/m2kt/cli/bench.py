@@ -96,18 +96,20 @@ def run(args: argparse.Namespace) -> int:
         from m2kt.patch.config import PatchConfig
         from m2kt.tasks import load_task
 
-        plan = PLANS[args.mode]
+        patch_plan = PLANS[args.mode]
         if args.task:
-            plan = replace(plan, tasks=(args.task,))
+            patch_plan = replace(patch_plan, tasks=(args.task,))
         if args.pair:
-            plan = replace(plan, pairs=tuple(args.pair))
+            patch_plan = replace(patch_plan, pairs=tuple(args.pair))
         if args.full_finetune:
-            plan = replace(plan, full_finetune=args.full_finetune)
+            patch_plan = replace(patch_plan, full_finetune=args.full_finetune)
         config = PatchConfig() if args.logit_dim is None else PatchConfig(logit_dim=args.logit_dim)
-        sweep = () if args.no_sweep else plan.logit_dims
-        plan = replace(plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim))
-        load_task(plan.tasks[0])  # a bad task is refused before any model loads
-        result = run_benchmark(plan, out, cache, config, log=lambda m: console.log(m))
+        sweep = () if args.no_sweep else patch_plan.logit_dims
+        patch_plan = replace(
+            patch_plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim)
+        )
+        load_task(patch_plan.tasks[0])  # a bad task is refused before any model loads
+        result = run_benchmark(patch_plan, out, cache, config, log=lambda m: console.log(m))
     console.print((out / "results.md").read_text(), soft_wrap=True)
     console.print(
         f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md, results.png"

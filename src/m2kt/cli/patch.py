@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from m2kt.patch.config import PatchConfig
     from m2kt.patch.few_shot import accuracy
-    from m2kt.patch.unlabelled import load_unlabelled
+    from m2kt.patch.unlabelled import UnlabelledTask, load_unlabelled
     from m2kt.tasks import TextClassificationTask, load_task
 
     cache = Path(args.cache) if args.cache else None
@@ -174,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
                 label = shown(model.axes.task_classes[best])
                 console.print(f"{label}\t{float(row[best]):.2f}\t{shown(text)}")
             return 0
-        task = load_task(args.task)
-        model.axes.check_matches(task.class_names)
-        split = getattr(task, args.split)
+        labelled = load_task(args.task)
+        model.axes.check_matches(labelled.class_names)
+        split = getattr(labelled, args.split)
         score = accuracy(model.task_logits(split.texts, cache), split.labels)
         console.print(
             f"{args.task} {args.split}: accuracy {100 * score:.1f}% on {len(split)} inputs"
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--classes and --templates go with --inputs", "pass --inputs FILE")
     if args.inputs is not None and not args.classes:
         raise UsageError("--inputs needs --classes", "e.g. --classes business,tech")
-    task = (
+    task: TextClassificationTask | UnlabelledTask = (
         load_task(args.task).limited(args.max_inputs, ("train",))
         if args.task is not None
         else load_unlabelled(args.inputs, args.classes, args.templates).limited(args.max_inputs)

@@ -46,6 +46,7 @@ def tune_patch(
         optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr or 1e-4, weight_decay=1e-3)
     elif tunes == "bias":
         bias = tuned.mlp[-1].bias
+        assert isinstance(bias, torch.nn.Parameter)
         optimizer = torch.optim.AdamW([bias], lr=lr or 1e-2, weight_decay=0.0)
     else:
         raise UsageError(f"unknown Patch+ restriction {tunes!r}", "choose all or bias")
