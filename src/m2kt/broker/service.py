@@ -1,11 +1,14 @@
 """The broker's HTTP API (FastAPI; the OpenAPI spec is served at /openapi.json).
 
   POST   /v1/packets?tag=T       upload one packet file as the raw body (scope publish)
-  GET    /v1/packets?concept=…   list and search (teacher, signer, tag, publisher, limit, offset)
-  GET    /v1/packets/{digest}    the packet file, streamed
-  GET    /v1/packets/{digest}/entry   what the index knows of it
-  DELETE /v1/packets/{digest}    remove a packet you published (scope delete; admin: any)
+  GET    /v1/packets?concept=…   list and search (teacher, signer, tag, publisher, digest, …)
+  GET    /v1/packets/{digest}?signer=F&signer=G   the file of the oldest entry signed by one of
+                                 those keys (fingerprint prefixes; any signer if none), streamed
+  GET    /v1/packets/{digest}/entry?signer=F      what the index knows of that entry
+  DELETE /v1/packets/{digest}?signer=F   remove your entry (scope delete; admin: any)
   GET    /v1/health
+
+A digest can be held by several signers, one entry each (see m2kt.broker.registry).
 
 Tokens travel as `Authorization: Bearer <token>`. Reads need scope read unless the broker was
 started with public reads. Uploads stream to a staging file and are refused with 413 as soon as
@@ -28,10 +31,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from m2kt import __version__
+from m2kt.broker.blobs import read_chunks
 from m2kt.broker.errors import AuthenticationError, ScopeError, TooLargeError
 from m2kt.broker.index import Entry
 from m2kt.broker.index import Query as SearchQuery
-from m2kt.broker.registry import Registry
+from m2kt.broker.registry import Registry, normalize_digest
 from m2kt.broker.tokens import Publisher, TokenTable
 from m2kt.errors import M2KTError
 
@@ -120,13 +124,19 @@ def create_app(
         publisher: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
+        digest: str | None = None,
     ) -> list[Entry]:
-        query = SearchQuery(concept, teacher, signer, tag, publisher, limit, offset)
+        wanted = normalize_digest(digest) if digest else None
+        query = SearchQuery(concept, teacher, signer, tag, publisher, limit, offset, wanted)
         return registry.search(query)
 
     @app.get("/v1/packets/{digest}/entry")
-    def entry(digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]) -> Entry:
-        return registry.get(digest)
+    def entry(
+        digest: str,
+        who: Annotated[Publisher | None, Depends(needs("read"))],
+        signer: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
+    ) -> Entry:
+        return registry.get(digest, signer)
 
     @app.get(
         "/v1/packets/{digest}",
@@ -134,22 +144,29 @@ def create_app(
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     def fetch(
-        digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]
+        digest: str,
+        who: Annotated[Publisher | None, Depends(needs("read"))],
+        signer: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
     ) -> StreamingResponse:
-        found = registry.get(digest)
+        found, handle = registry.open_file(digest, signer)
         headers = {
             "Content-Length": str(found.size),
-            "ETag": f'"{found.digest}"',
+            "ETag": f'"{found.digest}/{found.signer}"',
             "X-M2KT-Digest": found.digest,
+            "X-M2KT-Signer": found.signer,
             "X-M2KT-File-SHA256": found.file_sha256,
         }
         return StreamingResponse(
-            registry.read(found.digest), media_type="application/octet-stream", headers=headers
+            read_chunks(handle), media_type="application/octet-stream", headers=headers
         )
 
     @app.delete("/v1/packets/{digest}")
-    def delete(digest: str, who: Annotated[Publisher, Depends(needs("delete"))]) -> Entry:
-        return registry.delete(digest, who.name, admin="admin" in who.scopes)
+    def delete(
+        digest: str,
+        who: Annotated[Publisher, Depends(needs("delete"))],
+        signer: str | None = None,
+    ) -> Entry:
+        return registry.delete(digest, who.name, who.keys, signer, admin="admin" in who.scopes)
 
     return app
 

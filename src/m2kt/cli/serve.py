@@ -1,12 +1,16 @@
 """Run a knowledge broker: publish, search and fetch signed packets over HTTP.
 
-Packets are kept as content-addressed files with an SQLite index in --store. Publishers are
-listed in a token file (only token hashes are stored); add one with --add-publisher, which
-prints the new token once. The OpenAPI spec is at /openapi.json, interactive docs at /docs.
+Packets are kept as files in --store, indexed in SQLite inside it, or in the PostgreSQL database
+of --index postgresql://…, which several `m2kt serve` processes over one --store can share. At
+start the store is settled after a crash (staging files, files without their index row).
+Publishers are listed in a token file (only token hashes are stored); add one with
+--add-publisher, which prints the new token once. The OpenAPI spec is at /openapi.json,
+interactive docs at /docs.
 
 Examples:
   m2kt serve --tokens broker/tokens.json --add-publisher alice --key keys/alice.pub
   m2kt serve --store broker/store --tokens broker/tokens.json --port 8000 --public-read
+  m2kt serve --store /srv/store --tokens t.json --index postgresql://broker@/m2kt --port 8001
   m2kt serve --load-test            # concurrent publishes and pulls on a temporary broker
 """
 
@@ -28,6 +32,11 @@ SUMMARY = "run a knowledge broker (HTTP) over a packet store"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="DIR", help="the store directory (created if missing)")
     parser.add_argument("--tokens", metavar="FILE", help="the publishers' token file (JSON)")
+    parser.add_argument(
+        "--index",
+        metavar="URL",
+        help="postgresql://… to share the index between processes (default: SQLite in --store)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--public-read", action="store_true", help="list and fetch without a token")
@@ -73,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from m2kt.broker.service import create_app
     from m2kt.broker.tokens import TokenTable
 
+    registry = Registry.open(args.store, args.index)
+    recovered = registry.recover()
+    error_console.print(
+        f"store settled at start: {json.dumps(dict(sorted(recovered.items())))}", markup=False
+    )
     app = create_app(
-        Registry.open(args.store),
+        registry,
         TokenTable.load(args.tokens),
         public_read=args.public_read,
         max_upload_bytes=args.max_upload_bytes,
