@@ -17,11 +17,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 _counter = itertools.count()
@@ -114,3 +116,55 @@ def module_index_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     return fresh_database(request.getfixturevalue("postgres_server"))
+
+
+class ServerProcess:
+    """`m2kt serve` as its own process on a free loopback port; `kill()` is kill -9."""
+
+    def __init__(self, store: Path, tokens: Path, index: str | None) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "m2kt",
+            "serve",
+            "--store",
+            str(store),
+            "--tokens",
+            str(tokens),
+        ]
+        self.command += ["--index", index] if index else []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> ServerProcess:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [*self.command, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read().decode())  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError("the broker did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            self.process.stderr.close()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process.stderr.close()  # type: ignore[union-attr]

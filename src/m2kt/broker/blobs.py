@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -73,10 +74,11 @@ class FileBlobs:
         self.removed_staging = self._clean_staging()
         # Locked before it gets a name that `_clean_staging` looks at.
         making = Path(tempfile.mkdtemp(prefix=".", dir=self.staging_root))
-        self._lock = open(making / ".lock", "w")  # noqa: SIM115 (held while we live)
+        self._lock = open(making / ".lock", "wb")  # noqa: SIM115 (held while we live)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.staging = self.staging_root / uuid.uuid4().hex
         making.rename(self.staging)
+        self._finalizer = weakref.finalize(self, _remove_staging, self.staging, self._lock)
 
     def path(self, key: Key) -> Path:
         digest, signer = key
@@ -164,8 +166,12 @@ class FileBlobs:
         return removed
 
     def close(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._lock.close()
+        self._finalizer()
+
+
+def _remove_staging(staging: Path, lock: BinaryIO) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    lock.close()
 
 
 def read_chunks(handle: BinaryIO) -> Iterator[bytes]:

@@ -222,6 +222,7 @@ class Registry:
         staging_files, legacy_files_moved, unindexed_files_removed, deletions_undone,
         rows_without_file_removed, debris_removed."""
         counts: Counter[str] = Counter(staging_files=self.blobs.removed_staging)
+        self.blobs.removed_staging = 0  # counted once
         for path in self.blobs.legacy_files():
             counts["legacy_files_moved"] += self._move_legacy(path)
         for key in sorted(set(self.index.keys()) | set(self.blobs.keys())):
