@@ -16,6 +16,7 @@ import itertools
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -119,40 +120,48 @@ def module_index_url(request: pytest.FixtureRequest) -> str | None:
 
 
 class ServerProcess:
-    """`m2kt serve` as its own process on a free loopback port; `kill()` is kill -9."""
+    """`m2kt serve` as its own process on a free loopback port; `kill()` is kill -9.
 
-    def __init__(self, store: Path, tokens: Path, index: str | None) -> None:
-        self.command = [
-            sys.executable,
-            "-m",
-            "m2kt",
-            "serve",
-            "--store",
-            str(store),
-            "--tokens",
-            str(tokens),
-        ]
+    Its stderr (the access log among it) goes to `log`, a file, so that a busy server never
+    blocks on a full pipe. `certfile` serves HTTPS; it also verifies the server's certificate.
+    """
+
+    def __init__(
+        self,
+        store: Path,
+        tokens: Path,
+        index: str | None,
+        *extra: str,
+        certfile: Path | None = None,
+    ) -> None:
+        self.command = [sys.executable, "-m", "m2kt", "serve", "--store", str(store)]
+        self.command += ["--tokens", str(tokens), *extra]
         self.command += ["--index", index] if index else []
+        self.verify: ssl.SSLContext | bool = False
+        if certfile:
+            self.verify = ssl.create_default_context(cafile=str(certfile))
+        self.scheme = "https" if certfile else "http"
+        self.log = Path(tempfile.mkstemp(prefix="m2kt-serve-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self) -> ServerProcess:
         port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [*self.command, "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.url = f"{self.scheme}://127.0.0.1:{port}"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=5).status_code == 200:
+                health = httpx.get(f"{self.url}/v1/health", timeout=5, verify=self.verify)
+                if health.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None:
-                raise RuntimeError(self.process.stderr.read().decode())  # type: ignore[union-attr]
+                raise RuntimeError(self.log.read_text())
             if time.monotonic() > deadline:
                 raise RuntimeError("the broker did not start")
             time.sleep(0.05)
@@ -161,10 +170,8 @@ class ServerProcess:
         if self.process is not None:
             self.process.kill()
             self.process.wait(timeout=30)
-            self.process.stderr.close()  # type: ignore[union-attr]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
-            self.process.stderr.close()  # type: ignore[union-attr]

@@ -133,6 +133,12 @@ class FileBlobs:
             found.add((f"sha256:{path.parent.name}", path.name.split(".")[0]))
         return sorted(found)
 
+    def writable(self) -> None:
+        """Raise unless a file can be made in this process's staging folder."""
+        handle, path = self.staging_file()
+        handle.close()
+        path.unlink()
+
     def stored(self, key: Key) -> bool:
         return self.path(key).is_file()
 

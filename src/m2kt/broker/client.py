@@ -20,6 +20,7 @@ from m2kt.broker.errors import (
     BrokerError,
     ConflictError,
     NotFoundError,
+    RateLimitedError,
     RefusedPacketError,
     ScopeError,
     TooLargeError,
@@ -222,6 +223,9 @@ def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
     # query value out of range.
     if response.status_code == 422 and body.get("type") == "RefusedPacketError":
         raise RefusedPacketError(f"broker: {message}", hint)
+    if response.status_code == 429:
+        wait = response.headers.get("Retry-After", "1")
+        raise RateLimitedError(f"broker: {message}", int(wait) if wait.isdigit() else 1)
     raise _BY_STATUS.get(response.status_code, BrokerError)(f"broker: {message}", hint)
 
 

@@ -11,6 +11,8 @@ Examples:
   m2kt serve --tokens broker/tokens.json --add-publisher alice --key keys/alice.pub
   m2kt serve --store broker/store --tokens broker/tokens.json --port 8000 --public-read
   m2kt serve --store /srv/store --tokens t.json --index postgresql://broker@/m2kt --port 8001
+  m2kt serve --tokens broker/tokens.json --revoke alice     # her token stops working at once
+  m2kt serve --store s --tokens t.json --certfile cert.pem --keyfile key.pem --rate-limit 20
   m2kt serve --load-test            # concurrent publishes and pulls on a temporary broker
 """
 
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
+from datetime import UTC, datetime, timedelta
 
 from m2kt.broker.extra import require
-from m2kt.broker.tokens import SCOPES, add_publisher
+from m2kt.broker.tokens import SCOPES, add_publisher, revoke_publisher
 from m2kt.cli._common import console, error_console, progress_bars
 from m2kt.errors import UsageError
 
@@ -43,8 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-upload-bytes", type=int, default=256 << 20, metavar="N", help="refuse larger uploads"
     )
+    parser.add_argument("--certfile", metavar="PEM", help="serve HTTPS with this certificate")
+    parser.add_argument("--keyfile", metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="N",
+        help="requests per second per token, per process (429 with Retry-After beyond)",
+    )
     admin = parser.add_argument_group("publishers")
     admin.add_argument("--add-publisher", metavar="NAME", help="add a publisher, print its token")
+    admin.add_argument(
+        "--expires-in", type=float, metavar="DAYS", help="with --add-publisher: the token's life"
+    )
+    admin.add_argument("--revoke", metavar="NAME", help="end a publisher's token now")
     admin.add_argument(
         "--key", action="append", default=[], metavar="PUB", help="the publisher's signing key"
     )
@@ -62,10 +78,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.revoke:
+        if not args.tokens:
+            raise UsageError("--revoke needs --tokens FILE")
+        revoke_publisher(args.tokens, args.revoke)
+        error_console.print(f"publisher {args.revoke}'s token revoked in {args.tokens}")
+        return 0
     if args.add_publisher:
         if not args.tokens:
             raise UsageError("--add-publisher needs --tokens FILE")
-        token = add_publisher(args.tokens, args.add_publisher, args.scopes.split(","), args.key)
+        expires = None
+        if args.expires_in is not None:
+            if not args.expires_in > 0:
+                raise UsageError("--expires-in must be a positive number of days")
+            expires = datetime.now(UTC) + timedelta(days=args.expires_in)
+        scopes = args.scopes.split(",")
+        token = add_publisher(args.tokens, args.add_publisher, scopes, args.key, expires)
         error_console.print(
             f"publisher {args.add_publisher} added to {args.tokens}; token (shown once, on stdout):"
         )
@@ -76,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         return _load_test(args)
     if not (args.store and args.tokens):
         raise UsageError("serve needs --store DIR and --tokens FILE")
+    if bool(args.certfile) != bool(args.keyfile):
+        raise UsageError("--certfile and --keyfile go together")
+    if args.rate_limit is not None and not args.rate_limit > 0:
+        raise UsageError("--rate-limit must be a positive number of requests per second")
     import uvicorn
 
     from m2kt.broker.registry import Registry
@@ -92,9 +124,24 @@ def run(args: argparse.Namespace) -> int:
         TokenTable.load(args.tokens),
         public_read=args.public_read,
         max_upload_bytes=args.max_upload_bytes,
+        rate_limit=args.rate_limit,
     )
-    error_console.print(f"m2kt broker on http://{args.host}:{args.port} (store {args.store})")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    access = logging.getLogger("m2kt.broker.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    scheme = "https" if args.certfile else "http"
+    error_console.print(f"m2kt broker on {scheme}://{args.host}:{args.port} (store {args.store})")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,  # m2kt.broker.access logs each request as one JSON line
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
+    )
     return 0
 
 
