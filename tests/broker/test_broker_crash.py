@@ -201,7 +201,9 @@ def test_many_clients_on_two_servers_race_publish_delete_and_pull(
     }
     shas = {k: file_sha256(p) for k, p in files.items()}
     digests = {seed: knowledge_packet(seed).digest for seed in seeds}
-    servers = [ServerProcess(store, tokens_file, index_url).start() for _ in range(2)]
+    servers = [ServerProcess(store, tokens_file, index_url).launch() for _ in range(2)]
+    for server in servers:
+        server.wait()
     wrong: list[str] = []
     counts: Counter[str] = Counter()
 

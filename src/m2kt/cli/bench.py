@@ -9,6 +9,9 @@
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts, teacher e1, student e2, 3 or 20 seeds
+  m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
+                                       processes, SQLite and PostgreSQL, 1,000 or 10,000
+                                       operations a run, loopback only (docs/broker.md)
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -25,7 +28,9 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=["patch", "efficiency", "safety"], help="which benchmark")
+    parser.add_argument(
+        "suite", choices=["patch", "efficiency", "safety", "broker"], help="which benchmark"
+    )
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument(
         "--regime",
@@ -38,8 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = embedding_cache(args)
     out = Path(args.out)
+    if args.suite == "broker":
+        from m2kt.broker.bench import PLANS as BROKER
+        from m2kt.broker.bench import run_broker_bench
+
+        result = run_broker_bench(BROKER[args.mode], out, log=lambda m: console.log(m))
+        console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
+        return (
+            0
+            if all(r["wrong_answers"] + r["index_file_disagreements"] == 0 for r in result["runs"])
+            else 1
+        )
+    cache = embedding_cache(args)
     if args.suite == "safety":
         from m2kt.bench.safety import PLANS as SAFETY
         from m2kt.bench.safety import run_safety
