@@ -57,3 +57,5 @@ def test_index_search_by_teacher_id_or_its_short_name(tmp_path: Path) -> None:
     with index.locked(*entry.key) as tx:
         tx.remove(*entry.key)
     assert index.keys() == []
+    with index._connect() as db:  # the teacher row went with its packet (ON DELETE CASCADE)
+        assert db.execute("SELECT count(*) FROM teachers").fetchone()[0] == 0

@@ -156,14 +156,7 @@ def _run(
         with ThreadPoolExecutor(max_workers=plan.clients) as pool:
             list(pool.map(client, range(plan.clients)))
         seconds = time.perf_counter() - began
-    registry = Registry.open(store, index)
-    consistency = registry.check()
-    missing_stable = [
-        (n, fingerprint)
-        for n in work.stable
-        for fingerprint in work.signer.values()
-        if fingerprint not in {e.signer for e in registry.entries(work.digest[n])}
-    ]
+    disagreements = _disagreements(Registry.open(store, index), work)
     done = sum(len(v) for v in latencies.values())
     row: dict[str, Any] = {
         "backend": backend,
@@ -174,10 +167,7 @@ def _run(
         "requests_per_second": round(done / seconds, 1),
         "wrong_answers": len(wrong),
         "wrong_examples": wrong[:5],
-        "index_file_disagreements": len(consistency.missing_files)
-        + len(consistency.unindexed_files)
-        + len(consistency.wrong_hashes)
-        + len(missing_stable),
+        "index_file_disagreements": disagreements,
     }
     for op in OPERATIONS:
         times = sorted(latencies[op])
@@ -271,3 +261,107 @@ def markdown(result: dict[str, Any]) -> str:
     speedups = ", ".join(f"{b} {s}x" for b, s in result["pull_speedup_two_processes"].items())
     lines.append(f"\nPull throughput, two processes over one: {speedups or 'n/a'}.\n")
     return "".join(lines)
+
+
+def run_crash_soak(
+    kills: int, clients: int, out: Path, log: Callable[[str], None] = lambda m: None
+) -> dict[str, Any]:
+    """Two server processes sharing a private PostgreSQL and one store, `clients` threads
+    writing and reading through both; `kills` times, one process (in turn) is killed with
+    SIGKILL mid-traffic and restarted, then the index and the files are compared with the
+    traffic paused. A request cut off by a kill has no answer and is not counted as wrong;
+    after the last restart every publish is repeated and must succeed. Writes
+    crash_soak.json."""
+    import httpx
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="m2kt-soak-") as tmp, private_postgres() as server:
+        work = _Workload.make(Path(tmp), 8)
+        index = fresh_database(server, "soak")
+        store = Path(tmp) / "store"
+        servers = [ServerProcess(store, work.tokens, index).launch() for _ in range(2)]
+        for process in servers:
+            process.wait()
+        for (name, _), path in work.files.items():
+            auth = {"Authorization": f"Bearer {work.token[name]}"}
+            httpx.post(f"{servers[0].url}/v1/packets", content=path.read_bytes(), headers=auth)
+        registry = Registry.open(store, index)
+        wrong: list[str] = []
+        counts: dict[str, int] = defaultdict(int)
+        disagreements = 0
+        lock = threading.Lock()
+        rng = random.Random(0)
+        try:
+            for kill in range(kills):
+                stop = threading.Event()
+
+                def client(number: int, stop: threading.Event = stop, seed: int = kill) -> None:
+                    local = random.Random(seed * 1000 + number)
+                    name = ("alice", "bob")[number % 2]
+                    url = servers[number % 2].url
+                    auth = {"Authorization": f"Bearer {work.token[name]}"}
+                    with httpx.Client(base_url=url, headers=auth, timeout=30) as http:
+                        while not stop.is_set():
+                            op = local.choices(OPERATIONS, [0.4, 0.1, 0.25, 0.25])[0]
+                            try:
+                                problem = _operate(http, op, name, local, work)
+                            except httpx.TransportError:
+                                with lock:
+                                    counts["refused_or_cut_off"] += 1
+                                continue
+                            with lock:
+                                counts[op] += 1
+                                if problem:
+                                    wrong.append(problem)
+
+                threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+                for thread in threads:
+                    thread.start()
+                time.sleep(rng.uniform(0.5, 1.5))
+                servers[kill % 2].kill()
+                stop.set()
+                for thread in threads:
+                    thread.join()
+                servers[kill % 2].start()  # recovers at start
+                disagreements += _disagreements(registry, work)
+                log(
+                    f"kill {kill + 1}/{kills}: {dict(counts)}, wrong {len(wrong)}, "
+                    f"disagreements {disagreements}"
+                )
+            for (name, n), path in work.files.items():  # every repeated publish succeeds
+                auth = {"Authorization": f"Bearer {work.token[name]}"}
+                answer = httpx.post(
+                    f"{servers[n % 2].url}/v1/packets", content=path.read_bytes(), headers=auth
+                )
+                if answer.status_code not in (200, 201):
+                    wrong.append(f"repeated publish {name} {n}: HTTP {answer.status_code}")
+            disagreements += _disagreements(registry, work)
+        finally:
+            for process in servers:
+                process.stop()
+    result = {
+        "kills": kills,
+        "clients": clients,
+        "operations_answered": sum(counts[op] for op in OPERATIONS),
+        "requests_refused_or_cut_off_by_a_kill": counts["refused_or_cut_off"],
+        "wrong_answers": len(wrong),
+        "wrong_examples": wrong[:5],
+        "index_file_disagreements": disagreements,
+        "wall_clock_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "crash_soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _disagreements(registry: Registry, work: _Workload) -> int:
+    """Index rows without their file, files without their row, wrong hashes, lost stable
+    entries."""
+    c = registry.check()
+    lost = [
+        (n, fingerprint)
+        for n in work.stable
+        for fingerprint in work.signer.values()
+        if fingerprint not in {e.signer for e in registry.entries(work.digest[n])}
+    ]
+    return len(c.missing_files) + len(c.unindexed_files) + len(c.wrong_hashes) + len(lost)

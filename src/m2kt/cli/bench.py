@@ -19,6 +19,7 @@ Embeddings are cached (with the seconds they took) under --cache, so a rerun cos
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from m2kt.cli._common import add_cache_argument, console, embedding_cache
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="efficiency only: run one regime's settings",
     )
     parser.add_argument("--out", default="out/bench", metavar="DIR")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=0,
+        metavar="N",
+        help="broker only: then SIGKILL and restart a server N times under writes",
+    )
     add_cache_argument(parser)
 
 
@@ -46,15 +54,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.suite == "broker":
         from m2kt.broker.bench import PLANS as BROKER
-        from m2kt.broker.bench import run_broker_bench
+        from m2kt.broker.bench import run_broker_bench, run_crash_soak
 
-        result = run_broker_bench(BROKER[args.mode], out, log=lambda m: console.log(m))
+        plan = BROKER[args.mode]
+        result = run_broker_bench(plan, out, log=lambda m: console.log(m))
         console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
-        return (
-            0
-            if all(r["wrong_answers"] + r["index_file_disagreements"] == 0 for r in result["runs"])
-            else 1
-        )
+        runs = result["runs"]
+        if args.kills > 0:
+            runs.append(run_crash_soak(args.kills, plan.clients, out, lambda m: console.log(m)))
+            console.print(json.dumps(runs[-1], indent=1), markup=False)
+        bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
+        return 0 if bad == 0 else 1
     cache = embedding_cache(args)
     if args.suite == "safety":
         from m2kt.bench.safety import PLANS as SAFETY
