@@ -71,7 +71,7 @@ def run_broker_bench(
         server = None
         if "postgresql" in plan.backends:
             server = stack.enter_context(private_postgres())
-        rows = []
+        rows: list[dict[str, Any]] = []
         for backend in plan.backends:
             for count in plan.processes:
                 log(f"{backend}, {count} server process(es), {plan.clients} clients")

@@ -56,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
         from m2kt.broker.bench import PLANS as BROKER
         from m2kt.broker.bench import run_broker_bench, run_crash_soak
 
-        plan = BROKER[args.mode]
-        result = run_broker_bench(plan, out, log=lambda m: console.log(m))
+        broker_plan = BROKER[args.mode]
+        result = run_broker_bench(broker_plan, out, log=lambda m: console.log(m))
         console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
         runs = result["runs"]
         if args.kills > 0:
-            runs.append(run_crash_soak(args.kills, plan.clients, out, lambda m: console.log(m)))
+            soak = run_crash_soak(args.kills, broker_plan.clients, out, lambda m: console.log(m))
+            runs.append(soak)
             console.print(json.dumps(runs[-1], indent=1), markup=False)
         bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
         return 0 if bad == 0 else 1
