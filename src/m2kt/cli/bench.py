@@ -9,6 +9,9 @@
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts, teacher e1, student e2, 3 or 20 seeds
+  m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
+                                       processes, SQLite and PostgreSQL, 1,000 or 10,000
+                                       operations a run, loopback only (docs/broker.md)
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -16,6 +19,7 @@ Embeddings are cached (with the seconds they took) under --cache, so a rerun cos
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from m2kt.cli._common import add_cache_argument, console, embedding_cache, output_directory
@@ -25,7 +29,9 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=["patch", "efficiency", "safety"], help="which benchmark")
+    parser.add_argument(
+        "suite", choices=["patch", "efficiency", "safety", "broker"], help="which benchmark"
+    )
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument(
         "--regime",
@@ -34,12 +40,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="efficiency only: run one regime's settings",
     )
     parser.add_argument("--out", default="out/bench", type=output_directory, metavar="DIR")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=0,
+        metavar="N",
+        help="broker only: then SIGKILL and restart a server N times under writes",
+    )
     add_cache_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = embedding_cache(args)
     out = Path(args.out)
+    if args.suite == "broker":
+        from m2kt.broker.bench import PLANS as BROKER
+        from m2kt.broker.bench import run_broker_bench, run_crash_soak
+
+        broker_plan = BROKER[args.mode]
+        result = run_broker_bench(broker_plan, out, log=lambda m: console.log(m))
+        console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
+        runs = result["runs"]
+        if args.kills > 0:
+            soak = run_crash_soak(args.kills, broker_plan.clients, out, lambda m: console.log(m))
+            runs.append(soak)
+            console.print(json.dumps(runs[-1], indent=1), markup=False)
+        bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
+        return 0 if bad == 0 else 1
+    cache = embedding_cache(args)
     if args.suite == "safety":
         from m2kt.bench.safety import PLANS as SAFETY
         from m2kt.bench.safety import run_safety
