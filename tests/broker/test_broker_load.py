@@ -8,8 +8,8 @@ from pathlib import Path
 
 from m2kt.broker import Entry, Query, Registry, SQLiteIndex
 from m2kt.broker.blobs import file_sha256
-from m2kt.broker.errors import ConflictError
 from m2kt.broker.loadtest import load_test, synthetic_packet
+from m2kt.packet import fingerprint_of_public_key
 
 
 def test_load_test_keeps_index_and_files_consistent(tmp_path: Path) -> None:
@@ -20,18 +20,18 @@ def test_load_test_keeps_index_and_files_consistent(tmp_path: Path) -> None:
     assert report.requests_per_second > 0 and report.seconds < 60
 
 
-def test_racing_publishers_of_one_digest_store_it_once(tmp_path: Path, keys, other_keys) -> None:
+def test_racing_publishers_of_one_digest_store_it_once_per_signer(
+    tmp_path: Path, keys, other_keys
+) -> None:
     registry = Registry.open(tmp_path / "store")
     packet = synthetic_packet(1)
     ours = packet.signed(keys[0]).save(tmp_path / "ours.m2kt")
     theirs = packet.signed(other_keys[0]).save(tmp_path / "theirs.m2kt")  # same digest
-    outcomes: list[object] = []
+    outcomes: list[tuple[str, bool]] = []
 
     def publish(path: Path, key: Path) -> None:
-        try:
-            outcomes.append(registry.publish_file(path, "p", [key])[1])
-        except ConflictError as exc:
-            outcomes.append(exc)
+        entry, new = registry.publish_file(path, "p", [key])
+        outcomes.append((entry.signer, new))
 
     threads = [threading.Thread(target=publish, args=(ours, keys[1])) for _ in range(6)]
     threads += [threading.Thread(target=publish, args=(theirs, other_keys[1])) for _ in range(2)]
@@ -39,18 +39,23 @@ def test_racing_publishers_of_one_digest_store_it_once(tmp_path: Path, keys, oth
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes.count(True) == 1  # exactly one publish stored the file
-    assert registry.check().ok and registry.check().entries == 1
-    conflicts = [o for o in outcomes if isinstance(o, ConflictError)]
-    assert len(conflicts) in (2, 6)  # whichever signature won, the other side is refused
-    winner = ours if len(conflicts) == 2 else theirs
-    assert registry.get(packet.digest).file_sha256 == file_sha256(winner)
+    ours_fp, theirs_fp = (fingerprint_of_public_key(k[1]) for k in (keys, other_keys))
+    assert sorted(outcomes).count((ours_fp, True)) == 1  # one publish per signer stored it
+    assert sorted(outcomes).count((theirs_fp, True)) == 1 and len(outcomes) == 8
+    assert registry.check().ok and registry.check().entries == 2
+    assert registry.get(packet.digest, [ours_fp]).file_sha256 == file_sha256(ours)
+    assert registry.get(packet.digest, [theirs_fp]).file_sha256 == file_sha256(theirs)
 
 
 def test_index_search_by_teacher_id_or_its_short_name(tmp_path: Path) -> None:
     index = SQLiteIndex(tmp_path / "index.sqlite")
     entry = Entry("sha256:" + "1" * 64, "f", 1, "knowledge", "p", "s", "t", "t", ["e1:MiniLM"])
-    assert index.add(entry) and not index.add(entry)
+    with index.locked(*entry.key) as tx:
+        tx.add(entry)
     assert [e.digest for e in index.search(Query(teacher="e1"))] == [entry.digest]
     assert index.search(Query(teacher="e")) == [] and index.search(Query(teacher="MiniLM")) == []
-    assert index.remove(entry.digest) and index.digests() == []
+    with index.locked(*entry.key) as tx:
+        tx.remove(*entry.key)
+    assert index.keys() == []
+    with index._connect() as db:  # the teacher row went with its packet (ON DELETE CASCADE)
+        assert db.execute("SELECT count(*) FROM teachers").fetchone()[0] == 0

@@ -1,4 +1,5 @@
-"""Every endpoint of a broker running on loopback, and every refusal the issue names."""
+"""Every endpoint of a broker running on loopback, and every refusal the issue names, on both
+index backends (SQLite and PostgreSQL); and the re-sign race: nobody can squat a packet."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import broker_backends
 import httpx
 import pytest
 
 from m2kt.broker import BrokerClient, Query, Registry, TokenTable, add_publisher, pull
+from m2kt.broker.blobs import file_sha256
 from m2kt.broker.errors import (
     AuthenticationError,
     NotFoundError,
@@ -20,9 +23,12 @@ from m2kt.broker.errors import (
 from m2kt.broker.loadtest import synthetic_packet
 from m2kt.broker.service import create_app, running
 from m2kt.errors import VerificationError
-from m2kt.packet import Limits
+from m2kt.packet import Limits, fingerprint_of_public_key
 
 from conftest import knowledge_packet
+
+postgres_server = broker_backends.postgres_server
+module_index_url = broker_backends.module_index_url
 
 MAX_UPLOAD = 64 << 10
 
@@ -36,7 +42,10 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker(
-    tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path], other_keys: tuple[Path, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    keys: tuple[Path, Path],
+    other_keys: tuple[Path, Path],
+    module_index_url: str | None,
 ) -> Iterator[Broker]:
     root = tmp_path_factory.mktemp("broker")
     tokens_file = root / "tokens.json"
@@ -48,7 +57,7 @@ def broker(
         ),
         "admin": add_publisher(tokens_file, "admin", ["admin"], []),
     }
-    registry = Registry.open(root / "store")
+    registry = Registry.open(root / "store", module_index_url)
     app = create_app(registry, TokenTable.load(tokens_file), max_upload_bytes=MAX_UPLOAD)
     with running(app) as url:
         yield Broker(url, registry, tokens)
@@ -190,7 +199,7 @@ def test_size_limits_and_unknown_digests(broker: Broker, keys, tmp_path: Path) -
 
     streamed = httpx.post(f"{broker.url}/v1/packets", content=chunks(), headers=auth)
     assert streamed.status_code == 413
-    assert list((broker.registry.blobs.root / "staging").iterdir()) == []
+    assert list(broker.registry.blobs.staging.glob("upload-*")) == []
 
     reader = BrokerClient(broker.url, broker.tokens["reader"])
     with pytest.raises(NotFoundError):
@@ -217,7 +226,7 @@ class LyingStore:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def download(self, digest: str, handle, max_bytes: int) -> None:
+    def download(self, digest: str, handle, max_bytes: int, signers=()) -> None:
         handle.write(self.data)
 
 
@@ -242,3 +251,77 @@ def test_public_reads_need_no_token_but_writes_still_do(broker: Broker, keys, tm
         with pytest.raises(AuthenticationError):
             anyone.publish(tmp_path / "o.m2kt")
         assert httpx.get(f"{url}/v1/health").json()["status"] == "ok"
+
+
+def test_a_resigned_copy_cannot_squat_the_signers_packet(
+    broker: Broker, keys, other_keys, tmp_path: Path
+) -> None:
+    """Mallory re-signs alice's body with his own key and publishes it first (the digest leaves
+    the signature out). Alice still publishes, pulls and deletes her own entry."""
+    body = knowledge_packet(110)
+    hers = body.signed(keys[0]).save(tmp_path / "hers.m2kt")
+    his = body.signed(other_keys[0]).save(tmp_path / "his.m2kt")
+    alice = BrokerClient(broker.url, broker.tokens["alice"])
+    mallory = BrokerClient(broker.url, broker.tokens["mallory"])
+    alice_fp, mallory_fp = (fingerprint_of_public_key(k[1]) for k in (keys, other_keys))
+
+    squat = mallory.publish(his)
+    assert (squat.signer, squat.publisher) == (mallory_fp, "mallory")
+    entry = alice.publish(hers)
+    assert (entry.digest, entry.signer, entry.publisher) == (squat.digest, alice_fp, "alice")
+    assert alice.publish(hers) == entry  # idempotent by digest and signer
+    reader = BrokerClient(broker.url, broker.tokens["reader"])
+    listed = reader.search(Query(digest=entry.digest))
+    assert {(e.signer, e.publisher) for e in listed} == {
+        (alice_fp, "alice"),
+        (mallory_fp, "mallory"),
+    }
+
+    got = pull(reader, entry.digest, tmp_path / "a.m2kt", trusted_keys=[keys[1]])
+    assert got.signer.fingerprint == alice_fp  # type: ignore[union-attr]
+    assert (tmp_path / "a.m2kt").read_bytes() == hers.read_bytes()
+    pull(reader, entry.digest, tmp_path / "m.m2kt", trusted_keys=[other_keys[1]])
+    assert (tmp_path / "m.m2kt").read_bytes() == his.read_bytes()
+
+    with pytest.raises(ScopeError):  # mallory may not delete alice's entry
+        mallory.delete(entry.digest, signer=alice_fp)
+    assert alice.delete(entry.digest).signer == alice_fp  # hers, not his
+    assert [e.signer for e in reader.search(Query(digest=entry.digest))] == [mallory_fp]
+    with pytest.raises(VerificationError, match="which you do not trust"):
+        pull(reader, entry.digest, tmp_path / "x.m2kt", trusted_keys=[keys[1]])
+    assert mallory.delete(entry.digest).signer == mallory_fp
+    assert broker.registry.check().ok
+
+
+def test_racing_resigned_publishes_each_keep_their_signer(
+    broker: Broker, keys, other_keys, tmp_path: Path
+) -> None:
+    """Both signers publish the same digests at the same time, many times over: every answer
+    names the caller's own signer, and each signer ends with exactly its own entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice_fp, mallory_fp = (fingerprint_of_public_key(k[1]) for k in (keys, other_keys))
+    jobs = []
+    for seed in range(120, 124):
+        body = knowledge_packet(seed)
+        jobs += [
+            ("alice", body.signed(keys[0]).save(tmp_path / f"a{seed}.m2kt"), alice_fp),
+            ("mallory", body.signed(other_keys[0]).save(tmp_path / f"m{seed}.m2kt"), mallory_fp),
+        ]
+
+    def publish(job: tuple[str, Path, str]) -> tuple[str, str, str]:
+        name, path, _ = job
+        entry = BrokerClient(broker.url, broker.tokens[name]).publish(path)
+        return entry.signer, entry.publisher, entry.file_sha256
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(publish, jobs * 4))
+    for (name, path, fingerprint), (signer, publisher, sha) in zip(jobs * 4, answers, strict=True):
+        assert (signer, publisher) == (fingerprint, name)
+        assert sha == file_sha256(path)
+    for digest in {knowledge_packet(s).digest for s in range(120, 124)}:
+        listed = broker.registry.entries(digest)
+        assert sorted(e.signer for e in listed) == sorted([alice_fp, mallory_fp])
+        for e in listed:
+            assert broker.registry.delete(digest, "admin", signer=e.signer, admin=True) == e
+    assert broker.registry.check().ok

@@ -61,6 +61,8 @@ ARGS = {
     "--packet": "file",
     "--task": "file",
     "--tokens": "file",
+    "--certfile": "file",
+    "--keyfile": "file",
     "--held-in": "file",
     "--adapter": "dir",
     "RUN_DIR": "dir",
@@ -74,12 +76,18 @@ ARGS = {
     "--from": "model",
     "--spec": "file",
     "--store": "store",
+    "--index": "out",
 }
 OUT_DIRS = {"ingest", "keygen", "bench", "report", "merge-bench", "demo", "serve"}
 # `verify` answers "is this file the genuine signed packet?": any file that is not is a no (1).
 EXIT = {"verify PACKET JUNK": 1}
 # Arguments that the base line leaves out but that take a path (tested on their own).
-EXTRA = {"ingest": ["--held-in"], "patch train": ["--cache"], "bench": ["--cache"]}
+EXTRA = {
+    "ingest": ["--held-in"],
+    "patch train": ["--cache"],
+    "bench": ["--cache"],
+    "serve": ["--certfile", "--keyfile", "--index"],
+}
 
 
 def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:

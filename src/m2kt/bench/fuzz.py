@@ -142,7 +142,18 @@ def csv_door(rng: random.Random, workdir: Path) -> None:
 TOKENS = {
     "publishers": {
         "alice": {"token_sha256": "0" * 64, "scopes": ["publish", "read"], "keys": ["a.pub"]},
-        "bob": {"token_sha256": "1" * 64, "scopes": ["admin"], "keys": []},
+        "bob": {
+            "token_sha256": "1" * 64,
+            "scopes": ["admin"],
+            "keys": [],
+            "expires_at": "2030-01-01T00:00:00+00:00",
+        },
+        "carol": {
+            "token_sha256": "",
+            "scopes": ["read"],
+            "keys": [],
+            "revoked_at": "2026-01-01T00:00:00+00:00",
+        },
     }
 }
 
@@ -208,7 +219,9 @@ def broker_body_door(rng: random.Random, workdir: Path) -> None:
     else:
         body = {"error": "upload refused", "hint": "sign it", "type": "RefusedPacketError"}
         error = error_from_body(
-            rng.choice([400, 401, 404, 413, 422, 500]), _variant(body, rng, encode)
+            rng.choice([400, 401, 404, 413, 422, 429, 500]),
+            _variant(body, rng, encode),
+            rng.choice([None, "", "7", "²", "-1", "1e3", "9" * 5000]),
         )
         " ".join(error.message.split() + error.hint.split())  # what the CLI does with it
 

@@ -1,13 +1,16 @@
 """Both kinds of store a user talks to, with one interface: a broker URL or a local directory.
 
-`pull` never trusts the store: the received file is written beside its destination, opened with
-the packet loader, its signature verified against the caller's keys and its digest compared
-with the one asked for, and only then renamed into place.
+`pull` never trusts the store: it asks for the entry of the digest that one of the caller's keys
+signed (a digest can be held by several signers), writes the received file beside its
+destination, opens it with the packet loader, verifies its signature against the caller's keys,
+compares its digest with the one asked for, and only then renames it into place.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +21,7 @@ from m2kt.broker.errors import (
     BrokerError,
     ConflictError,
     NotFoundError,
+    RateLimitedError,
     RefusedPacketError,
     ScopeError,
     TooLargeError,
@@ -25,8 +29,8 @@ from m2kt.broker.errors import (
 from m2kt.broker.extra import require
 from m2kt.broker.index import Entry, Query
 from m2kt.broker.registry import Registry, normalize_digest
-from m2kt.errors import UsageError, VerificationError
-from m2kt.packet import DEFAULT_LIMITS, Limits, Packet, load_packet
+from m2kt.errors import UntrustedKeyError, UsageError, VerificationError
+from m2kt.packet import DEFAULT_LIMITS, Limits, Packet, fingerprint_of_public_key, load_packet
 from m2kt.packet.canonical import strict_loads
 
 _BY_STATUS: dict[int, type[BrokerError] | type[RefusedPacketError]] = {
@@ -43,9 +47,12 @@ class Store(Protocol):
 
     def search(self, query: Query) -> list[Entry]: ...
 
-    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None: ...
+    def download(
+        self, digest: str, handle: BinaryIO, max_bytes: int, signers: Sequence[str] = ()
+    ) -> None:
+        """The file of the oldest entry signed by one of `signers` (fingerprint prefixes)."""
 
-    def delete(self, digest: str) -> Entry: ...
+    def delete(self, digest: str, signer: str | None = None) -> Entry: ...
 
 
 class BrokerClient:
@@ -75,11 +82,14 @@ class BrokerClient:
         params = {k: v for k, v in vars(query).items() if v is not None}
         return entries_from_body(self._call("GET", "/v1/packets", params=params).content)
 
-    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None:
+    def download(
+        self, digest: str, handle: BinaryIO, max_bytes: int, signers: Sequence[str] = ()
+    ) -> None:
         import httpx
 
+        params = {"signer": list(signers)}
         try:
-            with self._http.stream("GET", f"/v1/packets/{digest}") as response:
+            with self._http.stream("GET", f"/v1/packets/{digest}", params=params) as response:
                 if response.status_code != 200:
                     response.read()
                     _raise_for(response)
@@ -95,8 +105,9 @@ class BrokerClient:
         except httpx.HTTPError as exc:
             raise _unreachable(self.url, exc) from None
 
-    def delete(self, digest: str) -> Entry:
-        return entry_from_body(self._call("DELETE", f"/v1/packets/{digest}").content)
+    def delete(self, digest: str, signer: str | None = None) -> Entry:
+        params = {"signer": signer} if signer else {}
+        return entry_from_body(self._call("DELETE", f"/v1/packets/{digest}", params=params).content)
 
     def close(self) -> None:
         self._http.close()
@@ -130,14 +141,17 @@ class DirectoryStore:
     def search(self, query: Query) -> list[Entry]:
         return self.registry.search(query)
 
-    def download(self, digest: str, handle: BinaryIO, max_bytes: int) -> None:
-        if self.registry.get(digest).size > max_bytes:
-            raise TooLargeError(f"{digest} is over the limit of {max_bytes} bytes")
-        for chunk in self.registry.read(digest):
-            handle.write(chunk)
+    def download(
+        self, digest: str, handle: BinaryIO, max_bytes: int, signers: Sequence[str] = ()
+    ) -> None:
+        entry, source = self.registry.open_file(digest, signers)
+        with source:
+            if entry.size > max_bytes:
+                raise TooLargeError(f"{digest} is over the limit of {max_bytes} bytes")
+            shutil.copyfileobj(source, handle)
 
-    def delete(self, digest: str) -> Entry:
-        return self.registry.delete(digest, self.publisher)
+    def delete(self, digest: str, signer: str | None = None) -> Entry:
+        return self.registry.delete(digest, self.publisher, self.keys, signer)
 
 
 def open_store(
@@ -160,15 +174,24 @@ def pull(
     allow_unsigned: bool = False,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Packet:
-    """Fetch a packet by digest into `out`, verified; nothing is written unless it verifies."""
+    """Fetch a packet by digest into `out`, verified; nothing is written unless it verifies.
+
+    The store is asked for the entry one of `trusted_keys` signed (any entry when there are
+    none), so another signer holding the same digest cannot stand in for yours.
+    """
     wanted = normalize_digest(digest)
+    prints = [fingerprint_of_public_key(k) for k in trusted_keys]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     staged = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            store.download(wanted, handle, limits.max_file_bytes)
+            try:
+                store.download(wanted, handle, limits.max_file_bytes, prints)
+            except NotFoundError:
+                _explain_missing(store, wanted, prints)
+                raise
         packet = load_packet(
             staged, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, limits=limits
         )
@@ -178,6 +201,19 @@ def pull(
     finally:
         staged.unlink(missing_ok=True)
     return packet
+
+
+def _explain_missing(store: Store, digest: str, prints: Sequence[str]) -> None:
+    """When the digest is there but signed only by keys the caller does not trust, say so."""
+    if not prints:
+        return
+    others = [e.signer for e in store.search(Query(digest=digest))]
+    if others:
+        raise UntrustedKeyError(
+            f"{digest} is in the store, but signed only by "
+            f"{', '.join(s[:16] for s in others)}, which you do not trust",
+            "pass the public key of the signer you expect with --key",
+        )
 
 
 def entry_from_body(body: bytes) -> Entry:
@@ -204,12 +240,17 @@ def _entries(body: bytes, *, many: bool) -> list[Entry]:
 
 
 def _raise_for(response) -> None:  # type: ignore[no-untyped-def]
-    raise error_from_body(response.status_code, response.content)
+    raise error_from_body(
+        response.status_code, response.content, response.headers.get("Retry-After")
+    )
 
 
-def error_from_body(status: int, body: bytes) -> BrokerError | RefusedPacketError:
+def error_from_body(
+    status: int, body: bytes, retry_after: str | None = None
+) -> BrokerError | RefusedPacketError:
     """The error a broker's error answer stands for: `{"error", "hint", "type"}` when it is one
-    of ours, else the status and the start of the body. Only strings are taken from it."""
+    of ours, else the status and the start of the body. Only strings are taken from it, and
+    from a 429's `retry_after` (the Retry-After header) only a short count of seconds."""
     try:
         value = strict_loads(body)
     except ValueError:
@@ -223,6 +264,10 @@ def error_from_body(status: int, body: bytes) -> BrokerError | RefusedPacketErro
     # query value out of range.
     if status == 422 and kind == "RefusedPacketError":
         return RefusedPacketError(f"broker: {message[:500]}", hint)
+    if status == 429:
+        wait = retry_after or ""
+        seconds = int(wait) if re.fullmatch(r"[0-9]{1,6}", wait) else 1
+        return RateLimitedError(f"broker: {message[:500]}", seconds)
     return _BY_STATUS.get(status, BrokerError)(f"broker: {message[:500]}", hint)
 
 

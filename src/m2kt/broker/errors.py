@@ -36,6 +36,17 @@ class ConflictError(BrokerError):
     default_hint = "the store already holds this packet with other signature bytes; pull that one"
 
 
+class RateLimitedError(BrokerError):
+    """Too many requests with one token; `retry_after` is how many seconds to wait."""
+
+    status = 429
+    default_hint = "wait as long as the Retry-After header says, then repeat the request"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TooLargeError(BrokerError):
     status = 413
     default_hint = "the broker's operator sets the limit with `m2kt serve --max-upload-bytes`"

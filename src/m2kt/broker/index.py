@@ -1,16 +1,26 @@
-"""The broker's index: what each stored packet is, searchable. SQLite by default.
+"""The broker's index: what each stored packet is, searchable. SQLite by default, or PostgreSQL.
 
-`Index` is the interface; `SQLiteIndex` the embedded implementation. A PostgreSQL index would
-implement the same five methods with the same tables. Every write is one transaction, and each
-call opens its own connection, so threads and processes sharing one database file never see a
-half-written entry (SQLite's WAL journal serialises the writers; readers are not blocked).
+An entry is one signer's packet: the key is (digest, signer), because the digest leaves the
+signature out and a second key can sign the same body. Nobody can take over another signer's
+entry, so a publisher can always publish and delete what their own key signed.
+
+`Index` is the interface; `SQLiteIndex` the embedded implementation and
+`m2kt.broker.postgres.PostgresIndex` the shared one, both on the SQL of `SQLIndex`. Every change
+of one key's row happens inside `locked(digest, signer)`: one transaction that holds that key's
+lock (SQLite: the database's write lock; PostgreSQL: an advisory lock on the key) while the
+registry moves the key's file, so the row and the file change together for every process that
+shares the index. Concept, teacher and tag rows reference their packet row and are deleted with
+it (a foreign key with ON DELETE CASCADE), so no orphaned row can exist.
+
+The schema is versioned: `MIGRATIONS[n]` takes a database from version n-1 to n, applied in one
+transaction under a lock when the index is opened, and recorded in `schema_version`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,26 +28,48 @@ from typing import Any, Protocol
 
 from m2kt.packet import Packet
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS packets (
+_V1 = [  # the schema before signers shared digests: one row per digest
+    """CREATE TABLE IF NOT EXISTS packets (
     digest TEXT PRIMARY KEY, file_sha256 TEXT NOT NULL, size INTEGER NOT NULL,
     kind TEXT NOT NULL, publisher TEXT NOT NULL, signer TEXT NOT NULL,
-    created_at TEXT NOT NULL, published_at TEXT NOT NULL, entry TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS concepts (digest TEXT NOT NULL, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS teachers (digest TEXT NOT NULL, model TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tags (digest TEXT NOT NULL, tag TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS concepts_name ON concepts (name);
-CREATE INDEX IF NOT EXISTS teachers_model ON teachers (model);
-CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag);
-CREATE INDEX IF NOT EXISTS concepts_digest ON concepts (digest);
-CREATE INDEX IF NOT EXISTS teachers_digest ON teachers (digest);
-CREATE INDEX IF NOT EXISTS tags_digest ON tags (digest);
-"""
+    created_at TEXT NOT NULL, published_at TEXT NOT NULL, entry TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS concepts (digest TEXT NOT NULL, name TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS teachers (digest TEXT NOT NULL, model TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tags (digest TEXT NOT NULL, tag TEXT NOT NULL)",
+]
+_CHILDREN = (("concepts", "name"), ("teachers", "model"), ("tags", "tag"))
+_V2 = [
+    """CREATE TABLE packets_v2 (
+    digest TEXT NOT NULL, signer TEXT NOT NULL, file_sha256 TEXT NOT NULL, size BIGINT NOT NULL,
+    kind TEXT NOT NULL, publisher TEXT NOT NULL, created_at TEXT NOT NULL,
+    published_at TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (digest, signer))""",
+    """INSERT INTO packets_v2 SELECT digest, signer, file_sha256, size, kind, publisher,
+    created_at, published_at, entry FROM packets""",
+    *[
+        sql
+        for table, column in _CHILDREN
+        for sql in (
+            f"""CREATE TABLE {table}_v2 (digest TEXT NOT NULL, signer TEXT NOT NULL,
+            {column} TEXT NOT NULL, FOREIGN KEY (digest, signer)
+            REFERENCES packets_v2 (digest, signer) ON DELETE CASCADE)""",
+            f"""INSERT INTO {table}_v2 SELECT c.digest, p.signer, c.{column}
+            FROM {table} c JOIN packets p ON p.digest = c.digest""",
+            f"DROP TABLE {table}",
+        )
+    ],
+    "DROP TABLE packets",
+    "ALTER TABLE packets_v2 RENAME TO packets",
+    *[f"ALTER TABLE {table}_v2 RENAME TO {table}" for table, _ in _CHILDREN],
+    *[f"CREATE INDEX {t}_{c} ON {t} ({c})" for t, c in _CHILDREN],
+    *[f"CREATE INDEX {t}_key ON {t} (digest, signer)" for t, _ in _CHILDREN],
+    "CREATE INDEX packets_published ON packets (published_at, digest, signer)",
+]
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One stored packet as the index and the API describe it."""
+    """One signer's stored packet as the index and the API describe it."""
 
     digest: str
     file_sha256: str
@@ -79,6 +111,10 @@ class Entry:
             parents=list(m.provenance.parents),
         )
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.digest, self.signer
+
     @classmethod
     def from_json(cls, value: Any) -> Entry:
         """An entry from a decoded JSON object (a broker's answer: untrusted); fields of the
@@ -110,7 +146,7 @@ class Query:
 
     `concept` matches a substring of a concept name, case-insensitively; `signer` a prefix of
     the signer key's fingerprint; `teacher` a model id, or its part before a colon; the others
-    match exactly.
+    match exactly. Entries come oldest first.
     """
 
     concept: str | None = None
@@ -120,116 +156,179 @@ class Query:
     publisher: str | None = None
     limit: int = 100
     offset: int = 0
+    digest: str | None = None
+
+
+class KeyTransaction(Protocol):
+    """The writes allowed while one key's lock is held; they commit together at the end."""
+
+    def get(self, digest: str, signer: str) -> Entry | None: ...
+
+    def add(self, entry: Entry) -> None: ...
+
+    def remove(self, digest: str, signer: str) -> None: ...
 
 
 class Index(Protocol):
-    def add(self, entry: Entry) -> bool:
-        """Insert; False (and no change) when the digest is already indexed."""
+    def locked(self, digest: str, signer: str) -> Any:
+        """A context manager: one transaction holding the lock of (digest, signer)."""
 
-    def get(self, digest: str) -> Entry | None: ...
+    def get(self, digest: str, signer: str) -> Entry | None: ...
 
     def search(self, query: Query) -> list[Entry]: ...
 
-    def remove(self, digest: str) -> bool: ...
-
-    def digests(self) -> list[str]: ...
+    def keys(self) -> list[tuple[str, str]]: ...
 
 
-class SQLiteIndex:
+class SQLIndex:
+    """The SQL both backends share; a backend supplies connections and the key lock.
+
+    Statements are written with `?` placeholders; `placeholder` is what the driver wants.
+    """
+
+    placeholder = "?"
+
+    def get(self, digest: str, signer: str) -> Entry | None:
+        with self._connect() as db:
+            return _Writes(self, db).get(digest, signer)
+
+    def search(self, query: Query) -> list[Entry]:
+        like = "LIKE ? ESCAPE '\\'"
+        same_key = "digest = packets.digest AND signer = packets.signer"
+        filters: list[tuple[str | None, str, list[str | None]]] = [
+            (
+                query.concept,
+                f"EXISTS (SELECT 1 FROM concepts WHERE {same_key} AND lower(name) {like})",
+                [f"%{_escape_like((query.concept or '').lower())}%"],
+            ),
+            (  # `e1` finds the teacher recorded as `e1:all-MiniLM-L6-v2`
+                query.teacher,
+                f"EXISTS (SELECT 1 FROM teachers WHERE {same_key} AND (model = ? OR model {like}))",
+                [query.teacher, f"{_escape_like(query.teacher or '')}:%"],
+            ),
+            (
+                query.tag,
+                f"EXISTS (SELECT 1 FROM tags WHERE {same_key} AND tag = ?)",
+                [query.tag],
+            ),
+            (query.signer, f"signer {like}", [f"{_escape_like(query.signer or '')}%"]),
+            (query.publisher, "publisher = ?", [query.publisher]),
+            (query.digest, "digest = ?", [query.digest]),
+        ]
+        clauses = [clause for value, clause, _ in filters if value]
+        params = [p for value, _, values in filters if value for p in values]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT entry FROM packets {where} "
+            "ORDER BY published_at, digest, signer LIMIT ? OFFSET ?"
+        )
+        with self._connect() as db:
+            rows = self._run(db, sql, (*params, query.limit, query.offset)).fetchall()
+        return [Entry(**json.loads(r[0])) for r in rows]
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._connect() as db:
+            rows = self._run(db, "SELECT digest, signer FROM packets ORDER BY digest, signer")
+            return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def _run(self, db: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = db.cursor()
+        cursor.execute(sql.replace("?", self.placeholder), tuple(params))
+        return cursor
+
+    def _migrate(self, db: Any, version: int) -> None:
+        """Bring the schema from `version` to the newest, inside the caller's transaction."""
+        for number in sorted(MIGRATIONS):
+            if number > version:
+                for sql in MIGRATIONS[number]:
+                    self._run(db, sql)
+        self._run(db, "DELETE FROM schema_version")
+        self._run(db, "INSERT INTO schema_version VALUES (?)", (max(MIGRATIONS),))
+
+    def _connect(self) -> Any:  # a context manager yielding a DB-API connection
+        raise NotImplementedError
+
+
+class _Writes:
+    """`KeyTransaction` over one connection inside a transaction."""
+
+    def __init__(self, index: SQLIndex, db: Any) -> None:
+        self.index, self.db = index, db
+
+    def get(self, digest: str, signer: str) -> Entry | None:
+        sql = "SELECT entry FROM packets WHERE digest = ? AND signer = ?"
+        row = self.index._run(self.db, sql, (digest, signer)).fetchone()
+        return Entry(**json.loads(row[0])) if row else None
+
+    def add(self, entry: Entry) -> None:
+        e = entry
+        self.index._run(
+            self.db,
+            "INSERT INTO packets (digest, signer, file_sha256, size, kind, publisher, created_at, "
+            "published_at, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.digest,
+                e.signer,
+                e.file_sha256,
+                e.size,
+                e.kind,
+                e.publisher,
+                e.created_at,
+                e.published_at,
+                json.dumps(e.as_dict(), sort_keys=True),
+            ),
+        )
+        for (table, column), values in zip(
+            _CHILDREN, (e.concepts, e.teachers, e.tags), strict=True
+        ):
+            for value in values:
+                self.index._run(
+                    self.db,
+                    f"INSERT INTO {table} (digest, signer, {column}) VALUES (?, ?, ?)",
+                    (e.digest, e.signer, value),
+                )
+
+    def remove(self, digest: str, signer: str) -> None:
+        sql = "DELETE FROM packets WHERE digest = ? AND signer = ?"
+        self.index._run(self.db, sql, (digest, signer))
+
+
+class SQLiteIndex(SQLIndex):
+    """One database file; WAL mode, so readers are not blocked by the one writer."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db.execute("PRAGMA foreign_keys = OFF")  # a migration rebuilds referenced tables
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'packets'").fetchone()
+            version = row[0] if row else (1 if legacy else 0)
+            if version < max(MIGRATIONS):
+                self._migrate(db, version)
+            db.execute("COMMIT")
 
-    def add(self, entry: Entry) -> bool:
-        with self._write() as db:
-            if db.execute("SELECT 1 FROM packets WHERE digest = ?", (entry.digest,)).fetchone():
-                return False
-            db.execute(
-                "INSERT INTO packets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.digest,
-                    entry.file_sha256,
-                    entry.size,
-                    entry.kind,
-                    entry.publisher,
-                    entry.signer,
-                    entry.created_at,
-                    entry.published_at,
-                    json.dumps(entry.as_dict(), sort_keys=True),
-                ),
-            )
-            for table, column, values in (
-                ("concepts", "name", entry.concepts),
-                ("teachers", "model", entry.teachers),
-                ("tags", "tag", entry.tags),
-            ):
-                db.executemany(
-                    f"INSERT INTO {table} (digest, {column}) VALUES (?, ?)",
-                    [(entry.digest, v) for v in values],
-                )
-            return True
-
-    def get(self, digest: str) -> Entry | None:
+    @contextmanager
+    def locked(self, digest: str, signer: str) -> Iterator[KeyTransaction]:
+        """The database's write lock, taken before the first read (BEGIN IMMEDIATE)."""
         with self._connect() as db:
-            row = db.execute("SELECT entry FROM packets WHERE digest = ?", (digest,)).fetchone()
-        return Entry(**json.loads(row[0])) if row else None
-
-    def search(self, query: Query) -> list[Entry]:
-        like = "LIKE ? ESCAPE '\\'"
-        filters: list[tuple[str | None, str, list[str | None]]] = [
-            (
-                query.concept,
-                f"digest IN (SELECT digest FROM concepts WHERE name {like})",
-                [f"%{_escape_like(query.concept or '')}%"],
-            ),
-            (  # `e1` finds the teacher recorded as `e1:all-MiniLM-L6-v2`
-                query.teacher,
-                f"digest IN (SELECT digest FROM teachers WHERE model = ? OR model {like})",
-                [query.teacher, f"{_escape_like(query.teacher or '')}:%"],
-            ),
-            (query.tag, "digest IN (SELECT digest FROM tags WHERE tag = ?)", [query.tag]),
-            (query.signer, f"signer {like}", [f"{_escape_like(query.signer or '')}%"]),
-            (query.publisher, "publisher = ?", [query.publisher]),
-        ]
-        clauses = [clause for value, clause, _ in filters if value]
-        params = [p for value, _, values in filters if value for p in values]
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT entry FROM packets {where} ORDER BY published_at, digest LIMIT ? OFFSET ?"
-        with self._connect() as db:
-            rows = db.execute(sql, (*params, query.limit, query.offset)).fetchall()
-        return [Entry(**json.loads(r[0])) for r in rows]
-
-    def remove(self, digest: str) -> bool:
-        with self._write() as db:
-            gone = db.execute("DELETE FROM packets WHERE digest = ?", (digest,)).rowcount
-            for table in ("concepts", "teachers", "tags"):
-                db.execute(f"DELETE FROM {table} WHERE digest = ?", (digest,))
-            return gone > 0
-
-    def digests(self) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT digest FROM packets ORDER BY digest")]
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Writes(self, db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
             db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA foreign_keys = ON")
             yield db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction: the write lock is taken before the first read."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
 
 def _escape_like(text: str) -> str:

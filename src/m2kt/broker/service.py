@@ -1,25 +1,35 @@
 """The broker's HTTP API (FastAPI; the OpenAPI spec is served at /openapi.json).
 
   POST   /v1/packets?tag=T       upload one packet file as the raw body (scope publish)
-  GET    /v1/packets?concept=…   list and search (teacher, signer, tag, publisher, limit, offset)
-  GET    /v1/packets/{digest}    the packet file, streamed
-  GET    /v1/packets/{digest}/entry   what the index knows of it
-  DELETE /v1/packets/{digest}    remove a packet you published (scope delete; admin: any)
-  GET    /v1/health
+  GET    /v1/packets?concept=…   list and search (teacher, signer, tag, publisher, digest, …)
+  GET    /v1/packets/{digest}?signer=F&signer=G   the file of the oldest entry signed by one of
+                                 those keys (fingerprint prefixes; any signer if none), streamed
+  GET    /v1/packets/{digest}/entry?signer=F      what the index knows of that entry
+  DELETE /v1/packets/{digest}?signer=F   remove your entry (scope delete; admin: any)
+  GET    /v1/health      the process answers
+  GET    /healthz        the process, its index and its store answer (503 when one does not)
+
+A digest can be held by several signers, one entry each (see m2kt.broker.registry).
 
 Tokens travel as `Authorization: Bearer <token>`. Reads need scope read unless the broker was
 started with public reads. Uploads stream to a staging file and are refused with 413 as soon as
-they pass the size limit, before anything is parsed.
+they pass the size limit, before anything is parsed. With `rate_limit` each token may make that
+many requests a second (bursts of as many), else 429 with Retry-After; the limit is per
+process. Every request is logged as one JSON line on the `m2kt.broker.access` logger.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
 # run time, and those of the nested dependencies name local objects.
 
+import json
+import logging
+import math
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request, Security
@@ -28,14 +38,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from m2kt import __version__
-from m2kt.broker.errors import AuthenticationError, ScopeError, TooLargeError
+from m2kt.broker.blobs import read_chunks
+from m2kt.broker.errors import AuthenticationError, RateLimitedError, ScopeError, TooLargeError
 from m2kt.broker.index import Entry
 from m2kt.broker.index import Query as SearchQuery
-from m2kt.broker.registry import Registry
+from m2kt.broker.registry import Registry, normalize_digest
 from m2kt.broker.tokens import Publisher, TokenTable
 from m2kt.errors import M2KTError
 
 DEFAULT_MAX_UPLOAD = 256 << 20
+ACCESS_LOG = logging.getLogger("m2kt.broker.access")
 _BINARY_BODY = {
     "requestBody": {
         "required": True,
@@ -50,6 +62,7 @@ def create_app(
     *,
     public_read: bool = False,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+    rate_limit: float | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="m2kt knowledge broker",
@@ -57,16 +70,40 @@ def create_app(
         description="Publish, search and fetch signed m2kt knowledge packets by digest.",
     )
     bearer = HTTPBearer(auto_error=False, description="a publisher token")
+    limiter = RateLimiter(rate_limit) if rate_limit else None
 
     def caller(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> Publisher | None:
         if credentials is None:
             return None
         publisher = tokens.authenticate(credentials.credentials)
         if publisher is None:
-            raise AuthenticationError("the token is not known to this broker")
+            raise AuthenticationError("the token is not known to this broker, or has expired")
+        request.state.publisher = publisher.name
+        if limiter is not None:
+            limiter.take(publisher.name)
         return publisher
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        ACCESS_LOG.info(
+            json.dumps(
+                {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round(1000 * (time.perf_counter() - started), 1),
+                    "publisher": getattr(request.state, "publisher", None),
+                    "client": request.client.host if request.client else None,
+                }
+            )
+        )
+        return response
 
     def needs(scope: str) -> Callable[[Publisher | None], Publisher | None]:
         def check(who: Annotated[Publisher | None, Depends(caller)]) -> Publisher | None:
@@ -84,11 +121,25 @@ def create_app(
     def _error(request: Request, exc: M2KTError) -> JSONResponse:
         status = getattr(exc, "status", 400)  # broker errors carry theirs; others are bad input
         body = {"error": exc.message, "hint": exc.hint, "type": type(exc).__name__}
-        return JSONResponse(body, status_code=status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else {}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        checks = {}
+        for name, probe in (("index", registry.index.keys), ("store", registry.blobs.writable)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:  # any failure is the answer: this is a health check
+                checks[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ok" if ok else "failing", "version": __version__, **checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.post("/v1/packets", status_code=201, openapi_extra=_BINARY_BODY)
     async def publish(
@@ -120,13 +171,19 @@ def create_app(
         publisher: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
+        digest: str | None = None,
     ) -> list[Entry]:
-        query = SearchQuery(concept, teacher, signer, tag, publisher, limit, offset)
+        wanted = normalize_digest(digest) if digest else None
+        query = SearchQuery(concept, teacher, signer, tag, publisher, limit, offset, wanted)
         return registry.search(query)
 
     @app.get("/v1/packets/{digest}/entry")
-    def entry(digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]) -> Entry:
-        return registry.get(digest)
+    def entry(
+        digest: str,
+        who: Annotated[Publisher | None, Depends(needs("read"))],
+        signer: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
+    ) -> Entry:
+        return registry.get(digest, signer)
 
     @app.get(
         "/v1/packets/{digest}",
@@ -134,24 +191,51 @@ def create_app(
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     def fetch(
-        digest: str, who: Annotated[Publisher | None, Depends(needs("read"))]
+        digest: str,
+        who: Annotated[Publisher | None, Depends(needs("read"))],
+        signer: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
     ) -> StreamingResponse:
-        found = registry.get(digest)
+        found, handle = registry.open_file(digest, signer)
         headers = {
             "Content-Length": str(found.size),
-            "ETag": f'"{found.digest}"',
+            "ETag": f'"{found.digest}/{found.signer}"',
             "X-M2KT-Digest": found.digest,
+            "X-M2KT-Signer": found.signer,
             "X-M2KT-File-SHA256": found.file_sha256,
         }
         return StreamingResponse(
-            registry.read(found.digest), media_type="application/octet-stream", headers=headers
+            read_chunks(handle), media_type="application/octet-stream", headers=headers
         )
 
     @app.delete("/v1/packets/{digest}")
-    def delete(digest: str, who: Annotated[Publisher, Depends(needs("delete"))]) -> Entry:
-        return registry.delete(digest, who.name, admin="admin" in who.scopes)
+    def delete(
+        digest: str,
+        who: Annotated[Publisher, Depends(needs("delete"))],
+        signer: str | None = None,
+    ) -> Entry:
+        return registry.delete(digest, who.name, who.keys, signer, admin="admin" in who.scopes)
 
     return app
+
+
+class RateLimiter:
+    """A token bucket per publisher: `rate` requests a second, bursts of up to `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, max(1.0, rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            level, then = self._buckets.get(who, (self.burst, now))
+            level = min(self.burst, level + (now - then) * self.rate)
+            if level < 1:
+                self._buckets[who] = (level, now)
+                wait = math.ceil((1 - level) / self.rate)
+                raise RateLimitedError(f"publisher {who} is over {self.rate:g} requests/s", wait)
+            self._buckets[who] = (level - 1, now)
 
 
 @contextmanager

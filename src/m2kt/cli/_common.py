@@ -25,6 +25,7 @@ from rich.text import Text
 
 from m2kt.atomic import atomic_write_bytes
 from m2kt.errors import UsageError
+from m2kt.inputs import read_bounded
 from m2kt.packet import Limits, Packet
 
 
@@ -86,6 +87,24 @@ def _writable_parent(text: str) -> None:
         raise UsageError(f"cannot write {text}: {existing} is a file", "name another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {text}: {existing} is not writable", "name another path")
+
+
+def pem_file(text: str) -> str:
+    """An argparse type: a PEM file (a TLS certificate or its key) that reads within 1 MiB."""
+    hint = "name a PEM file (-----BEGIN …)"
+    if b"-----BEGIN " not in read_bounded(Path(text), "PEM file", 1 << 20, hint):
+        raise UsageError(f"{text} is not a PEM file", hint)
+    return text
+
+
+def broker_index(text: str) -> str:
+    """An argparse type: a broker's index, a postgresql:// URL or a SQLite file to write."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    _writable_parent(text)
+    if Path(text).is_dir():
+        raise UsageError(f"index {text} is a directory", "name a SQLite file or postgresql://…")
+    return text
 
 
 def concept_spec(text: str) -> str:

@@ -13,6 +13,9 @@
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts, teacher e1, student e2, 3 or 20 seeds
+  m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
+                                       processes, SQLite and PostgreSQL, 1,000 or 10,000
+                                       operations a run, loopback only (docs/broker.md)
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -20,6 +23,7 @@ Embeddings are cached (with the seconds they took) under --cache, so a rerun cos
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +40,9 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=["patch", "efficiency", "safety"], help="which benchmark")
+    parser.add_argument(
+        "suite", choices=["patch", "efficiency", "safety", "broker"], help="which benchmark"
+    )
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument(
         "--regime",
@@ -65,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="patch only: also fine-tune the weak (or both) encoders end to end, every weight, "
         "and learn the patch from the weak one (slow on a CPU; kept in OUT/finetuned, reused)",
     )
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=0,
+        metavar="N",
+        help="broker only: then SIGKILL and restart a server N times under writes",
+    )
     add_cache_argument(parser)
 
 
@@ -78,8 +91,22 @@ def model_pair(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = embedding_cache(args)
     out = Path(args.out)
+    if args.suite == "broker":
+        from m2kt.broker.bench import PLANS as BROKER
+        from m2kt.broker.bench import run_broker_bench, run_crash_soak
+
+        broker_plan = BROKER[args.mode]
+        result = run_broker_bench(broker_plan, out, log=lambda m: console.log(m))
+        console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
+        runs = result["runs"]
+        if args.kills > 0:
+            soak = run_crash_soak(args.kills, broker_plan.clients, out, lambda m: console.log(m))
+            runs.append(soak)
+            console.print(json.dumps(runs[-1], indent=1), markup=False)
+        bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
+        return 0 if bad == 0 else 1
+    cache = embedding_cache(args)
     if args.suite == "safety":
         from m2kt.bench.safety import PLANS as SAFETY
         from m2kt.bench.safety import run_safety

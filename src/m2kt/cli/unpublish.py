@@ -18,9 +18,15 @@ SUMMARY = "remove a packet you published from a store"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("digest", metavar="DIGEST")
     add_store_arguments(parser, writes=True)
+    parser.add_argument(
+        "--signer", metavar="HEX", help="which signer's entry, when you may delete several"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    entry = store_from(args).delete(args.digest)
-    console.print(f"removed {shown(entry.digest)} (published by {shown(entry.publisher)})")
+    entry = store_from(args).delete(args.digest, args.signer)
+    console.print(
+        f"removed {shown(entry.digest)} signed by {shown(entry.signer[:16])} "
+        f"(published by {shown(entry.publisher)})"
+    )
     return 0
