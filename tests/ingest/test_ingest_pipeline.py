@@ -114,3 +114,12 @@ def test_a_good_packets_alignment_is_reported(topics_packet, student) -> None:
     alignment = outcome.report["alignment"]
     assert alignment["heldout_r2"] >= 0.2 and alignment["anchors_heldout"] == 205
     assert outcome.report["inputs"]["student_anchors"] == 1024
+
+
+def test_a_stricter_level_needs_more_probes_and_the_report_says_unverifiable(
+    topics_packet, student
+) -> None:
+    """At level 0.01 the exact test needs 7 lost probes to speak: 20 cannot show a 25% drop."""
+    outcome = ingest(student, topics_packet, IngestSettings(gate=Gate(level=0.01)))
+    assert not outcome.accepted and outcome.report["verification"] == "unverifiable"
+    assert any("the test needs 28" in r for r in outcome.verdict.reasons())

@@ -195,7 +195,12 @@ def ingest(
     report = {
         "m2kt_version": __version__,
         "accepted": accepted,
-        "verification": "unverified" if transfer.get("decision") == "unverified" else "verified",
+        # verified: the gate could judge the transfer; unverifiable: too few probes, refused;
+        # unverified: too few probes, accepted because the caller asked for it
+        "verification": {
+            "unverified": "unverified",
+            "refused: too few probes": "unverifiable",
+        }.get(transfer.get("decision", ""), "verified"),
         "packet": {
             "digest": packet.digest,
             "signer": packet.signer.fingerprint if packet.signer else None,
