@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -300,7 +301,7 @@ class SQLiteIndex(SQLIndex):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            _set_wal(db)
             db.execute("PRAGMA foreign_keys = OFF")  # a migration rebuilds referenced tables
             db.execute("BEGIN IMMEDIATE")
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -329,6 +330,20 @@ class SQLiteIndex(SQLIndex):
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")
             yield db
+
+
+def _set_wal(db: sqlite3.Connection, attempts: int = 300) -> None:
+    """Switch a database to WAL. SQLite answers "database is locked" at once, without its busy
+    handler, when two processes make the switch on a new file together (two servers starting
+    on one store); the mode is persistent, so the loser retries and finds it set."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def _escape_like(text: str) -> str:
