@@ -64,9 +64,13 @@ error_console = TerminalConsole(stderr=True)
 
 def output_file(text: str) -> str:
     """An argparse type: a file path that can be written, checked before any work starts."""
+    return _file_to_write(text, "output", "name a file, e.g. DIR/name.m2kt")
+
+
+def _file_to_write(text: str, what: str, hint: str) -> str:
     _writable_parent(text)
     if Path(text).is_dir():
-        raise UsageError(f"output {text} is a directory", "name a file, e.g. DIR/name.m2kt")
+        raise UsageError(f"{what} {text} is a directory", hint)
     return text
 
 
@@ -101,10 +105,7 @@ def broker_index(text: str) -> str:
     """An argparse type: a broker's index, a postgresql:// URL or a SQLite file to write."""
     if text.startswith(("postgresql://", "postgres://")):
         return text
-    _writable_parent(text)
-    if Path(text).is_dir():
-        raise UsageError(f"index {text} is a directory", "name a SQLite file or postgresql://…")
-    return text
+    return _file_to_write(text, "index", "name a SQLite file or postgresql://…")
 
 
 def concept_spec(text: str) -> str:

@@ -66,9 +66,14 @@ class Gate:
                 f"{self.detectable_drop} in (0, 1]"
             )
 
+    @property
+    def losses_to_speak(self) -> int:
+        """m*: the fewest lost probes (none gained) the exact test calls significant."""
+        return math.ceil(math.log2(1 / self.level))
+
     def smallest_detectable_drop(self, n: int) -> float:
         """The smallest drop (as a share of n probes) the test can find significant."""
-        return math.ceil(math.log2(1 / self.level)) / n if n else math.inf
+        return self.losses_to_speak / n if n else math.inf
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def transfer_check(
         "smallest_detectable_drop": smallest,
     }
     if smallest > gate.detectable_drop:
-        needed = math.ceil(math.ceil(math.log2(1 / gate.level)) / gate.detectable_drop)
+        needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
         figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
         reason = (
             f"only {n} held-out verification probes: a drop of {gate.detectable_drop:.0%} could "
