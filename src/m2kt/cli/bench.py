@@ -12,7 +12,8 @@
   m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 17 (3,000 inputs),
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
-                                       concepts, teacher e1, student e2, 3 or 20 seeds
+                                       concepts from the frozen test set (--set dev: the
+                                       development set), teacher e1, student e2, 2 or 10 seeds
   m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
                                        processes, SQLite and PostgreSQL, 1,000 or 10,000
                                        operations a run, loopback only (docs/broker.md)
@@ -78,6 +79,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="broker only: then SIGKILL and restart a server N times under writes",
     )
+    parser.add_argument(
+        "--set",
+        choices=["test", "dev"],
+        default="test",
+        help="safety only: the frozen test set (default) or the development set to tune on",
+    )
+    parser.add_argument(
+        "--seeds", type=int, metavar="N", help="safety only: in place of the mode's"
+    )
+    parser.add_argument("--teacher", type=model_reference, metavar="MODEL", help="safety only")
+    parser.add_argument("--student", type=model_reference, metavar="MODEL", help="safety only")
     add_cache_argument(parser)
 
 
@@ -108,10 +120,17 @@ def run(args: argparse.Namespace) -> int:
         return 0 if bad == 0 else 1
     cache = embedding_cache(args)
     if args.suite == "safety":
-        from m2kt.bench.safety import PLANS as SAFETY
-        from m2kt.bench.safety import run_safety
+        from m2kt.bench.safety_run import PLANS as SAFETY
+        from m2kt.bench.safety_run import run_safety
 
-        result = run_safety(SAFETY[args.mode], out, log=lambda m: console.log(m))
+        safety_plan = replace(
+            SAFETY[args.mode],
+            concept_set=args.set,
+            seeds=args.seeds or SAFETY[args.mode].seeds,
+            teacher=args.teacher or SAFETY[args.mode].teacher,
+            student=args.student or SAFETY[args.mode].student,
+        )
+        result = run_safety(safety_plan, out, log=lambda m: console.log(m))
     elif args.suite == "efficiency":
         from m2kt.bench.run_efficiency import PLANS as EFFICIENCY
         from m2kt.bench.run_efficiency import only_regime, run_efficiency

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from m2kt.cli._common import console, model_reference, shown
+from m2kt.cli._common import console, error_console, model_reference, shown
 
 NAME = "evaluate"
 SUMMARY = "score a student with an ingested adapter, or predict"
@@ -44,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     view = load_model(args.student, max_length=args.max_length)
     ingested.check_student(view)
     concepts = ingested.memory.config.concepts
+    if ingested.dropped:
+        error_console.print(
+            "note: this adapter cannot answer "
+            + ", ".join(shown(n) for n in ingested.dropped)
+            + ": the safety auditor dropped them at ingestion (ingestion_report.json says why); "
+            "it answers only " + ", ".join(shown(c) for c in concepts)
+        )
     if args.text:
         states = ingested.states(view, args.text)
         with torch.no_grad():
@@ -57,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"task {task.name} has classes {list(task.class_names)}, the adapter's concepts are "
             f"{list(concepts)}",
-            "evaluate on a task whose classes are the packet's concepts, in the same order",
+            "evaluate on a task whose classes are the packet's concepts, in the same order"
+            + (
+                f" (dropped at ingestion: {', '.join(ingested.dropped)})"
+                if ingested.dropped
+                else ""
+            ),
         )
     split = getattr(task, args.split)
     with progress_bars() as progress:

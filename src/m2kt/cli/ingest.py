@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-screen",
         action="store_true",
-        help="keep concepts the safety auditor flags (the post-ingestion safety probes still run)",
+        help="skip the safety screen: no concept is audited or dropped, and the concept slots are "
+        "not screened after training (the safety margin check still runs)",
     )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
@@ -186,4 +187,7 @@ def run(args: argparse.Namespace) -> int:
         f"{r['inputs']['student_training']} packet probes read by the student, "
         f"{r['seconds']:.1f} s"
     )
+    if r["dropped_concepts"]:
+        names = ", ".join(shown(d["name"]) for d in r["dropped_concepts"])
+        error_console.print(f"note: the adapter cannot answer the dropped concepts: {names}")
     return 0

@@ -28,6 +28,12 @@ class Ingested:
     student: dict[str, Any]
     report: dict[str, Any]
 
+    @property
+    def dropped(self) -> list[str]:
+        """Names of the packet's concepts the safety auditor dropped at ingestion: the adapter
+        cannot answer them, and whoever uses it must be told."""
+        return [str(d.get("name")) for d in self.report.get("dropped_concepts") or []]
+
     def check_student(self, view: ModelView) -> None:
         want = self.student.get("weight_sha256")
         if want != view.weight_sha256:

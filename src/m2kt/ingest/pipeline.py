@@ -61,7 +61,9 @@ class IngestSettings:
     alignment_floor: float = 0.2  # held-out anchor R² below which the map is refused
     held_in: str | None = None  # a spec of the student's own skill; default: HELD_IN
     unsafe: str | None = None  # a file of unsafe-concept descriptions; default: shipped list
-    screen: bool = True  # the auditor drops concepts it flags (the probes after run regardless)
+    screen: bool = (
+        True  # the auditor drops concepts it flags, and the screen checks the slots after
+    )
     batch_size: int = 16
     truncate: bool = False
 
@@ -115,10 +117,15 @@ def ingest(
         view, packet, settings.layer, settings.unsafe, settings.batch_size, settings.screen
     )
     progress("safety screen", 1, 1)
-    # Texts the student read for the screen: calibration, and the packet's probes when audited.
+    # Texts the student read for the screen: its training texts, and the packet's probes.
     screened = audit.inputs_read if audit else 0
     if audit is None and screen is not None:
         screened = int(screen.calibration["texts_read"])
+    dropped = (
+        [{"id": f.id, "name": f.name, "reason": f.reasons[0]} for f in audit.flagged]
+        if audit
+        else []
+    )
     held_in = load_spec(settings.held_in or HELD_IN)
     held_texts = held_in.all_probes()
     _check_independent(held_texts, packet, settings.held_in or "the shipped held-in set")
@@ -231,10 +238,10 @@ def ingest(
         "final_loss": {t: v[-1] for t, v in result.history.items()},
         "loss_history": result.history,
         "safety_screen": audit.as_dict() if audit else None,
+        # what the adapter cannot answer: `m2kt evaluate` names these wherever it is used
+        "dropped_concepts": dropped,
         "notes": reading.notes
-        + [f"the safety auditor dropped {f.name!r}: {f.reasons[0]}" for f in audit.flagged]
-        if audit
-        else reading.notes,
+        + [f"the safety auditor dropped {d['name']!r}: {d['reason']}" for d in dropped],
         "seconds": time.perf_counter() - started,
     }
     return Ingestion(accepted, memory if accepted else None, verdict, report)

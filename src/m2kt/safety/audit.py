@@ -1,9 +1,9 @@
 """The auditor: which of a packet's concepts are unsafe, judged by where they land, not by name.
 
 Two signals, both reported per concept with the reason:
-- meaning: the safety screen's score (screen.py) of the concept's vector in the screened space
-  (the teacher's own at export; at ingestion φ(c_k), the concept aligned into the student) and
-  of the model's own reading of the concept's probes, above the calibrated threshold;
+- meaning: the safety screen's harm-probe score (screen.py) of the concept's vector in the
+  screened space (the teacher's own at export; at ingestion φ(c_k), the concept aligned into
+  the student) and of the model's own reading of the concept's probes, above the threshold;
 - hidden meaning: a vector that disagrees with its own probes (cosine to the mean of its
   probes' teacher states not the highest among all concepts', or more than
   `CONSISTENCY_MARGIN` below the packet's median) *and* scores higher than its probes by more
@@ -110,8 +110,8 @@ def audit_concepts(
                 best, nearest = value, scores.nearest[k]
             if value > screen.threshold:
                 reasons.append(
-                    f"{label} lands near unsafe '{scores.nearest[k]}' "
-                    f"(score {value:.3f} > {screen.threshold:.3f})"
+                    f"{label} scores {value:.3f} on the harm probe (threshold "
+                    f"{screen.threshold:.3f}); nearest unsafe description: '{scores.nearest[k]}'"
                 )
         cos = None
         if own is not None and consistency is not None and floor is not None:

@@ -1,17 +1,32 @@
 """The safety screen: is a vector, in one model's space, about harm? Judged by meaning.
 
-A concept's name is the attacker's to choose, so the screen never reads it. It compares the
-vector with the model's own representations of unsafe-concept descriptions and, as a contrast,
-of benign reference descriptions:
+A concept's name is the attacker's to choose, so the screen never reads it. It learns what harm
+*is* in the space of the model being screened, from labelled texts that model reads:
 
-    score(v) = max_j cos(v − μ, u_j − μ) − max_k cos(v − μ, b_k − μ)
+- harmful: the unsafe-concept descriptions (`unsafe_concepts.txt`, plus a user's `--unsafe`
+  lines) and sentences of intent or instruction toward those harms (`harm_training.yaml`);
+- benign: the benign reference descriptions (`benign_concepts.txt`) and ordinary sentences
+  that *mention* danger, crime, illness or strong feeling (`benign_examples.txt`): a topic is
+  not an intent, and it is the topic-mentioning sentences that teach the screen so;
+- both: the calibration concepts' probes (`calibration.yaml`).
 
-States are unit vectors first (a concept vector's norm means nothing across methods); μ is
-the mean of all reference states: sentence encoders put every text in a narrow cone, and
-raw cosines between unrelated texts are high; centring removes that shared direction. The
-contrast makes the score a margin ("closer to some harm than to any ordinary topic") whose
-scale is comparable across models. The threshold is chosen per model on held-out calibration
-probes (`calibration.yaml`), never on the texts a benchmark reports.
+A small linear probe (class-balanced logistic regression with weight decay) is fitted on the
+model's states of those texts, unit vectors centred on their mean (sentence encoders put every
+text in a narrow cone; centring removes the shared direction). A vector's score is its signed
+distance to the probe's hyperplane in that unit space,
+
+    score(v) = (w · unit(unit(v) − μ) + b) / ‖w‖,
+
+a number in about [−1, 1] whose scale is comparable across models.
+
+The threshold is set on out-of-fold scores, never on the texts a benchmark reports: every
+harm category, every calibration concept and every block of benign examples is left out of a
+fit in turn and scored, as a concept-like mean, by the probe that did not see it. Left-out harm
+categories are how the screen does on a harm nobody described (`calibration["loco_detected"]`).
+The threshold is the lowest that keeps out-of-fold false alarms at or under `FALSE_ALARM_TARGET`:
+the field asks for detection at a fixed low false-alarm rate, and a user's ordinary concepts must
+pass. Out-of-fold scores are pessimistic (a fit without a whole block of emotions has never seen
+one), so the target there is looser than the 1% wanted on new concepts.
 """
 
 from __future__ import annotations
@@ -29,6 +44,11 @@ from m2kt.safety.descriptions import _lines, default_unsafe_descriptions, read_d
 
 HERE = Path(__file__).parent
 ReadTexts = Callable[[list[str]], torch.Tensor]  # texts → [N, d] states of one model
+WEIGHT_DECAY = 0.001  # chosen on the development set (bench/safety_concepts.yaml)
+FALSE_ALARM_TARGET = (
+    0.04  # out-of-fold false alarms the threshold allows (set on the development set)
+)
+BENIGN_BLOCK = 6  # benign example lines left out together (neighbouring lines share a theme)
 
 
 @dataclass(frozen=True)
@@ -38,16 +58,16 @@ class Calibration:
     benign: dict[str, tuple[str, ...]]
     unsafe: dict[str, tuple[str, ...]]
 
-    def items(self) -> list[tuple[bool, list[str]]]:
-        """(unsafe?, probes) for each concept and each of its leave-one-out subsets: the
-        threshold is set on concept-like means, the unit the auditor screens."""
-        found = []
-        for unsafe, groups in ((False, self.benign), (True, self.unsafe)):
-            for probes in groups.values():
-                found.append((unsafe, list(probes)))
-                if len(probes) > 2:
-                    found += [(unsafe, [p for p in probes if p != q]) for q in probes]
-        return found
+
+@dataclass(frozen=True)
+class Group:
+    """Texts the probe learns from, left out of a fit together: one harm category, one
+    calibration concept or one block of benign examples."""
+
+    name: str
+    unsafe: bool
+    texts: tuple[str, ...]
+    category: bool = False  # a harm category of the training file (leave-one-category-out)
 
 
 @dataclass(frozen=True)
@@ -60,20 +80,20 @@ class Scores:
 
 @dataclass(frozen=True)
 class SafetyScreen:
-    """A calibrated screen in one model's space; `threshold` separates benign from unsafe."""
+    """A calibrated harm probe in one model's space; `threshold` separates benign from unsafe."""
 
     descriptions: tuple[str, ...]
-    unsafe: torch.Tensor  # [M, d] unit vectors, centred
-    benign: torch.Tensor  # [B, d] unit vectors, centred
+    unsafe: torch.Tensor  # [M, d] the descriptions' unit vectors, centred (for `nearest`)
     center: torch.Tensor  # [d]
+    weight: torch.Tensor  # [d] the probe's unit normal
+    bias: float  # its offset, in the same units
     threshold: float
-    calibration: dict[str, float]  # how well the threshold separates the calibration probes
+    calibration: dict[str, float]  # out-of-fold figures of the threshold and the probe
 
     def score(self, vectors: torch.Tensor) -> Scores:
-        unit = F.normalize(F.normalize(vectors.float(), dim=-1) - self.center, dim=-1)
-        to_unsafe = unit @ self.unsafe.T
-        values = to_unsafe.max(-1).values - (unit @ self.benign.T).max(-1).values
-        nearest = [self.descriptions[int(i)] for i in to_unsafe.argmax(-1)]
+        unit = _centred(vectors, self.center)
+        values = unit @ self.weight + self.bias
+        nearest = [self.descriptions[int(i)] for i in (unit @ self.unsafe.T).argmax(-1)]
         return Scores(values, nearest)
 
     def flags(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -84,8 +104,21 @@ def default_benign_references() -> list[str]:
     return _lines(HERE / "benign_concepts.txt")
 
 
+def default_benign_examples() -> list[str]:
+    return _lines(HERE / "benign_examples.txt")
+
+
 def default_calibration() -> Calibration:
     return read_calibration(HERE / "calibration.yaml")
+
+
+def harm_training() -> dict[str, dict[str, list[str]]]:
+    """Harm category → its `descriptions` (lines of unsafe_concepts.txt) and `examples`."""
+    raw = yaml.safe_load((HERE / "harm_training.yaml").read_text(encoding="utf-8"))
+    return {
+        str(k): {"descriptions": v["descriptions"], "examples": v["examples"]}
+        for k, v in raw.items()
+    }
 
 
 def read_calibration(path: str | Path) -> Calibration:
@@ -110,40 +143,80 @@ def read_calibration(path: str | Path) -> Calibration:
     return Calibration(parts["benign"], parts["unsafe"])
 
 
-def build_screen(
-    read: ReadTexts,
-    descriptions: Sequence[str] | None = None,
-    benign: Sequence[str] | None = None,
-    calibration: Calibration | None = None,
-) -> SafetyScreen:
-    """Read the references and calibration probes with one model and fit the threshold.
+def training_groups(extra_descriptions: Sequence[str] = ()) -> list[Group]:
+    """Every text the probe learns from, in the groups that are left out together.
 
-    Every text is read once, in one call. The threshold maximises (detected − false alarms)
-    on the calibration probes and sits midway in the gap it picks.
+    Shipped description lines come with their harm category; a user's extra lines form one
+    more category. The benign references are never left out (they are the axis of ordinary
+    life every fit needs); benign examples are left out in blocks of `BENIGN_BLOCK` lines.
+    """
+    groups = [
+        Group(name, True, tuple(part["descriptions"] + part["examples"]), category=True)
+        for name, part in harm_training().items()
+    ]
+    shipped = set(default_unsafe_descriptions())
+    extra = [d for d in extra_descriptions if d not in shipped]
+    if extra:
+        groups.append(Group("user descriptions", True, tuple(extra), category=True))
+    calibration = default_calibration()
+    groups += [Group(f"calibration {k}", True, v) for k, v in calibration.unsafe.items()]
+    groups += [Group(f"calibration {k}", False, v) for k, v in calibration.benign.items()]
+    examples = default_benign_examples()
+    groups += [
+        Group(f"benign examples {i + 1}", False, tuple(examples[i : i + BENIGN_BLOCK]))
+        for i in range(0, len(examples), BENIGN_BLOCK)
+    ]
+    groups.append(Group("benign references", False, tuple(default_benign_references())))
+    return groups
+
+
+def build_screen(read: ReadTexts, descriptions: Sequence[str] | None = None) -> SafetyScreen:
+    """Read the training texts with one model, fit the harm probe and its threshold.
+
+    `descriptions` are the unsafe descriptions (default: the shipped list); lines beyond the
+    shipped ones are learnt as a harm category of their own. Every text is read once, in one call.
     """
     descriptions = list(descriptions or default_unsafe_descriptions())
-    benign = list(benign or default_benign_references())
-    items = (calibration or default_calibration()).items()
-    probes = list(dict.fromkeys(p for _, group in items for p in group))
-    texts = descriptions + benign + probes
-    states = F.normalize(read(texts).float(), dim=-1)  # the score ignores norms
-    m, b = len(descriptions), len(benign)
-    center = states[: m + b].mean(0)
-    screen = SafetyScreen(
-        descriptions=tuple(descriptions),
-        unsafe=F.normalize(states[:m] - center, dim=-1),
-        benign=F.normalize(states[m : m + b] - center, dim=-1),
-        center=center,
-        threshold=0.0,
-        calibration={},
-    )
-    position = {t: m + b + i for i, t in enumerate(probes)}
-    means = torch.stack([states[[position[p] for p in group]].mean(0) for _, group in items])
-    scores = screen.score(means).values
-    is_unsafe = torch.tensor([unsafe for unsafe, _ in items])
-    threshold, stats = _youden_threshold(scores[~is_unsafe], scores[is_unsafe])
+    groups = training_groups(descriptions)
+    texts = list(dict.fromkeys(descriptions + [t for g in groups for t in g.texts]))
+    states = F.normalize(read(texts).float(), dim=-1)
+    position = {t: i for i, t in enumerate(texts)}
+    rows = [torch.tensor([position[t] for t in g.texts]) for g in groups]
+    center = states[torch.cat(rows)].mean(0)
+    units = _centred(states, center)
+    labels = torch.tensor([float(g.unsafe) for g in groups])
+
+    def fit(leave_out: int | None) -> tuple[torch.Tensor, float]:
+        kept = [i for i in range(len(groups)) if i != leave_out]
+        x = units[torch.cat([rows[i] for i in kept])]
+        y = torch.cat([labels[i].expand(len(rows[i])) for i in kept])
+        return _logistic(x, y)
+
+    held_out: list[tuple[bool, bool, float]] = []  # (unsafe, a harm category, score)
+    for i, group in enumerate(groups):
+        if group.name == "benign references":
+            continue
+        weight, bias = fit(i)
+        for members in _concept_like(rows[i]):
+            score = float(F.normalize(units[members].mean(0), dim=-1) @ weight + bias)
+            held_out.append((group.unsafe, group.category, score))
+    benign = torch.tensor([s for unsafe, _, s in held_out if not unsafe])
+    unsafe = torch.tensor([s for u, _, s in held_out if u])
+    threshold, stats = _threshold(benign, unsafe)
+    categories = torch.tensor([s for u, c, s in held_out if u and c])
+    stats["loco_detected"] = float((categories > threshold).float().mean())
     stats["texts_read"] = float(len(texts))
-    return SafetyScreen(screen.descriptions, screen.unsafe, screen.benign, center, threshold, stats)
+    weight, bias = fit(None)
+    m = len(descriptions)
+    return SafetyScreen(
+        descriptions=tuple(descriptions),
+        unsafe=units[:m],
+        center=center,
+        weight=weight,
+        bias=bias,
+        threshold=threshold,
+        calibration=stats,
+    )
 
 
 def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
@@ -152,18 +225,52 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
     return build_screen(read, default_unsafe_descriptions() + extra)
 
 
-def _youden_threshold(benign: torch.Tensor, unsafe: torch.Tensor) -> tuple[float, dict[str, float]]:
-    values = torch.cat([benign, unsafe]).sort().values
-    cuts = torch.cat([values[:1] - 1e-3, (values[1:] + values[:-1]) / 2, values[-1:] + 1e-3])
-    best, best_cut = -2.0, float(cuts[0])
-    for cut in cuts.tolist():
-        gain = float((unsafe > cut).float().mean() - (benign > cut).float().mean())
-        if gain > best:
-            best, best_cut = gain, cut
+def _centred(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    return F.normalize(F.normalize(vectors.float(), dim=-1) - center, dim=-1)
+
+
+def _concept_like(rows: torch.Tensor) -> list[torch.Tensor]:
+    """A group's mean and its leave-one-out means: the unit the auditor screens is a concept,
+    the mean of a few probes."""
+    found = [rows]
+    if len(rows) > 2:
+        found += [torch.cat([rows[:j], rows[j + 1 :]]) for j in range(len(rows))]
+    return found
+
+
+def _logistic(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Class-balanced logistic regression [N, d] → a unit normal and its offset (deterministic:
+    full-batch L-BFGS from zero)."""
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    balance = (y == 0).sum() / (y == 1).sum().clamp(min=1)
+    optimiser = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = F.binary_cross_entropy_with_logits(x @ w + b, y, pos_weight=balance)
+        value = value + WEIGHT_DECAY * (w * w).sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)  # type: ignore[no-untyped-call]
+    norm = w.detach().norm().clamp(min=1e-12)
+    return w.detach() / norm, float(b.detach()) / float(norm)
+
+
+def _threshold(benign: torch.Tensor, unsafe: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """The lowest cut whose out-of-fold false alarms are at most `FALSE_ALARM_TARGET`, midway
+    between the benign score it must clear and the next score above it."""
+    ordered = benign.sort(descending=True).values
+    allowed = int(FALSE_ALARM_TARGET * len(ordered))  # benign items that may lie above the cut
+    edge = float(ordered[allowed])
+    above = torch.cat([benign, unsafe])
+    above = above[above > edge]
+    cut = (edge + float(above.min())) / 2 if len(above) else edge + 1e-3
     stats = {
-        "detected": float((unsafe > best_cut).float().mean()),
-        "false_alarms": float((benign > best_cut).float().mean()),
+        "detected": float((unsafe > cut).float().mean()),
+        "false_alarms": float((benign > cut).float().mean()),
         "benign_items": float(len(benign)),
         "unsafe_items": float(len(unsafe)),
     }
-    return best_cut, stats
+    return cut, stats

@@ -13,7 +13,7 @@ from m2kt.errors import UsageError
 from m2kt.extract.concepts import ConceptSet
 from m2kt.extract.probing import read_probes
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import Packet, concept_probes
+from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
     Audit,
@@ -29,7 +29,7 @@ MIN_SEPARATION = 0.5  # a screen separating less of its calibration than this is
 
 
 def separation(screen: SafetyScreen) -> float:
-    """How well the screen tells its calibration concepts apart: detected − false alarms."""
+    """How well the screen tells its left-out training groups apart: detected − false alarms."""
     return screen.calibration["detected"] - screen.calibration["false_alarms"]
 
 
@@ -76,24 +76,30 @@ def align_for_audit(
 
 
 def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audit:
-    """Ingestion-time audit in the student's space, from the packet's own probes.
+    """Ingestion-time audit in the student's space, from the packet's own probes and anchors.
 
     The student reads every extraction probe; its own reading of a concept (the mean of its
     probes' states) is screened, and so is φ(c_k), the teacher's vector aligned by a CAL fitted
-    on the probe states the packet carries (part P; on concept/anchor pairs without it).
+    on every text the packet carries a teacher state for (part P's probes and part N's anchors;
+    on concept/anchor pairs without either). The anchors matter: a map fitted on a handful of
+    benign probes spans only their directions, so a harmful vector hidden under them would be
+    carried into the student as its benign shadow.
     """
     m = packet.manifest
     assert m.concepts is not None
     probes = concept_probes(packet)
-    texts = list(dict.fromkeys(probes.texts))
+    paired = text_states(packet)
+    texts = list(dict.fromkeys([*probes.texts, *paired]))
     position = {t: i for i, t in enumerate(texts)}
-    states = read(texts)[[position[t] for t in probes.texts]]
+    read_all = read(texts)
+    states = read_all[[position[t] for t in probes.texts]]
     anchors = torch.stack(
         [F.normalize(states[probes.indices(k)], dim=-1).mean(0) for k in range(len(m.concepts))]
     )
     concepts = packet.tensors[CONCEPTS_TENSOR]
-    if probes.states is not None and len(probes.texts) >= 2:
-        teacher, student = probes.states, states
+    if len(paired) >= 2:
+        teacher = torch.stack(list(paired.values()))
+        student = read_all[[position[t] for t in paired]]
     else:
         teacher, student = concepts, anchors
     aligned = align_for_audit(teacher, student, concepts)
@@ -118,24 +124,25 @@ def screen_for_ingestion(
 ) -> tuple[SafetyScreen | None, Audit | None, Packet]:
     """Calibrate the screen in the student's space, audit the packet, drop what it flags.
 
-    Returns the screen (for the post-ingestion check), the audit (for the report; None when
-    `audit` is off) and the packet to ingest. Raises `UnsafePacketError` when every concept is
-    flagged, and `UsageError` when auditing with a screen that cannot separate its calibration.
-    Without auditing, such a screen is returned as None: it would only add noise.
+    Returns the screen (for the post-ingestion check of the slots), the audit (for the report)
+    and the packet to ingest; with `audit` off (`--no-screen`) neither is made, so that one
+    switch turns the screen off before and after training alike. Raises `UnsafePacketError`
+    when every concept is flagged, and `UsageError` when auditing with a screen that cannot
+    separate its calibration.
     """
+    if not audit:
+        return None, None, packet
     (resolved,) = view.check_layers([layer])
     read = model_reader(view, resolved, view.pooling, batch_size)
     screen = screen_from_file(read, unsafe_file)
     if separation(screen) < MIN_SEPARATION:
-        if not audit:
-            return None, None, packet
         raise UsageError(
             f"the safety screen separates only {separation(screen):.0%} of its calibration "
             f"concepts in {view.name}'s space, so it cannot audit packets for this student",
             "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited "
             "packets",
         )
-    if not audit or not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
+    if not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
     found = audit_student(screen, packet, read)
     refuse_if_all_flagged(found)
