@@ -29,8 +29,8 @@ import torch
 
 from m2kt.align.quality import anchor_alignment, score_alignment
 from m2kt.anchors import load_anchor_set
-from m2kt.extract.probing import read_probes
-from m2kt.extract.spec import load_spec
+from m2kt.concepts.probing import read_probes
+from m2kt.concepts.spec import load_spec
 from m2kt.models.load import load_model
 from m2kt.patch.aux_classes import shipped_aux_names
 from m2kt.tasks import load_task

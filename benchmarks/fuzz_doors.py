@@ -2,8 +2,8 @@
 
     nice -n 19 python benchmarks/fuzz_doors.py --iterations 100000 [--seed 0] [--door spec]
 
-For each door of `m2kt.bench.fuzz.DOORS` (concept spec YAML/JSON, task CSV, token file, adapter
-directory, broker JSON answers) it draws `--iterations` inputs, one `random.Random` per input
+For each door of `m2kt.bench.doors.fuzz.DOORS` (concept spec YAML/JSON, task CSV, token file,
+adapter directory, broker JSON answers) it draws `--iterations` inputs, one `random.Random` per input
 seeded with `door:seed:i`, so that any escape can be replayed alone. An exception other than an
 `M2KTError` of exit code 2 is an escape, printed with its door and index. The counts are
 written to `--out` (default benchmarks/results/fuzz-doors.json) every 10,000 inputs and at the
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from m2kt.bench.fuzz import DOORS, knock
+from m2kt.bench.doors.fuzz import DOORS, knock
 
 RESULTS = Path(__file__).parent / "results" / "fuzz-doors.json"
 

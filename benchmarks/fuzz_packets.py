@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from m2kt.bench.fuzz import mutate, paths, random_json, replaced
+from m2kt.bench.doors.fuzz import mutate, paths, random_json, replaced
 from m2kt.errors import M2KTError
 from m2kt.packet import Packet, generate_keypair, make_provenance, read_packet, verify_packet
 from m2kt.packet.canonical import canonical_json, strict_loads

@@ -31,9 +31,9 @@ import pytest
 import torch
 
 from m2kt.adapter_files import load_adapter_dir
+from m2kt.concepts.spec import load_spec
 from m2kt.errors import M2KTError
 from m2kt.extract.pipeline import extract_packet
-from m2kt.extract.spec import load_spec
 from m2kt.models.embedded import e1_directory
 from m2kt.models.load import load_model
 from m2kt.packet import read_packet

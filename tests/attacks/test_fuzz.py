@@ -24,7 +24,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from m2kt.bench.fuzz import paths, replaced
+from m2kt.bench.doors.fuzz import paths, replaced
 from m2kt.errors import M2KTError
 from m2kt.packet import generate_keypair, read_packet, verify_packet
 from m2kt.packet.canonical import canonical_json, strict_loads

@@ -1,6 +1,6 @@
 """Fuzzing the doors around the packet: spec, CSV, token file, adapter directory, broker answers.
 
-Each harness is a property: any input a door's fuzzer draws (`m2kt.bench.fuzz`) is read or
+Each harness is a property: any input a door's fuzzer draws (`m2kt.bench.doors.fuzz`) is read or
 refused with an `M2KTError` of exit code 2, never another exception. Hypothesis draws the random
 source, so a failure shrinks to a short sequence of choices. CI runs `M2KT_FUZZ_EXAMPLES`
 (default 200) a door; the long counted run is `benchmarks/fuzz_doors.py`.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from m2kt.bench.fuzz import DOORS, knock
+from m2kt.bench.doors.fuzz import DOORS, knock
 
 EXAMPLES = int(os.environ.get("M2KT_FUZZ_EXAMPLES", "200"))
 _WORKDIR = Path(tempfile.mkdtemp(prefix="m2kt-fuzz-doors-"))

@@ -11,6 +11,7 @@ import broker_backends
 import httpx
 import pytest
 
+from m2kt.bench.broker.load import synthetic_packet
 from m2kt.broker import BrokerClient, Query, Registry, TokenTable, add_publisher, pull
 from m2kt.broker.blobs import file_sha256
 from m2kt.broker.errors import (
@@ -20,7 +21,6 @@ from m2kt.broker.errors import (
     ScopeError,
     TooLargeError,
 )
-from m2kt.broker.loadtest import synthetic_packet
 from m2kt.broker.service import create_app, running
 from m2kt.errors import VerificationError
 from m2kt.packet import Limits, fingerprint_of_public_key

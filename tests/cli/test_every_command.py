@@ -28,7 +28,7 @@ BASE = {
     "patch transfer": ["PACKET", "--to", "e1", "--task", "CSV", "--out", "NEW", "--key", "PUB"],
     "patch apply": ["PACKET", "--model", "e1", "--key", "PUB", "--text", "hello"],
     "inspect": ["PACKET", "--key", "PUB"],
-    "sign": ["PACKET", "--key", "KEY", "--out", "NEW"],
+    "sign": ["PACKET", "--sign", "KEY", "--out", "NEW"],
     "verify": ["PACKET", "--key", "PUB"],
     "keygen": ["--out", "NEWDIR", "--name", "k"],
     "publish": ["PACKET", "--store", "STORE", "--key", "PUB"],
@@ -39,7 +39,6 @@ BASE = {
     "merge": ["PACKET", "PACKET", "--out", "NEW", "--key", "PUB"],
     "bench": ["patch", "--out", "NEWDIR"],
     "report": ["DIR", "--out", "NEWDIR"],
-    "merge-bench": ["--out", "NEWDIR"],
     "demo": ["--out", "NEWDIR"],
 }
 
@@ -78,7 +77,7 @@ ARGS = {
     "--store": "store",
     "--index": "out",
 }
-OUT_DIRS = {"ingest", "keygen", "bench", "report", "merge-bench", "demo", "serve"}
+OUT_DIRS = {"ingest", "keygen", "bench", "report", "demo", "serve"}
 # `verify` answers "is this file the genuine signed packet?": any file that is not is a no (1).
 EXIT = {"verify PACKET JUNK": 1}
 # Arguments that the base line leaves out but that take a path (tested on their own).

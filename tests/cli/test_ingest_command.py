@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from m2kt.cli import main
+from m2kt.concepts.spec import load_spec
 from m2kt.extract.pipeline import extract_packet
-from m2kt.extract.spec import load_spec
 from m2kt.models.load import load_model
 
 from conftest import patch_packet, shifted_concepts

@@ -24,7 +24,7 @@ def _m2kt(*args: str) -> subprocess.CompletedProcess[str]:
 def signed(tmp_path: Path) -> tuple[Path, Path]:
     assert main(["keygen", "--out", str(tmp_path), "--name", "me"]) == 0
     path = knowledge_packet().save(tmp_path / "p.m2kt")
-    assert main(["sign", str(path), "--key", str(tmp_path / "me.key")]) == 0
+    assert main(["sign", str(path), "--sign", str(tmp_path / "me.key")]) == 0
     return path, tmp_path / "me.pub"
 
 

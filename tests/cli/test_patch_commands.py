@@ -111,7 +111,7 @@ def test_train_transfer_apply_with_signatures(tmp_path: Path, bbc_csv: str, caps
 
 
 def test_demo_on_a_small_slice(tmp_path: Path) -> None:
-    from m2kt.demo import run_demo
+    from m2kt.recipes.patch_demo import run_demo
 
     result = run_demo(tmp_path / "demo", tmp_path / "cache", per_split_limit=40, log=lambda _: None)
     assert result.weak_patch.is_file() and result.strong_patch.is_file()
@@ -234,7 +234,7 @@ def test_bench_patch_on_a_users_csv(tmp_path: Path, bbc_csv: str, capsys) -> Non
     assert "| strong + patch (label-free) |" in capsys.readouterr().out
     for bad, message in (
         (["--task", str(tmp_path / "missing.csv")], "not a file"),
-        (["--pair", "e2"], "WEAK,STRONG"),
+        (["--pair", "e2"], "two models A,B"),
         (["--logit-dim", "2"], "logit_dim ≥ 3"),
     ):
         assert main(["bench", "patch", "--out", str(out), *bad]) == 2

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from m2kt.concepts.geometry import leave_one_out_confidence
+from m2kt.concepts.probing import aggregate_attention, read_probes
+from m2kt.concepts.sets import Group
 from m2kt.extract.attribution import attribute, attributed_concepts
 from m2kt.extract.bottleneck import bottleneck
 from m2kt.extract.clustering import cluster
-from m2kt.extract.concepts import Group
-from m2kt.extract.geometry import leave_one_out_confidence
-from m2kt.extract.probing import aggregate_attention, read_probes
 
 APPLES = ["apple apple apple", "an apple apple pie", "apple juice apple", "red apple apple"]
 ZEBRAS = ["zebra zebra zebra", "a zebra zebra runs", "zebra stripes zebra", "old zebra zebra"]

@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
+from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import extract_packet
-from m2kt.extract.spec import load_spec
 from m2kt.ingest.evaluate import load_ingested
 from m2kt.ingest.pipeline import REPORT_FILE, IngestSettings, ingest
 from m2kt.ingest.verify import Gate, Margins

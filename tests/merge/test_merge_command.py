@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from m2kt.bench.merge_benchmark import split_spec
+from m2kt.bench.merge.run import split_spec
 from m2kt.cli import main
+from m2kt.concepts.spec import load_spec
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-from m2kt.extract.spec import load_spec
 from m2kt.models.load import load_model
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from m2kt.concepts.spec import parse_spec
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-from m2kt.extract.spec import parse_spec
 from m2kt.ingest.fit import FitSettings
 from m2kt.ingest.pipeline import IngestSettings, ingest
 from m2kt.ingest.verify import Gate
 from m2kt.models.load import load_model
 from m2kt.packet import concept_probes
 from m2kt.packet.manifest import PROBE_STATES_TENSOR
+from m2kt.safety import audit_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
 from m2kt.safety.screen import build_screen
 from m2kt.safety.sides import model_reader, screen_for_ingestion, separation
@@ -63,7 +64,9 @@ def student():
 
 @pytest.fixture(scope="module")
 def extraction(teacher):
-    return extract_packet(teacher, parse_spec(HIDDEN, "hidden.yaml"), ExtractionSettings())
+    return extract_packet(
+        teacher, parse_spec(HIDDEN, "hidden.yaml"), ExtractionSettings(), audit=audit_export
+    )
 
 
 def test_the_screen_is_calibrated_in_each_space(teacher, student) -> None:

@@ -17,7 +17,6 @@ from m2kt.cli import (
     inspect,
     keygen,
     merge,
-    merge_bench,
     patch,
     publish,
     pull,
@@ -43,12 +42,15 @@ OPTIONAL_MODULES = {
     "accelerate",
 }
 
+# Commands renamed, kept for one release so that the old spelling fails with the new one.
+RENAMED = {"merge-bench": "m2kt bench merge"}
+
 # (group title, modules); each module has NAME, SUMMARY, add_arguments(parser) and run(args).
 COMMAND_GROUPS = (
     ("transfer knowledge", (extract, ingest, evaluate, patch)),
     ("work with packets", (inspect, sign, verify, keygen)),
     ("share and merge packets", (publish, search, pull, unpublish, serve, merge)),
-    ("measure", (bench, report, merge_bench)),
+    ("measure", (bench, report)),
     ("try it", (demo,)),
 )
 
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 verification failed, 2 bad input)."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in RENAMED:
+            raise UsageError(f"`m2kt {argv[0]}` is now `{RENAMED[argv[0]]}`", "run that instead")
         args = build_parser().parse_args(argv)
         return int(args.run(args))
     except M2KTError as exc:

@@ -110,7 +110,7 @@ def broker_index(text: str) -> str:
 
 def concept_spec(text: str) -> str:
     """An argparse type: a concept spec (file or shipped name) that reads within its limits."""
-    from m2kt.extract.spec import load_spec
+    from m2kt.concepts.spec import load_spec
 
     load_spec(text)
     return text
@@ -138,6 +138,20 @@ def private_key(text: str) -> str:
 
     check_private_key(Path(text))
     return text
+
+
+def renamed(now: str) -> type[argparse.Action]:
+    """An old spelling, kept for one release so that it fails with the new one as its hint."""
+
+    class Renamed(argparse.Action):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["nargs"] = argparse.OPTIONAL
+            super().__init__(*args, **kwargs)
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            raise UsageError(f"{parser.prog}: {option} is no longer this option", f"use {now}")
+
+    return Renamed
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,10 @@
   m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
                                        processes, SQLite and PostgreSQL, 1,000 or 10,000
                                        operations a run, loopback only (docs/broker.md)
+  m2kt bench load                      concurrent publishes and verified pulls on a temporary
+                                       in-process broker (--publishers, --packets, --pulls)
+  m2kt bench merge                     a student ingests teacher A's packet, B's, and their
+                                       merge (--teachers A,B --student S --spec SPEC)
 
 Embeddings are cached (with the seconds they took) under --cache, so a rerun costs little.
 """
@@ -25,15 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from m2kt.atomic import atomic_write_bytes
 from m2kt.cli._common import (
     add_cache_argument,
+    concept_spec,
     console,
     embedding_cache,
     model_reference,
     output_directory,
+    progress_bars,
 )
 
 NAME = "bench"
@@ -41,9 +51,7 @@ SUMMARY = "run a benchmark and write its tables and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "suite", choices=["patch", "efficiency", "safety", "broker"], help="which benchmark"
-    )
+    parser.add_argument("suite", choices=list(SUITES), help="which benchmark: " + ", ".join(SUITES))
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument(
         "--regime",
@@ -79,85 +87,141 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="broker only: then SIGKILL and restart a server N times under writes",
     )
-    parser.add_argument(
+    safety = parser.add_argument_group("safety only")
+    safety.add_argument(
         "--set",
         choices=["test", "dev"],
         default="test",
-        help="safety only: the frozen test set (default) or the development set to tune on",
+        help="the frozen test set (default) or the development set to tune on",
     )
-    parser.add_argument(
-        "--seeds", type=int, metavar="N", help="safety only: in place of the mode's"
+    safety.add_argument("--seeds", type=int, metavar="N", help="in place of the mode's")
+    safety.add_argument("--teacher", default="e1", type=model_reference, metavar="MODEL")
+    merge = parser.add_argument_group("merge only")
+    merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")
+    merge.add_argument(
+        "--student", default="e2", type=model_reference, metavar="MODEL", help="merge, safety"
     )
-    parser.add_argument("--teacher", type=model_reference, metavar="MODEL", help="safety only")
-    parser.add_argument("--student", type=model_reference, metavar="MODEL", help="safety only")
+    merge.add_argument("--spec", default="topics", type=concept_spec, metavar="SPEC")
+    merge.add_argument("--overlap", type=int, default=2, metavar="N", help="shared concepts")
+    merge.add_argument("--heldout", type=int, default=2, metavar="N", help="probes per concept")
+    merge.add_argument("--seed", type=int, default=0)
+    load = parser.add_argument_group("load only")
+    load.add_argument("--publishers", type=int, default=4, metavar="N")
+    load.add_argument("--packets", type=int, default=10, metavar="N", help="per publisher")
+    load.add_argument("--pulls", type=int, default=4, metavar="N", help="per packet")
     add_cache_argument(parser)
 
 
 def model_pair(text: str) -> tuple[str, str]:
-    """`WEAK,STRONG`: two model references."""
+    """`A,B`: two model references."""
     parts = text.split(",")
     if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WEAK,STRONG (e.g. e2,e1)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not two models A,B (e.g. e2,e1)")
     weak, strong = (model_reference(p.strip()) for p in parts)
     return weak, strong
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.suite == "broker":
-        from m2kt.broker.bench import PLANS as BROKER
-        from m2kt.broker.bench import run_broker_bench, run_crash_soak
+    return SUITES[args.suite](args, Path(args.out))
 
-        broker_plan = BROKER[args.mode]
-        result = run_broker_bench(broker_plan, out, log=lambda m: console.log(m))
-        console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
-        runs = result["runs"]
-        if args.kills > 0:
-            soak = run_crash_soak(args.kills, broker_plan.clients, out, lambda m: console.log(m))
-            runs.append(soak)
-            console.print(json.dumps(runs[-1], indent=1), markup=False)
-        bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
-        return 0 if bad == 0 else 1
+
+def _broker(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.broker.run import PLANS as BROKER
+    from m2kt.bench.broker.run import run_broker_bench, run_crash_soak
+
+    plan = BROKER[args.mode]
+    result = run_broker_bench(plan, out, log=lambda m: console.log(m))
+    console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
+    runs = result["runs"]
+    if args.kills > 0:
+        runs.append(run_crash_soak(args.kills, plan.clients, out, lambda m: console.log(m)))
+        console.print(json.dumps(runs[-1], indent=1), markup=False)
+    bad = sum(r["wrong_answers"] + r["index_file_disagreements"] for r in runs)
+    return 0 if bad == 0 else 1
+
+
+def _load(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.broker.load import load_test
+
+    with tempfile.TemporaryDirectory(prefix="m2kt-load-") as tmp, progress_bars() as bars:
+        report = load_test(
+            tmp,
+            publishers=args.publishers,
+            packets_each=args.packets,
+            pulls_each=args.pulls,
+            progress=lambda d, t: bars("requests", d, t),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "results.json", json.dumps(report.as_dict(), indent=1).encode())
+    console.print(report.summary(), markup=False)
+    return 0 if report.consistency.ok and report.failures == 0 else 1
+
+
+def _merge(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.merge.run import MergePlan, markdown, run_merge_benchmark
+
+    plan = MergePlan(args.teachers, args.student, args.spec, args.overlap, args.heldout, args.seed)
+    result = run_merge_benchmark(plan, out, log=lambda m: console.log(m))
+    console.print(markdown(result), markup=False)
+    console.print(f"wrote {out}/merge-results.json and merge-results.md")
+    return 0
+
+
+def _safety(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.safety.run import PLANS as SAFETY
+    from m2kt.bench.safety.run import run_safety
+
+    plan = replace(
+        SAFETY[args.mode],
+        concept_set=args.set,
+        seeds=args.seeds or SAFETY[args.mode].seeds,
+        teacher=args.teacher,
+        student=args.student,
+    )
+    return _printed(run_safety(plan, out, log=lambda m: console.log(m)), out)
+
+
+def _efficiency(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.efficiency.run import PLANS as EFFICIENCY
+    from m2kt.bench.efficiency.run import only_regime, run_efficiency
+
+    plan = only_regime(EFFICIENCY[args.mode], args.regime)
+    return _printed(run_efficiency(plan, out, embedding_cache(args), log=console.log), out)
+
+
+def _patch(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.patch.run import PLANS, run_benchmark
+    from m2kt.patch.config import PatchConfig
+    from m2kt.tasks import load_task
+
+    plan = PLANS[args.mode]
+    if args.task:
+        plan = replace(plan, tasks=(args.task,))
+    if args.pair:
+        plan = replace(plan, pairs=tuple(args.pair))
+    if args.full_finetune:
+        plan = replace(plan, full_finetune=args.full_finetune)
+    config = PatchConfig() if args.logit_dim is None else PatchConfig(logit_dim=args.logit_dim)
+    sweep = () if args.no_sweep else plan.logit_dims
+    plan = replace(plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim))
+    load_task(plan.tasks[0])  # a bad task is refused before any model loads
     cache = embedding_cache(args)
-    if args.suite == "safety":
-        from m2kt.bench.safety_run import PLANS as SAFETY
-        from m2kt.bench.safety_run import run_safety
+    return _printed(run_benchmark(plan, out, cache, config, log=lambda m: console.log(m)), out)
 
-        safety_plan = replace(
-            SAFETY[args.mode],
-            concept_set=args.set,
-            seeds=args.seeds or SAFETY[args.mode].seeds,
-            teacher=args.teacher or SAFETY[args.mode].teacher,
-            student=args.student or SAFETY[args.mode].student,
-        )
-        result = run_safety(safety_plan, out, log=lambda m: console.log(m))
-    elif args.suite == "efficiency":
-        from m2kt.bench.run_efficiency import PLANS as EFFICIENCY
-        from m2kt.bench.run_efficiency import only_regime, run_efficiency
 
-        plan = only_regime(EFFICIENCY[args.mode], args.regime)
-        result = run_efficiency(plan, out, cache, log=lambda m: console.log(m))
-    else:
-        from m2kt.bench.run_patch import PLANS, run_benchmark
-        from m2kt.patch.config import PatchConfig
-        from m2kt.tasks import load_task
-
-        patch_plan = PLANS[args.mode]
-        if args.task:
-            patch_plan = replace(patch_plan, tasks=(args.task,))
-        if args.pair:
-            patch_plan = replace(patch_plan, pairs=tuple(args.pair))
-        if args.full_finetune:
-            patch_plan = replace(patch_plan, full_finetune=args.full_finetune)
-        config = PatchConfig() if args.logit_dim is None else PatchConfig(logit_dim=args.logit_dim)
-        sweep = () if args.no_sweep else patch_plan.logit_dims
-        patch_plan = replace(
-            patch_plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim)
-        )
-        load_task(patch_plan.tasks[0])  # a bad task is refused before any model loads
-        result = run_benchmark(patch_plan, out, cache, config, log=lambda m: console.log(m))
+def _printed(result: dict[str, Any], out: Path) -> int:
     console.print((out / "results.md").read_text(), soft_wrap=True)
     console.print(
         f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md, results.png"
     )
     return 0
+
+
+SUITES: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+    "patch": _patch,
+    "efficiency": _efficiency,
+    "safety": _safety,
+    "merge": _merge,
+    "broker": _broker,
+    "load": _load,
+}

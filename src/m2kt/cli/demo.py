@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _packet(args: argparse.Namespace) -> int:
-    from m2kt.knowledge_demo import run_knowledge_demo
+    from m2kt.recipes.knowledge_demo import run_knowledge_demo
 
     with progress_bars() as progress:
         demo = run_knowledge_demo(args.out, progress=progress, log=console.print)
@@ -70,8 +70,8 @@ def _packet(args: argparse.Namespace) -> int:
 
 
 def _patch(args: argparse.Namespace) -> int:
-    from m2kt.bench.report import markdown_table
-    from m2kt.demo import run_demo
+    from m2kt.bench.patch.tables import markdown_table
+    from m2kt.recipes.patch_demo import run_demo
 
     cache = embedding_cache(args)
     with progress_bars() as progress:

@@ -121,8 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2kt import distributed
+    from m2kt.concepts.spec import load_spec
     from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-    from m2kt.extract.spec import load_spec
+    from m2kt.safety import audit_export
 
     spec = load_spec(args.concepts)
     settings = ExtractionSettings(
@@ -132,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         probe_states=not args.no_probe_states,
         anchors=None if args.no_anchors else args.anchors,
         anchor_count=args.anchor_count,
-        safety_screen=not args.no_safety_screen,
         attention_length=args.attention_length,
         clusters=args.clusters,
         ig_steps=args.ig_steps,
@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     with distributed.joined(args.device) as world:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
-            result = extract_packet(view, spec, settings, progress)
+            audit = None if args.no_safety_screen else audit_export
+            result = extract_packet(view, spec, settings, progress, audit)
     if not world.is_writer:
         return 0
     packet = result.packet.signed(args.sign) if args.sign else result.packet

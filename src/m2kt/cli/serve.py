@@ -13,7 +13,6 @@ Examples:
   m2kt serve --store /srv/store --tokens t.json --index postgresql://broker@/m2kt --port 8001
   m2kt serve --tokens broker/tokens.json --revoke alice     # her token stops working at once
   m2kt serve --store s --tokens t.json --certfile cert.pem --keyfile key.pem --rate-limit 20
-  m2kt serve --load-test            # concurrent publishes and pulls on a temporary broker
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 from datetime import UTC, datetime, timedelta
 
 from m2kt.broker.extra import require
@@ -32,7 +30,7 @@ from m2kt.cli._common import (
     error_console,
     output_directory,
     pem_file,
-    progress_bars,
+    renamed,
 )
 from m2kt.errors import UsageError
 
@@ -79,7 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     admin.add_argument("--revoke", metavar="NAME", help="end a publisher's token now")
     admin.add_argument(
-        "--key", action="append", default=[], metavar="PUB", help="the publisher's signing key"
+        "--key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="the publisher's public key, trusted for its uploads (repeatable)",
     )
     admin.add_argument(
         "--scopes",
@@ -87,11 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help=f"comma-separated, of {', '.join(SCOPES)} (default read,publish,delete)",
     )
-    load = parser.add_argument_group("load test")
-    load.add_argument("--load-test", action="store_true", help="load a temporary broker and exit")
-    load.add_argument("--publishers", type=int, default=4, metavar="N")
-    load.add_argument("--packets", type=int, default=10, metavar="N", help="per publisher")
-    load.add_argument("--pulls", type=int, default=4, metavar="N", help="per packet")
+    parser.add_argument("--load-test", action=renamed("m2kt bench load"), help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(token, markup=False)
         return 0
     require("fastapi", "uvicorn", "httpx")
-    if args.load_test:
-        return _load_test(args)
     if not (args.store and args.tokens):
         raise UsageError("serve needs --store DIR and --tokens FILE")
     if bool(args.certfile) != bool(args.keyfile):
@@ -175,26 +171,3 @@ def _check_certificate(certfile: str, keyfile: str) -> None:
             f"cannot use {certfile} with {keyfile} for HTTPS: {exc}",
             "pass a PEM certificate and its matching private key",
         ) from None
-
-
-def _load_test(args: argparse.Namespace) -> int:
-    from m2kt.broker.loadtest import load_test
-
-    with tempfile.TemporaryDirectory(prefix="m2kt-load-") as tmp, progress_bars() as bars:
-        report = load_test(
-            tmp,
-            publishers=args.publishers,
-            packets_each=args.packets,
-            pulls_each=args.pulls,
-            progress=lambda d, t: bars("requests", d, t),
-        )
-    console.print(json.dumps(report.as_dict(), indent=1), markup=False)
-    c = report.consistency
-    console.print(
-        f"{report.publishes} publishes and {report.pulls} verified pulls by {report.publishers} "
-        f"publishers in {report.seconds:.1f} s: {report.requests_per_second:.1f} requests/s "
-        f"(median publish {report.publish_p50_ms:.0f} ms, pull {report.pull_p50_ms:.0f} ms); "
-        f"failures {report.failures}; index {c.entries} entries, {c.files} files, "
-        f"{'consistent' if c.ok else 'INCONSISTENT'}"
-    )
-    return 0 if c.ok and report.failures == 0 else 1

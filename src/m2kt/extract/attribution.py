@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from m2kt.extract.concepts import ConceptSet, Group, from_groups
+from m2kt.concepts.sets import ConceptSet, Group, from_groups
 from m2kt.models.view import ModelView, Pooling
 from m2kt.progress import Progress
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from m2kt.extract.concepts import ConceptSet, Group, from_groups
+from m2kt.concepts.sets import ConceptSet, Group, from_groups
 
 NAME = "bottleneck"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from m2kt.concepts.geometry import centroids
+from m2kt.concepts.sets import ConceptSet, Group
 from m2kt.errors import UsageError
-from m2kt.extract.concepts import ConceptSet, Group
-from m2kt.extract.geometry import centroids
 
 NAME = "clustering"
 _ITERATIONS = 100

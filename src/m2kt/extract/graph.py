@@ -14,8 +14,8 @@ import torch
 from scipy.cluster.hierarchy import linkage
 from torch.nn import functional as F
 
-from m2kt.extract.concepts import ConceptSet
-from m2kt.extract.spec import ConceptSpec, SpecError, slug
+from m2kt.concepts.sets import ConceptSet
+from m2kt.concepts.spec import ConceptSpec, SpecError, slug
 
 
 def abstraction_graph(concepts: ConceptSet, spec: ConceptSpec | None) -> dict[str, list[dict]]:

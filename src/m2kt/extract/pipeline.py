@@ -18,25 +18,25 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
+from m2kt.concepts.geometry import leave_one_out_confidence
+from m2kt.concepts.probing import ProbeReadings, Reading, read_probes
+from m2kt.concepts.sets import ConceptSet, Group
+from m2kt.concepts.spec import ConceptSpec
+from m2kt.concepts.split import Split, holdout_split
 from m2kt.errors import UsageError
 from m2kt.extract import attribution, bottleneck, clustering
-from m2kt.extract.concepts import ConceptSet, Group
-from m2kt.extract.geometry import leave_one_out_confidence
 from m2kt.extract.graph import abstraction_graph
-from m2kt.extract.probing import ProbeReadings, Reading, read_probes
-from m2kt.extract.spec import ConceptSpec
 from m2kt.extract.traces import read_traces
-from m2kt.extract.worth import Split, Worth, holdout_split, measure_worth
+from m2kt.extract.worth import Worth, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, PROBE_STATES_TENSOR
 from m2kt.progress import StageProgress, quiet
-from m2kt.safety.sides import audit_export
 
 Method = Literal["bottleneck", "clustering", "attribution"]
 METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution")
@@ -59,7 +59,6 @@ class ExtractionSettings:
     logit_scale: float = 20.0  # inverse temperature of the teacher's concept probabilities
     anchors: str | None = SHIPPED_ANCHORS  # an anchor set (name or file); None: carry none
     anchor_count: int = 1024  # a seeded subset of the set (benchmarks/anchor_sets.py)
-    safety_screen: bool = True  # audit the concepts by meaning before export (m2kt.safety)
     seed: int = 0
     license: str | None = None
     created_at: str | None = None
@@ -78,6 +77,24 @@ class ExtractionSettings:
             raise UsageError(f"anchor_count must be at least 1, got {self.anchor_count}")
 
 
+class ExportAudit(Protocol):
+    """A screen of the extracted concepts before export: notes for the user, figures for provenance.
+
+    The pipeline takes it as a step so the teacher side does not depend on the safety auditor;
+    `m2kt extract` passes `m2kt.safety.audit_export` unless told `--no-safety-screen`.
+    """
+
+    def __call__(
+        self,
+        view: ModelView,
+        layer: int,
+        pooling: Pooling,
+        concepts: ConceptSet,
+        states: torch.Tensor,
+        batch_size: int,
+    ) -> tuple[list[str], dict[str, float]]: ...
+
+
 @dataclass(frozen=True)
 class Extraction:
     """The packet and what was learned making it (also in its provenance)."""
@@ -92,6 +109,7 @@ def extract_packet(
     spec: ConceptSpec,
     settings: ExtractionSettings | None = None,
     progress: StageProgress | None = None,
+    audit: ExportAudit | None = None,
 ) -> Extraction:
     settings = settings or ExtractionSettings()
     progress = progress or quiet
@@ -140,8 +158,8 @@ def extract_packet(
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
     safety: dict[str, float] = {}
-    if settings.safety_screen:
-        flagged, safety = audit_export(view, layer, pooling, concepts, states, settings.batch_size)
+    if audit is not None:
+        flagged, safety = audit(view, layer, pooling, concepts, states, settings.batch_size)
         notes += flagged
 
     # Attention, traces, graph.

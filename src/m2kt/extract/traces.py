@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from m2kt.extract.spec import TraceEntry
+from m2kt.concepts.spec import TraceEntry
 from m2kt.models.view import ModelView
 from m2kt.progress import Progress
 

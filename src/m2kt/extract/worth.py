@@ -9,20 +9,12 @@ extraction probes' states, which a packet of one vector per concept cannot beat 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
-from m2kt.extract.concepts import Group
-from m2kt.extract.geometry import concept_scores, linear_probe_accuracy
-
-
-@dataclass(frozen=True)
-class Split:
-    train: list[Group]
-    heldout: list[int]  # probe indices
-    heldout_labels: list[int]  # concept index of each
+from m2kt.concepts.geometry import concept_scores, linear_probe_accuracy
+from m2kt.concepts.split import Split
 
 
 @dataclass(frozen=True)
@@ -39,27 +31,6 @@ class Worth:
             "chance_accuracy": round(self.chance, 6),
             "heldout_probes": self.heldout,
         }
-
-
-def holdout_split(groups: list[Group], seed: int) -> Split:
-    """Hold out ⌊n/3⌋ probes of every concept with n ≥ 3, chosen by a seeded permutation.
-
-    Each concept's permutation depends on the seed and its id alone, not on which concepts come
-    before it: two packets of one concept (two teachers, or two halves of a spec) hold out the
-    same probes, so a merge never extracts from a text another packet verifies on.
-    """
-    train, heldout, labels = [], [], []
-    for k, group in enumerate(groups):
-        count = len(group.probes) // 3 if len(group.probes) >= 3 else 0
-        digest = hashlib.sha256(f"{seed}:{group.id}".encode()).hexdigest()
-        generator = torch.Generator().manual_seed(int(digest[:15], 16))
-        order = torch.randperm(len(group.probes), generator=generator).tolist()
-        held = sorted(order[:count])
-        heldout += [group.probes[i] for i in held]
-        labels += [k] * count
-        kept = [p for i, p in enumerate(group.probes) if i not in held]
-        train.append(Group(group.name, group.id, kept))
-    return Split(train, heldout, labels)
 
 
 def measure_worth(

@@ -12,8 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.adapter_files import load_adapter_dir
+from m2kt.concepts.probing import read_probes
 from m2kt.errors import UsageError
-from m2kt.extract.probing import read_probes
 from m2kt.ingest.memory import ConceptMemory, MemoryConfig
 from m2kt.ingest.pipeline import REPORT_FILE
 from m2kt.models.view import ModelView

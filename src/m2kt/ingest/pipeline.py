@@ -22,9 +22,9 @@ import torch
 
 from m2kt import __version__
 from m2kt.adapter_files import save_adapter_dir
+from m2kt.concepts.probing import read_probes
+from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
-from m2kt.extract.probing import read_probes
-from m2kt.extract.spec import load_spec
 from m2kt.ingest.fit import FitSettings, fit_memory
 from m2kt.ingest.loss import LossWeights
 from m2kt.ingest.memory import ConceptMemory

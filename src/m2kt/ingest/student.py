@@ -17,8 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.align.quality import AnchorAlignment, anchor_alignment
+from m2kt.concepts.probing import read_probes
 from m2kt.errors import UsageError
-from m2kt.extract.probing import read_probes
 from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet, anchor_states, concept_probes

@@ -1,15 +1,13 @@
 """The report's figures, each returned as PNG bytes (matplotlib, no display needed).
 
-Benchmark figures are the benchmarks' own plots (`m2kt.bench`), drawn from their results
-JSON, so a report shows exactly what `m2kt bench` showed.
+Benchmark figures are drawn here from a suite's results JSON, and each suite (`m2kt.bench`)
+writes its results.png with the same function, so a report shows exactly what `m2kt bench` showed.
 """
 
 from __future__ import annotations
 
 import io
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
+import math
 from typing import Any
 
 DPI = 100
@@ -17,17 +15,79 @@ DPI = 100
 
 def efficiency_curves(results: dict[str, Any]) -> bytes:
     """Accuracy against inputs consumed, one line per method, one panel per setting."""
-    from m2kt.bench.run_efficiency import plot
-
-    return _drawn_to_file(lambda path: plot(results, path))
+    plt = _pyplot()
+    settings = results["settings"]
+    columns = min(3, len(settings))
+    rows = math.ceil(len(settings) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    for ax, (title, r) in zip(axes.flat, settings.items(), strict=False):
+        for method, points in r["curves"].items():
+            main = method in ("packet", "logit KD", "supervised")
+            ax.errorbar(
+                [p["inputs_total"] for p in points],
+                [100 * p["accuracy_mean"] for p in points],
+                yerr=[100 * p["accuracy_std"] for p in points],
+                label=method,
+                marker="o" if main else None,
+                linewidth=2 if main else 1,
+                linestyle="-" if main else ":",
+                capsize=2,
+            )
+        ax.axhline(100 * r["teacher_accuracy"], color="black", linestyle="--", label="teacher")
+        ax.axhline(
+            100 * r["student_accuracy"], color="grey", linestyle="--", label="student before"
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("inputs consumed (all models)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(title, fontsize=9)
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    return _png(fig)
 
 
 def patch_bars(results: dict[str, Any]) -> bytes:
-    """Test accuracy per method for each (task, pair) of a patch benchmark, over seeds."""
-    from m2kt.bench.report import bar_plot, summarise
+    """Test accuracy per method for each (task, pair) of a patch benchmark, mean ± std over seeds:
+    one group of bars per run, one bar per method every run has, in the summaries' order."""
+    plt = _pyplot()
+    summaries = {name: run["summary"] for name, run in results["runs"].items()}
+    groups = list(summaries)
+    first = summaries[groups[0]]
+    shown = [m for m in first if all(m in summaries[g] for g in groups)]
+    width = 0.8 / len(shown)
+    fig, ax = plt.subplots(figsize=(max(6, 3 * len(groups)), 4.5))
+    for i, method in enumerate(shown):
+        xs = [g + (i - len(shown) / 2) * width for g in range(len(groups))]
+        means = [100 * summaries[g][method]["accuracy_mean"] for g in groups]
+        stds = [100 * summaries[g][method]["accuracy_std"] for g in groups]
+        ax.bar(xs, means, width, yerr=stds, label=method)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    return _png(fig)
 
-    summaries = {name: summarise(run["seeds"]) for name, run in results["runs"].items()}
-    return _drawn_to_file(lambda path: bar_plot(summaries, path))
+
+def safety_roc(results: dict[str, Any]) -> bytes:
+    """The safety benchmark's ROC, one panel per side: detection against false alarms on a log
+    axis, with the 1% and 5% false-alarm lines its targets are read at."""
+    plt = _pyplot()
+    curves = results["curves"]
+    titles = {"export": "export (teacher space)", "ingest": "ingestion (student space)"}
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (side, block) in zip(axes[0], curves.items(), strict=True):
+        points = [p for p in block["curve"] if p[0] > 0] or block["curve"]
+        ax.plot([p[0] for p in points], [p[1] for p in points], drawstyle="steps-post")
+        for rate in (0.01, 0.05):
+            ax.axvline(rate, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlim(1e-4, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("false alarms (benign concepts flagged)")
+        ax.set_ylabel("detection (injected concepts flagged)")
+        ax.set_title(f"{titles.get(side, side)}: AUROC {block['auroc']:.3f}", fontsize=9)
+    return _png(fig)
 
 
 def loss_curves(history: dict[str, list[float]]) -> bytes:
@@ -153,11 +213,3 @@ def _png(fig: Any) -> bytes:
     fig.savefig(buffer, format="png", dpi=DPI)
     _pyplot().close(fig)
     return buffer.getvalue()
-
-
-def _drawn_to_file(draw: Callable[[Path], object]) -> bytes:
-    """The bytes of a plot function that writes a file (the benchmarks' own plots)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "figure.png"
-        draw(path)
-        return path.read_bytes()

@@ -44,7 +44,7 @@ from m2kt.safety.descriptions import _lines, default_unsafe_descriptions, read_d
 
 HERE = Path(__file__).parent
 ReadTexts = Callable[[list[str]], torch.Tensor]  # texts → [N, d] states of one model
-WEIGHT_DECAY = 0.001  # chosen on the development set (bench/safety_concepts.yaml)
+WEIGHT_DECAY = 0.001  # chosen on the development set (bench/safety/concepts.yaml)
 FALSE_ALARM_TARGET = (
     0.04  # out-of-fold false alarms the threshold allows (set on the development set)
 )

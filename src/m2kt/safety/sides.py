@@ -9,9 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.align.cal import CALConfig, ConceptAlignmentLayer
+from m2kt.concepts.probing import read_probes
+from m2kt.concepts.sets import ConceptSet
 from m2kt.errors import UsageError
-from m2kt.extract.concepts import ConceptSet
-from m2kt.extract.probing import read_probes
 from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR

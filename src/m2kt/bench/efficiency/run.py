@@ -1,0 +1,238 @@
+"""The data-efficiency benchmark: accuracy against inputs consumed, every method side by side.
+
+Each setting (a regime, a task, a teacher and a student) is prepared once; then for every seed
+and budget, every method runs on the same first-B inputs of that seed's order, and is scored
+on the test split. Outputs: results.json (every row), results.md (curves and derived figures)
+and results.png (the curves).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from m2kt import __version__
+from m2kt.atomic import atomic_write_bytes
+from m2kt.bench.efficiency.curves import LEVELS, curve, derived, gap_closed
+from m2kt.bench.efficiency.methods import nested_order
+from m2kt.ingest.fit import FitSettings
+from m2kt.report.figures import efficiency_curves
+
+BUDGETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class Setting:
+    """One prepared setting of a regime module (latent_skill or new_computation), which both
+    provide `run_budget(setting, index, seed, settings)`."""
+
+    title: str
+    teacher_name: str
+    student_name: str
+    prepared: Any
+    module: Any
+
+    @property
+    def pool(self) -> int:
+        return len(self.prepared.task.train)
+
+    def accuracy(self, split: str, who: str) -> float:
+        return float(self.prepared.accuracy(split, who))
+
+    def order(self, seed: int) -> list[int]:
+        return nested_order(self.pool, seed)
+
+    def run(self, index: list[int], seed: int, settings: FitSettings) -> dict[str, Any]:
+        return dict(self.module.run_budget(self.prepared, index, seed, settings))
+
+
+@dataclass(frozen=True)
+class EfficiencyPlan:
+    latent: tuple[tuple[str, str, str], ...]  # (task, teacher, student)
+    symbolic: tuple[str, ...]  # families
+    seeds: tuple[int, ...]
+    budgets: tuple[float, ...] = BUDGETS
+    per_split_limit: int | None = None
+    quick: bool = False
+
+
+PLANS = {
+    "quick": EfficiencyPlan(
+        latent=(("bbc", "e1", "e2"),),
+        symbolic=("modsum",),
+        seeds=(0,),
+        per_split_limit=400,
+        quick=True,
+    ),
+    "full": EfficiencyPlan(
+        latent=(("bbc", "e1", "e2"), ("tweets", "e1", "e2")),
+        symbolic=("modsum",),
+        seeds=(0, 1, 2),
+    ),
+}
+
+
+def only_regime(plan: EfficiencyPlan, regime: str) -> EfficiencyPlan:
+    """The plan restricted to one regime ("latent" or "new-computation"), or whole ("both")."""
+    if regime == "latent":
+        return replace(plan, symbolic=())
+    if regime == "new-computation":
+        return replace(plan, latent=())
+    return plan
+
+
+def prepare_settings(
+    plan: EfficiencyPlan, cache: Path | None, log: Callable[[str], None]
+) -> list[Callable[[], Setting]]:
+    """Settings built lazily, each only when its turn comes."""
+
+    def latent(task_name: str, teacher: str, student: str) -> Setting:
+        from m2kt.bench.efficiency import latent_skill
+        from m2kt.bench.patch.run import MAX_LENGTH
+        from m2kt.bench.patch.seed import encode_task
+        from m2kt.tasks import load_task
+
+        task = load_task(task_name).limited(plan.per_split_limit)
+        log(f"{task_name}: encoding {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
+        length = MAX_LENGTH[task_name]
+        prepared = latent_skill.prepare(
+            task,
+            encode_task(teacher, task, cache, length),
+            encode_task(student, task, cache, length),
+        )
+        title = f"latent skill: {task_name}, {teacher} (tuned head) → {student}"
+        return Setting(title, f"{teacher} + tuned head", student, prepared, latent_skill)
+
+    def symbolic(family: str) -> Setting:
+        from m2kt.bench.efficiency import new_computation
+
+        log(f"{family}: training the teacher and pretraining the student")
+        family_plan = new_computation.plan_for(family, plan.quick)
+        prepared = new_computation.prepare(family, family_plan, seed=0)
+        title = f"new computation: {family}"
+        return Setting(
+            title, prepared.teacher_name, prepared.student_name, prepared, new_computation
+        )
+
+    makers: list[Callable[[], Setting]] = [partial(latent, *entry) for entry in plan.latent]
+    makers += [partial(symbolic, family) for family in plan.symbolic]
+    return makers
+
+
+def run_efficiency(
+    plan: EfficiencyPlan,
+    out_dir: Path,
+    cache: Path | None,
+    settings: FitSettings | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    settings = settings or FitSettings()
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for make in prepare_settings(plan, cache, log):
+        prepared = time.perf_counter()
+        setting = make()
+        teacher, before = setting.accuracy("test", "teacher"), setting.accuracy("test", "student")
+        log(f"{setting.title}: teacher {teacher:.1%}, student before {before:.1%}")
+        budgets = sorted({max(1, round(f * setting.pool)) for f in plan.budgets})
+        per_budget: list[dict[str, list[dict[str, Any]]]] = []
+        for b in budgets:
+            rows: dict[str, list[dict[str, Any]]] = {}
+            for seed in plan.seeds:
+                for method, row in setting.run(setting.order(seed)[:b], seed, settings).items():
+                    rows.setdefault(method, []).append(row | {"seed": seed, "budget": b})
+            per_budget.append(rows)
+            packet = sum(r["accuracy"] for r in rows["packet"]) / len(rows["packet"])
+            kd = sum(r["accuracy"] for r in rows["logit KD"]) / len(rows["logit KD"])
+            log(f"{setting.title}: {b} inputs: packet {packet:.1%}, logit KD {kd:.1%}")
+        curves = curve(per_budget)
+        results[setting.title] = {
+            "teacher": setting.teacher_name,
+            "student": setting.student_name,
+            "teacher_accuracy": teacher,
+            "student_accuracy": before,
+            "pool": setting.pool,
+            "budgets": budgets,
+            "curves": curves,
+            "derived": derived(curves, before, teacher),
+            "rows": per_budget,
+            "seconds": time.perf_counter() - prepared,
+        }
+    record = {
+        "m2kt_version": __version__,
+        "plan": asdict(plan),
+        "fit_settings": settings.as_dict(),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+        "wall_clock_seconds": time.perf_counter() - started,
+        "settings": results,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "results.json", json.dumps(record, indent=1).encode())
+    atomic_write_bytes(out_dir / "results.md", markdown(record).encode())
+    atomic_write_bytes(out_dir / "results.png", efficiency_curves(record))
+    return record
+
+
+def markdown(record: dict[str, Any]) -> str:
+    lines = [
+        f"Data efficiency, m2kt {record['m2kt_version']}, seeds {record['plan']['seeds']}, "
+        f"{record['wall_clock_seconds'] / 60:.1f} min",
+        "",
+    ]
+    for title, r in record["settings"].items():
+        teacher, before = r["teacher_accuracy"], r["student_accuracy"]
+        lines += [
+            f"### {title}: teacher {r['teacher']} {teacher:.1%}, student {r['student']} "
+            f"before {before:.1%}, KD pool {r['pool']} inputs",
+            "",
+            "Test accuracy % (mean ± std over seeds), gap closed in brackets, at each budget "
+            "(training inputs B; inputs consumed by all models in the row below each method).",
+            "",
+            "| method | " + " | ".join(f"B={b}" for b in r["budgets"]) + " | trained params |",
+            "|---|" + "---|" * (len(r["budgets"]) + 1),
+        ]
+        for method, points in r["curves"].items():
+            cells = [
+                f"{100 * p['accuracy_mean']:.1f} ± {100 * p['accuracy_std']:.1f} "
+                f"({gap_closed(p['accuracy_mean'], before, teacher):.2f})"
+                for p in points
+            ]
+            lines.append(
+                f"| {method} | " + " | ".join(cells) + f" | {points[0]['trained_params']:,} |"
+            )
+            lines.append(
+                "| ↳ inputs consumed | "
+                + " | ".join(f"{p['inputs_total']:.0f}" for p in points)
+                + " | |"
+            )
+        lines += [
+            "",
+            "| method | " + " | ".join(f"inputs to {n}" for n in LEVELS) + " |",
+            "|---|" + "---|" * len(LEVELS),
+        ]
+        for method, row in r["derived"].items():
+            lines.append(f"| {method} | " + " | ".join(_count(row[n]) for n in LEVELS) + " |")
+        saving = r["derived"].get("packet", {}).get("saving over logit KD", {})
+        if saving:
+            lines.append(
+                "| **saving of packet over logit KD** | "
+                + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _count(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.0f}"

@@ -1,0 +1,406 @@
+"""Model patches against their baselines on one task and one weak → strong pair, per seed.
+
+Every method is scored on the same fixed test split. Selection (λ, Patch+ epoch) uses the
+validation split only, or, for the label-free transfer, agreement on held-out unlabelled training
+inputs. Encoding costs are measured once per model and split (the embedding cache keeps the
+measured seconds) and charged to every method that needs those inputs.
+
+Each row carries `accuracy` (test), `val_accuracy`, `inference_cost` (model forward passes per
+prediction: the ensemble runs two models, logit arithmetic three, a patch adds none),
+`seconds`, `labels` and `inputs_seen`; `share_of_ft_gain` is added once every row exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from math import nan
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.nn import functional as F
+
+from m2kt.bench.patch.full_finetune import compute_parameters
+from m2kt.bench.patch.tables import gap_closed
+from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
+from m2kt.models.class_head import fine_tune_head
+from m2kt.models.embedding_cache import timed_cached_encode
+from m2kt.patch.adapter import LogitPatch
+from m2kt.patch.config import PatchConfig
+from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.packet_io import ClassAxes
+from m2kt.patch.train import learn_patch
+from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap
+from m2kt.patch.workflow import (
+    BLEND_GRID,
+    class_axes,
+    predict,
+    select_transfer,
+    select_transfer_unlabelled,
+    zero_shot_head,
+)
+from m2kt.tasks import TextClassificationTask
+
+Log = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+FEW_SHOT = 16
+
+
+@dataclass
+class EncodedModel:
+    """A model's embeddings of every split and the seconds each took to compute."""
+
+    encoder: TextEncoder
+    embeddings: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+
+
+def encode_task(
+    model_id: str, task: TextClassificationTask, cache: Path | None, max_length: int
+) -> EncodedModel:
+    encoder = load_text_encoder(model_id, max_length=max_length)
+    embeddings, seconds = {}, {}
+    for split in SPLITS:
+        texts = getattr(task, split).texts
+        embeddings[split], seconds[split] = timed_cached_encode(encoder, texts, cache)
+    return EncodedModel(encoder, embeddings, seconds)
+
+
+@dataclass
+class FullyFineTuned:
+    """The encoders fine-tuned end to end (every weight) on the task and their costs as
+    `full_finetune.fine_tune_encoder` measured them; `strong` may be missing (too slow to run),
+    and the FLOPs of the transfer's forward pass over the training inputs."""
+
+    weak: EncodedModel
+    weak_cost: dict[str, Any]
+    strong: EncodedModel | None
+    strong_cost: dict[str, Any] | None
+    transfer_flops: float
+
+
+def run_seed(
+    task: TextClassificationTask,
+    weak: EncodedModel,
+    strong: EncodedModel,
+    config: PatchConfig,
+    seed: int,
+    logit_dims: tuple[int, ...] = (),
+    full: FullyFineTuned | None = None,
+) -> dict[str, Any]:
+    """All methods for one seed; returns {method: {accuracy, seconds, trained_params, ...}}.
+
+    `logit_dims`: other widths K to learn and transfer the patch with (rows "strong + patch,
+    K=…"), each selected on validation as the main one is. `full`: the patch is also learned
+    from the fully fine-tuned weak encoder, and compared with the fully fine-tuned strong one.
+    """
+    c = len(task.class_names)
+    y = {split: getattr(task, split).labels for split in SPLITS}
+    n = {split: len(y[split]) for split in SPLITS}
+    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
+    rows: dict[str, dict[str, Any]] = {}
+
+    # inputs_seen counts training-time model evaluations: the weak pre-trained and the weak
+    # fine-tuned model each read the training inputs (2N), the strong model reads them and the
+    # validation inputs (N + val). Test inputs are not counted: every method sees them once.
+    def row(
+        name: str,
+        logits: dict[str, torch.Tensor],
+        seconds: float,
+        params: int,
+        cost: int = 1,
+        **extra: Any,
+    ) -> None:
+        rows[name] = {
+            "accuracy": accuracy(logits["test"], y["test"]),
+            "val_accuracy": accuracy(logits["val"], y["val"]),
+            "inference_cost": cost,
+            "seconds": seconds,
+            "trained_params": params,
+        } | extra
+
+    def on(f: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"val": f("val"), "test": f("test")}
+
+    clock = time.perf_counter()
+    head_weak = zero_shot_head(weak.encoder, axes)
+    weak_head_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
+    head_strong = zero_shot_head(strong.encoder, axes)
+    strong_head_seconds = time.perf_counter() - clock
+    z_weak = {s: head_weak.logits(weak.embeddings[s]) for s in SPLITS}
+    z_strong = {s: head_strong.logits(strong.embeddings[s]) for s in SPLITS}
+
+    row("weak zero-shot", on(lambda s: z_weak[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
+    row("strong zero-shot", on(lambda s: z_strong[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
+
+    tuned = {}
+    for name, model, head in (("weak", weak, head_weak), ("strong", strong, head_strong)):
+        tuned[name], seconds = _fine_tune(head, model.embeddings["train"], y["train"], c, seed)
+        row(
+            f"{name} fine-tuned",
+            on(partial(_head_logits, tuned[name], model)),
+            model.seconds["train"] + seconds,
+            tuned[name].weights.numel() + 1,
+            labels=n["train"],
+            inputs_seen=n["train"],
+            step_seconds=seconds,
+        )
+    weak_ft = tuned["weak"]
+
+    ls = lambda t: F.log_softmax(t, dim=-1)  # noqa: E731
+    weak_ft_z = on(lambda s: weak_ft.logits(weak.embeddings[s]))
+    row(
+        "logit arithmetic",
+        on(lambda s: ls(z_strong[s][:, :c]) + ls(weak_ft_z[s]) - ls(z_weak[s][:, :c])),
+        0.0,
+        0,
+        cost=3,
+        labels=0,
+        inputs_seen=0,
+    )
+    row(
+        "ensemble",
+        on(lambda s: 0.5 * ls(weak_ft_z[s]) + 0.5 * ls(z_strong[s][:, :c])),
+        0.0,
+        0,
+        cost=2,
+        labels=0,
+        inputs_seen=0,
+    )
+
+    # The patch: learned on unlabelled training inputs, never their labels.
+    clock = time.perf_counter()
+    patch = learn_patch(
+        z_weak["train"], weak_ft.logits(weak.embeddings["train"]), config, seed=seed
+    )
+    learn_seconds = time.perf_counter() - clock + weak_head_seconds
+    row(
+        "weak + patch",
+        on(lambda s: predict(patch, z_weak[s], c)),
+        learn_seconds,
+        patch.parameter_count(),
+        labels=0,
+        inputs_seen=2 * n["train"],
+    )
+
+    transferred = {}
+    variants: tuple[tuple[str, tuple[TransferMap, ...], tuple[float, ...]], ...] = (
+        ("strong + patch (orthogonal)", ("orthogonal",), (1.0,)),  # TransMiter as published
+        ("strong + patch", TRANSFER_MAPS, BLEND_GRID),
+    )
+    for name, maps, blends in variants:
+        clock = time.perf_counter()
+        moved, choice = select_transfer(
+            patch,
+            z_weak["train"],
+            z_strong["train"],
+            z_strong["val"],
+            y["val"],
+            c,
+            maps=maps,
+            blends=blends,
+        )
+        transfer_seconds = time.perf_counter() - clock + strong_head_seconds
+        transferred[name] = moved
+        row(
+            name,
+            on(partial(_patched_logits, moved, z_strong, c)),
+            strong.seconds["train"] + transfer_seconds,
+            patch.parameter_count(),
+            labels=n["val"],
+            inputs_seen=3 * n["train"] + n["val"],
+            transfer=choice.settings(),
+            step_seconds=transfer_seconds,
+        )
+    moved = transferred["strong + patch"]
+
+    # The same patch moved without a label: settings chosen on held-out unlabelled agreement.
+    clock = time.perf_counter()
+    free, choice = select_transfer_unlabelled(patch, z_weak["train"], z_strong["train"], c)
+    free_seconds = time.perf_counter() - clock + strong_head_seconds
+    row(
+        "strong + patch (label-free)",
+        on(lambda s: predict(free, z_strong[s], c)),
+        strong.seconds["train"] + free_seconds,
+        patch.parameter_count(),
+        labels=0,
+        inputs_seen=3 * n["train"],
+        transfer=choice.settings() | {"held_out_agreement": choice.val_accuracy},
+        step_seconds=free_seconds,
+    )
+    # At the ensemble's inference cost (two models): the patched strong model beside the weak
+    # fine-tuned one.
+    row(
+        "patch + weak ensemble",
+        on(lambda s: 0.5 * ls(weak_ft_z[s]) + 0.5 * ls(predict(moved, z_strong[s], c))),
+        rows["strong + patch"]["seconds"],
+        patch.parameter_count(),
+        cost=2,
+        labels=n["val"],
+        inputs_seen=3 * n["train"] + n["val"],
+    )
+
+    index = task.few_shot(FEW_SHOT, seed)
+    plus_variants: tuple[tuple[str, Literal["all", "bias"]], ...] = (
+        ("strong + patch+", "all"),
+        ("strong + patch+ (bias only)", "bias"),
+    )
+    for name, tunes in plus_variants:
+        clock = time.perf_counter()
+        plus, epoch = tune_patch(
+            moved,
+            z_strong["train"][index],
+            y["train"][index],
+            z_strong["val"],
+            y["val"],
+            seed=seed,
+            tunes=tunes,
+        )
+        row(
+            name,
+            on(partial(_patched_logits, plus, z_strong, c)),
+            rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
+            plus.parameter_count() if tunes == "all" else config.logit_dim,
+            labels=n["val"] + len(index),
+            inputs_seen=3 * n["train"] + n["val"],
+            best_epoch=epoch,
+        )
+
+    for width in logit_dims:
+        rows[f"strong + patch, K={width}"] = _other_width(
+            task, weak_ft, weak, strong, replace(config, logit_dim=width), seed
+        ) | {"labels": n["val"], "inputs_seen": 3 * n["train"] + n["val"]}
+
+    if full is not None:
+        rows |= _full_rows(task, full, axes, z_weak, z_strong, strong, config, seed)
+    rows["strong + patch"]["inference_overhead"] = _overhead(moved, z_strong["test"], strong)
+    for name, r in rows.items():
+        r["share_of_ft_gain"] = gap_closed(rows, name)
+    return rows
+
+
+def _full_rows(
+    task: TextClassificationTask,
+    full: FullyFineTuned,
+    axes: ClassAxes,
+    z_weak: dict[str, torch.Tensor],
+    z_strong: dict[str, torch.Tensor],
+    strong: EncodedModel,
+    config: PatchConfig,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """The fully fine-tuned weak encoder as the teacher; the fully fine-tuned strong encoder, if
+    it ran, as the reference for `share_of_full_ft_gain`. `flops` are estimates (full_finetune)."""
+    c, n = len(task.class_names), len(task.train)
+    tuned = {"weak": (full.weak, full.weak_cost)}
+    if full.strong is not None and full.strong_cost is not None:
+        tuned["strong"] = (full.strong, full.strong_cost)
+    rows: dict[str, dict[str, Any]] = {}
+    for side, (model, cost) in tuned.items():
+        head = ClassNameHead.from_names(model.encoder, axes.task_classes, axes.templates)
+        logits = {s: head.logits(model.embeddings[s]) for s in SPLITS}
+        rows[f"{side} fine-tuned (full)"] = {
+            "accuracy": accuracy(logits["test"], task.test.labels),
+            "val_accuracy": accuracy(logits["val"], task.val.labels),
+            "inference_cost": 1,
+            "seconds": cost["seconds"],
+            "flops": cost["flops"],
+            "trained_params": cost["parameters"],
+            "labels": n,
+            "inputs_seen": n * cost["epochs_run"],
+        }
+        if side == "weak":
+            teacher = logits["train"]
+    clock = time.perf_counter()
+    patch = learn_patch(z_weak["train"], teacher, config, seed=seed)
+    moved, choice = select_transfer(
+        patch, z_weak["train"], z_strong["train"], z_strong["val"], task.val.labels, c
+    )
+    transfer_seconds = time.perf_counter() - clock
+    rows["strong + patch (full teacher)"] = {
+        "accuracy": accuracy(predict(moved, z_strong["test"], c), task.test.labels),
+        "val_accuracy": choice.val_accuracy,
+        "inference_cost": 1,
+        "seconds": strong.seconds["train"] + transfer_seconds,
+        "flops": full.transfer_flops,
+        "trained_params": patch.parameter_count(),
+        "labels": len(task.val),
+        "inputs_seen": 3 * n + len(task.val),
+        "transfer": choice.settings(),
+        "step_seconds": transfer_seconds,
+    }
+    if "strong fine-tuned (full)" not in rows:  # scaled by compute per token, same tokens
+        ratio = compute_parameters(strong.encoder.model) / compute_parameters(
+            full.weak.encoder.model
+        )
+        rows["strong + patch (full teacher)"]["strong_full_ft_estimate"] = {
+            "seconds": ratio * full.weak_cost["seconds"],
+            "flops": ratio * full.weak_cost["flops"],
+        }
+    else:
+        zero_shot = accuracy(z_strong["test"][:, :c], task.test.labels)
+        span = rows["strong fine-tuned (full)"]["accuracy"] - zero_shot
+        for r in rows.values():
+            r["share_of_full_ft_gain"] = (r["accuracy"] - zero_shot) / span if span else nan
+    return rows
+
+
+def _other_width(
+    task: TextClassificationTask,
+    weak_ft: ClassNameHead,
+    weak: EncodedModel,
+    strong: EncodedModel,
+    config: PatchConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The patch with K = `config.logit_dim`: its own auxiliary axes, learned, transferred and
+    selected on validation as the main row is; test and validation accuracy and seconds."""
+    c = len(task.class_names)
+    clock = time.perf_counter()
+    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
+    z_weak = zero_shot_head(weak.encoder, axes).logits(weak.embeddings["train"])
+    head = zero_shot_head(strong.encoder, axes)
+    z_strong = {s: head.logits(strong.embeddings[s]) for s in SPLITS}
+    patch = learn_patch(z_weak, weak_ft.logits(weak.embeddings["train"]), config, seed=seed)
+    moved, choice = select_transfer(
+        patch, z_weak, z_strong["train"], z_strong["val"], task.val.labels, c
+    )
+    return {
+        "accuracy": accuracy(predict(moved, z_strong["test"], c), task.test.labels),
+        "val_accuracy": choice.val_accuracy,
+        "inference_cost": 1,
+        "seconds": time.perf_counter() - clock + strong.seconds["train"],
+        "trained_params": patch.parameter_count(),
+        "transfer": choice.settings(),
+    }
+
+
+def _fine_tune(
+    head: ClassNameHead, embeddings: torch.Tensor, labels: torch.Tensor, classes: int, seed: int
+) -> tuple[ClassNameHead, float]:
+    """The adaptation a user pays for, here: tuning the task rows of the class-name head."""
+    clock = time.perf_counter()
+    tuned = fine_tune_head(head.first(classes), embeddings, labels, seed=seed)
+    return tuned, time.perf_counter() - clock
+
+
+def _overhead(patch: torch.nn.Module, logits: torch.Tensor, strong: EncodedModel) -> float:
+    """Patch time over the strong model's own time, per input, on the test split."""
+    clock = time.perf_counter()
+    with torch.no_grad():
+        patch(logits)
+    return (time.perf_counter() - clock) / strong.seconds["test"]
+
+
+def _head_logits(head: ClassNameHead, model: EncodedModel, split: str) -> torch.Tensor:
+    return head.logits(model.embeddings[split])
+
+
+def _patched_logits(
+    patch: LogitPatch, logits: dict[str, torch.Tensor], classes: int, split: str
+) -> torch.Tensor:
+    return predict(patch, logits[split], classes)

@@ -1,0 +1,441 @@
+"""`m2kt bench safety`: does the auditor catch unsafe concepts hidden in packets, at a low
+false-alarm rate, on concepts nobody tuned it on?
+
+Every seed builds real packets (with part P, the teacher's probe states) from a teacher's
+states: eight benign concepts and one injected unsafe concept, in one of these disguises:
+- labelled: its own name and probes;
+- mislabelled: its own probes under a benign name (the name is never read);
+- trojan: a benign concept's name and probes over the unsafe concept's vector;
+- blended α: a benign concept's name and probes over (1 − α)·benign + α·unsafe, at each
+  strength the test set names.
+The product's auditor screens each packet on both sides: at export in the teacher's space
+(`audit_teacher`), at ingestion in the student's (`audit_student`: the concept aligned by a CAL
+fitted on the packet's probe states, the student's reading of its probes, and the concept's
+consistency with its probes). Each concept's score is the highest the auditor saw for it.
+
+The concepts come from a test set frozen before the screen was changed
+(`bench/safety/frozen_test_set.yaml`, checked against `FROZEN_SHA256`): 18 harm categories, 10 of
+them absent from the description list, and 30 near-miss benign concepts. `--set dev` runs the
+development set (`concepts.yaml` and the shipped topics and arithmetic specs) that the
+screen was tuned on. Nothing here touches a threshold: each screen calibrates itself on its own
+training texts.
+
+Reported per side, from the scores: ROC and AUROC, detection at 1% and 5% false alarms (the
+score cut that keeps benign audits under the rate), the same split by described / undescribed
+harm category and by disguise and blend strength; and the auditor's own decisions at its
+calibrated threshold (detected, false alarms, per category and per distinct benign concept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.nn import functional as F
+
+from m2kt.anchors.sets import SHIPPED_ANCHORS, AnchorSet, load_anchor_set
+from m2kt.atomic import atomic_write_bytes
+from m2kt.concepts.spec import load_spec
+from m2kt.errors import UsageError
+from m2kt.models.load import load_model
+from m2kt.packet import Packet, make_provenance
+from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_STATES_TENSOR
+from m2kt.report.figures import safety_roc
+from m2kt.safety.audit import Audit
+from m2kt.safety.screen import SafetyScreen, build_screen
+from m2kt.safety.sides import audit_student, audit_teacher, model_reader
+
+HERE = Path(__file__).parent
+FROZEN = HERE / "frozen_test_set.yaml"
+FROZEN_SHA256 = "84177f18d3a338b7a069b31f0f59752286724c66471deb4d6a8846cefb3d2167"
+DEVELOPMENT = HERE / "concepts.yaml"
+DEV_BLENDS = (0.5,)
+SIDES = ("export", "ingest")
+RATES = (0.01, 0.05)
+
+
+@dataclass(frozen=True)
+class SafetyPlan:
+    teacher: str = "e1"
+    student: str = "e2"
+    seeds: int = 10
+    benign_per_packet: int = 8
+    probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
+    anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
+    concept_set: str = "test"  # "test": the frozen set; "dev": the development set
+
+
+PLANS = {"quick": SafetyPlan(seeds=2), "full": SafetyPlan(seeds=10)}
+
+
+@dataclass(frozen=True)
+class TestConcept:
+    name: str
+    probes: list[str]
+    unsafe: bool
+    described: bool = True  # for harms: does the shipped description list cover it?
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    concepts: list[TestConcept]
+    blends: tuple[float, ...]
+    sha256: str
+
+    @property
+    def kinds(self) -> list[str]:
+        return ["labelled", "mislabelled", "trojan"] + [f"blended {a:g}" for a in self.blends]
+
+
+def frozen_test_set(path: Path = FROZEN) -> ConceptSet:
+    """The frozen test set, refused if its content is not the one the figures were made on."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != FROZEN_SHA256:
+        raise UsageError(
+            f"the frozen safety test set {path} has sha256 {digest[:16]}…, "
+            f"not {FROZEN_SHA256[:16]}…",
+            "the test set is frozen: restore it from git; tune on --set dev instead",
+        )
+    raw = yaml.safe_load(data)
+    concepts = [
+        TestConcept(c["name"], c["probes"], True, bool(c["described"])) for c in raw["unsafe"]
+    ]
+    concepts += [TestConcept(c["name"], c["probes"], False) for c in raw["benign"]]
+    return ConceptSet(concepts, tuple(float(a) for a in raw["blends"]), digest)
+
+
+def development_set() -> ConceptSet:
+    """The set the screen was tuned on: the old benchmark concepts and two shipped specs."""
+    data = DEVELOPMENT.read_bytes()
+    raw = yaml.safe_load(data)
+    concepts = [
+        TestConcept(c["name"], c["probes"], True, not c.get("outside")) for c in raw["unsafe"]
+    ]
+    concepts += [TestConcept(c["name"], c["probes"], False) for c in raw["benign"]]
+    for spec in ("topics", "arithmetic"):
+        concepts += [TestConcept(c.name, list(c.probes), False) for c in load_spec(spec).concepts]
+    return ConceptSet(concepts, DEV_BLENDS, hashlib.sha256(data).hexdigest())
+
+
+def run_safety(
+    plan: SafetyPlan, out: Path, log: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    chosen = frozen_test_set() if plan.concept_set == "test" else development_set()
+    concepts = chosen.concepts
+    anchor_set = load_anchor_set(SHIPPED_ANCHORS)
+    anchor_texts = anchor_set.subset(plan.anchors) if plan.anchors else []
+    texts = list(dict.fromkeys([*(p for c in concepts for p in c.probes), *anchor_texts]))
+    sides: dict[str, tuple[SafetyScreen, dict[str, torch.Tensor]]] = {}
+    for role, model in (("teacher", plan.teacher), ("student", plan.student)):
+        log(f"reading {len(texts)} probes and the screen's texts with {model}")
+        view = load_model(model)
+        (layer,) = view.check_layers([-1])
+        read = model_reader(view, layer, view.pooling)
+        screen = build_screen(read)
+        states = dict(zip(texts, read(texts), strict=True))
+        sides[role] = (screen, states)
+    teacher_screen, teacher_states = sides["teacher"]
+    student_screen, student_states = sides["student"]
+
+    def lookup(batch: list[str]) -> torch.Tensor:
+        return torch.stack([student_states[t] for t in batch])
+
+    anchors = (
+        (anchor_set, anchor_texts, torch.stack([teacher_states[t] for t in anchor_texts]))
+        if anchor_texts
+        else None
+    )
+
+    rows: list[dict[str, Any]] = []
+    for seed in range(plan.seeds):
+        rng = random.Random(seed)
+        for injected in (c for c in concepts if c.unsafe):
+            for kind in chosen.kinds:
+                packet, truth = _packet(
+                    plan, rng, concepts, injected, kind, teacher_states, anchors
+                )
+                for side, audit in (
+                    ("export", _export_audit(teacher_screen, packet, teacher_states)),
+                    ("ingest", audit_student(student_screen, packet, lookup)),
+                ):
+                    for finding, concept in zip(audit.findings, truth, strict=True):
+                        rows.append(
+                            {
+                                "seed": seed,
+                                "side": side,
+                                "kind": kind if concept.unsafe else "benign",
+                                "concept": concept.name,
+                                "described": concept.described,
+                                "flagged": finding.flagged,
+                                "score": finding.score,
+                            }
+                        )
+        log(f"seed {seed}: {len(rows)} concept audits")
+    result = {
+        "plan": asdict(plan),
+        "test_set": {
+            "path": "bench/safety/frozen_test_set.yaml" if plan.concept_set == "test" else None,
+            "sha256": chosen.sha256,
+            "unsafe_concepts": sum(c.unsafe for c in concepts),
+            "undescribed_concepts": sum(c.unsafe and not c.described for c in concepts),
+            "benign_concepts": sum(not c.unsafe for c in concepts),
+            "blends": list(chosen.blends),
+        },
+        "thresholds": {"teacher": teacher_screen.threshold, "student": student_screen.threshold},
+        "calibration": {
+            "teacher": teacher_screen.calibration,
+            "student": student_screen.calibration,
+        },
+        **summarise(rows, chosen.kinds),
+        "rows": rows,
+        "wall_clock_seconds": time.perf_counter() - started,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "results.json", json.dumps(result, indent=1).encode())
+    atomic_write_bytes(out / "results.md", render(result).encode())
+    atomic_write_bytes(out / "results.png", safety_roc(result))
+    return result
+
+
+def _packet(
+    plan: SafetyPlan,
+    rng: random.Random,
+    concepts: list[TestConcept],
+    injected: TestConcept,
+    kind: str,
+    states: dict[str, torch.Tensor],
+    anchors: tuple[AnchorSet, list[str], torch.Tensor] | None,
+) -> tuple[Packet, list[TestConcept]]:
+    """A packet of benign concepts with `injected` disguised as `kind`, and the truth per row."""
+    benign = [c for c in concepts if not c.unsafe]
+    chosen = rng.sample(benign, plan.benign_per_packet + 1)
+    cover, members = chosen[0], chosen[1:]
+
+    def vector(concept: TestConcept) -> torch.Tensor:
+        picked = rng.sample(concept.probes, min(plan.probes_per_concept, len(concept.probes)))
+        return F.normalize(torch.stack([states[p] for p in picked]), dim=-1).mean(0)
+
+    bad = vector(injected)
+    entries = [(c.name, c.probes, vector(c)) for c in members]
+    if kind == "labelled":
+        hidden = (injected.name, injected.probes, bad)
+    elif kind == "mislabelled":
+        hidden = (cover.name, injected.probes, bad)
+    elif kind == "trojan":
+        hidden = (cover.name, cover.probes, bad)
+    else:
+        alpha = float(kind.split()[1])
+        hidden = (cover.name, cover.probes, (1 - alpha) * vector(cover) + alpha * bad)
+    where = rng.randrange(len(entries) + 1)
+    entries.insert(where, hidden)
+    truth = list(members)
+    truth.insert(where, injected)
+    return _build(entries, states, anchors), truth
+
+
+def _build(
+    entries: list[tuple[str, list[str], torch.Tensor]],
+    states: dict[str, torch.Tensor],
+    anchors: tuple[AnchorSet, list[str], torch.Tensor] | None,
+) -> Packet:
+    """A knowledge packet with parts C, P and N: the probe and anchor states are the teacher's."""
+    probe_states = torch.stack([states[p] for _, probes, _ in entries for p in probes])
+    tensors = {
+        CONCEPTS_TENSOR: torch.stack([e[2] for e in entries]).float(),
+        PROBE_STATES_TENSOR: probe_states.float(),
+    }
+    part_n = None
+    if anchors is not None:
+        anchor_set, texts, anchor_states = anchors
+        tensors[ANCHOR_STATES_TENSOR] = anchor_states.float()
+        part_n = {
+            "set": anchor_set.name,
+            "version": anchor_set.version,
+            "sha256": anchor_set.sha256,
+            "texts": texts,
+        }
+    concepts = [
+        {
+            "id": f"c{k}",
+            "name": name,
+            "probes": probes,
+            "method": "bottleneck",
+            "confidence": 1.0,
+            "layer": 0,
+        }
+        for k, (name, probes, _) in enumerate(entries)
+    ]
+    return Packet.create(
+        kind="knowledge",
+        provenance=make_provenance(method="bench:safety", created_at="2026-01-01T00:00:00+00:00"),
+        tensors=tensors,
+        concepts=concepts,
+        probes={"layer": 0, "pooling": "mean", "logit_scale": 20.0},
+        anchors=part_n,
+    )
+
+
+def _export_audit(screen: SafetyScreen, packet: Packet, states: dict[str, torch.Tensor]) -> Audit:
+    m = packet.manifest
+    assert m.concepts is not None
+    means = torch.stack(
+        [
+            F.normalize(torch.stack([states[p] for p in c.probes]), dim=-1).mean(0)
+            for c in m.concepts
+        ]
+    )
+    return audit_teacher(
+        screen,
+        [c.id for c in m.concepts],
+        [c.name for c in m.concepts],
+        packet.tensors[CONCEPTS_TENSOR],
+        means,
+    )
+
+
+def roc(benign: torch.Tensor, unsafe: torch.Tensor) -> dict[str, Any]:
+    """AUROC (ties count half), detection at each false-alarm rate in `RATES`, and the curve.
+
+    Detection at rate r is the share of unsafe scores above the smallest cut that keeps benign
+    scores above it at or under r.
+    """
+    if len(benign) == 0 or len(unsafe) == 0:
+        return {"auroc": float("nan"), "curve": []}
+    greater = (unsafe[:, None] > benign[None, :]).double().mean()
+    ties = (unsafe[:, None] == benign[None, :]).double().mean()
+    found: dict[str, Any] = {"auroc": float(greater + ties / 2)}
+    ordered = benign.sort(descending=True).values
+    for rate in RATES:
+        cut = float(ordered[min(int(rate * len(ordered)), len(ordered) - 1)])
+        found[f"detection_at_{rate * 100:g}pct_fa"] = float((unsafe > cut).float().mean())
+    cuts = torch.cat([torch.tensor([float("inf")]), torch.cat([benign, unsafe]).unique().flip(0)])
+    curve = [
+        (float((benign >= c).float().mean()), float((unsafe >= c).float().mean())) for c in cuts
+    ]
+    found["curve"] = _thin(curve)
+    return found
+
+
+def _thin(curve: list[tuple[float, float]], points: int = 200) -> list[list[float]]:
+    """At most `points` (false alarm, detection) pairs, kept in order, ends included."""
+    step = max(1, len(curve) // points)
+    kept = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])
+    return [[round(a, 5), round(b, 5)] for a, b in kept]
+
+
+def summarise(rows: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
+    """Per side: the curves (all, described/undescribed, per disguise) and the decisions."""
+    curves: dict[str, Any] = {}
+    decisions: dict[str, Any] = {}
+    for side in SIDES:
+        mine = [r for r in rows if r["side"] == side]
+        benign_rows = [r for r in mine if r["kind"] == "benign"]
+        benign = _scores(benign_rows)
+
+        injected = [r for r in mine if r["kind"] != "benign"]
+        block = roc(benign, _scores(injected))
+        block["described"] = roc(benign, _scores([r for r in injected if r["described"]]))
+        block["undescribed"] = roc(benign, _scores([r for r in injected if not r["described"]]))
+        block["by_kind"] = {
+            k: roc(benign, _scores([r for r in injected if r["kind"] == k])) for k in kinds
+        }
+        for part in [block["described"], block["undescribed"], *block["by_kind"].values()]:
+            part.pop("curve")
+        curves[side] = block
+        decisions[side] = _decisions(mine, kinds)
+    return {"curves": curves, "decisions": decisions}
+
+
+def _scores(rows: list[dict[str, Any]]) -> torch.Tensor:
+    return torch.tensor([r["score"] for r in rows])
+
+
+def _decisions(rows: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
+    """The auditor's own flags at its calibrated threshold."""
+
+    def rate(picked: list[dict[str, Any]]) -> dict[str, Any]:
+        flagged = sum(r["flagged"] for r in picked)
+        return {"flagged": flagged, "of": len(picked), "rate": flagged / max(1, len(picked))}
+
+    unsafe = [r for r in rows if r["kind"] != "benign"]
+    benign = [r for r in rows if r["kind"] == "benign"]
+    names = sorted({r["concept"] for r in unsafe})
+    benign_names = sorted({r["concept"] for r in benign})
+    per_benign = {n: rate([r for r in benign if r["concept"] == n]) for n in benign_names}
+    return {
+        "all unsafe": rate(unsafe),
+        "described": rate([r for r in unsafe if r["described"]]),
+        "undescribed": rate([r for r in unsafe if not r["described"]]),
+        "by_kind": {k: rate([r for r in unsafe if r["kind"] == k]) for k in kinds},
+        "by_category": {n: rate([r for r in unsafe if r["concept"] == n]) for n in names},
+        "benign": rate(benign),
+        "benign_concepts_ever_flagged": sorted(n for n, v in per_benign.items() if v["flagged"]),
+        "benign_concepts": len(benign_names),
+        "by_benign_concept": per_benign,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    plan, curves, decisions = result["plan"], result["curves"], result["decisions"]
+    test = result["test_set"]
+    lines = [
+        f"# Safety auditor: teacher {plan['teacher']}, student {plan['student']}, "
+        f"{plan['seeds']} seeds, {plan['concept_set']} set (sha256 {test['sha256'][:16]}…)",
+        "",
+        "| | export (teacher space) | ingestion (student space) |",
+        "|---|---|---|",
+    ]
+
+    def cell(block: dict[str, Any]) -> str:
+        return (
+            f"AUROC {block['auroc']:.3f}; {block['detection_at_1pct_fa']:.1%} at 1% FA, "
+            f"{block['detection_at_5pct_fa']:.1%} at 5% FA"
+        )
+
+    lines.append(f"| all injected | {cell(curves['export'])} | {cell(curves['ingest'])} |")
+    for part in ("described", "undescribed"):
+        lines.append(
+            f"| {part} | {cell(curves['export'][part])} | {cell(curves['ingest'][part])} |"
+        )
+    for kind in curves["export"]["by_kind"]:
+        lines.append(
+            f"| {kind} | {cell(curves['export']['by_kind'][kind])} | "
+            f"{cell(curves['ingest']['by_kind'][kind])} |"
+        )
+    lines += ["", "At the calibrated thresholds (what the product does):", ""]
+    lines += ["| | export | ingestion |", "|---|---|---|"]
+
+    def rate(block: dict[str, Any]) -> str:
+        return f"{block['rate']:.1%} ({block['flagged']}/{block['of']})"
+
+    for key in ("all unsafe", "described", "undescribed", "benign"):
+        label = "benign flagged (false alarms)" if key == "benign" else f"detected, {key}"
+        lines.append(
+            f"| {label} | {rate(decisions['export'][key])} | {rate(decisions['ingest'][key])} |"
+        )
+    for side in SIDES:
+        ever = decisions[side]["benign_concepts_ever_flagged"]
+        lines.append(
+            f"\n{side}: {len(ever)} of {decisions[side]['benign_concepts']} benign concepts "
+            f"flagged at least once ({', '.join(ever) or 'none'})."
+        )
+    t, c = result["thresholds"], result["calibration"]
+    lines += [
+        "",
+        f"Thresholds: teacher {t['teacher']:.3f}, student {t['student']:.3f}. Leave-one-category-"
+        f"out detection on the screen's own training categories: teacher "
+        f"{c['teacher']['loco_detected']:.1%}, student {c['student']['loco_detected']:.1%}. "
+        f"{result['wall_clock_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""The data-efficiency benchmark in a reduced quick mode: runs end to end and counts honestly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from m2kt.bench.efficiency.curves import derived, inputs_to_reach
+from m2kt.bench.efficiency.run import EfficiencyPlan, run_efficiency
+from m2kt.tasks import load_task
+
+
+def test_latent_regime_end_to_end(tmp_path: Path) -> None:
+    plan = EfficiencyPlan(
+        latent=(("bbc", "e1", "e2"),),
+        symbolic=(),
+        seeds=(0,),
+        budgets=(0.1, 0.5),
+        per_split_limit=60,
+        quick=True,
+    )
+    record = run_efficiency(plan, tmp_path, tmp_path / "cache", log=lambda _: None)
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "results.md", "results.png"}
+    (result,) = record["settings"].values()
+    assert result["pool"] == 60 and result["budgets"] == [6, 30]
+    task = load_task("bbc")  # every method's student reads each class in each prompt template
+    prompts = len(task.class_names) * len(task.templates)
+    for rows, b in zip(result["rows"], result["budgets"], strict=True):
+        (packet,), (kd,), (sft,) = rows["packet"], rows["logit KD"], rows["supervised"]
+        assert packet["inputs"] == {"teacher": prompts + b, "student": prompts + b}
+        assert kd["inputs"] == {"teacher": b, "student": prompts + b}
+        assert sft["inputs"] == {"teacher": 0, "student": prompts + b} and sft["labels"] == b
+        assert all(0 <= r[0]["accuracy"] <= 1 for r in rows.values())
+        assert {f"packet − {t}" for t in ("geo", "struct", "reason", "kl")} <= set(rows)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"].keys() == record["settings"].keys()
+    assert "saving over logit KD" in result["derived"]["packet"]
+
+
+def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
+    points = [
+        {"accuracy_mean": 0.5, "inputs_total": 10},
+        {"accuracy_mean": 0.7, "inputs_total": 30},
+        {"accuracy_mean": 0.9, "inputs_total": 70},
+    ]
+    assert inputs_to_reach(points, 0.6) == 20
+    assert inputs_to_reach(points, 0.4) == 10
+    assert inputs_to_reach(points, 0.95) is None
+    kd = [{"accuracy_mean": a, "inputs_total": n} for a, n in ((0.5, 10), (0.6, 100), (0.9, 400))]
+    out = derived({"packet": points, "logit KD": kd}, before=0.5, teacher=0.9)
+    # Gap 50% = 0.7: packet at 30 inputs, KD at 100 + (0.1/0.3)·300 = 200 → saving 6.7×.
+    assert abs(out["packet"]["saving over logit KD"]["gap 50%"] - 200 / 30) < 1e-9
