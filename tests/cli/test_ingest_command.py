@@ -66,8 +66,9 @@ def test_no_screen_keeps_the_auditor_out_but_not_the_safety_probes(packets, keys
     command = ["ingest", "--student", "e2", "--out", str(out), "--packet", str(packets["good"])]
     assert main([*command, "--key", str(keys[1]), "--no-screen"]) == 0
     report = json.loads((out / "ingestion_report.json").read_text())
-    assert report["safety_screen"] is None
-    assert any(check["name"] == "safety" for check in report["checks"])
+    assert report["safety_screen"] is None and report["dropped_concepts"] == []
+    names = [check["name"] for check in report["checks"]]
+    assert "safety" in names and "screen" not in names  # one switch, before and after training
 
 
 @pytest.mark.parametrize(

@@ -130,10 +130,12 @@ def test_safety_refuses_slots_that_move_onto_unsafe_concepts() -> None:
 def test_screen_refuses_a_slot_on_the_unsafe_side() -> None:
     anchors, states, _ = _world(40)
     unsafe = F.normalize(torch.randn(3, D, generator=torch.Generator().manual_seed(3)), dim=-1)
-    benign = anchors
-    screen = SafetyScreen(tuple("xyz"), unsafe, benign, torch.zeros(D), 0.2, {})
+    # a harm probe pointing at the second unsafe description
+    screen = SafetyScreen(tuple("xyz"), unsafe, torch.zeros(D), unsafe[1], 0.0, 0.5, {})
     assert screen_check(_memory(anchors), states, screen, 0.05).passed
-    check = screen_check(
-        _memory(anchors, torch.stack([unsafe[1], *anchors[1:]])), states, screen, 0.05
-    )
+    moved = _memory(anchors, torch.stack([unsafe[1], *anchors[1:]]))
+    check = screen_check(moved, states, screen, 0.05)
     assert not check.passed and "a" in check.reason
+    # where the audit already saw it before training: one threshold, applied once
+    audited = {moved.config.concepts[0]: 1.0}
+    assert screen_check(moved, states, screen, 0.05, audited).passed

@@ -93,7 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-safety-screen",
         action="store_true",
-        help="skip the audit of the concepts by meaning (its findings go in the packet's notes)",
+        help="skip the audit of the concepts and traces by meaning",
+    )
+    parser.add_argument(
+        "--keep-flagged",
+        action="store_true",
+        help="keep concepts and traces the safety audit flags (by default they are dropped); "
+        "the packet's provenance says they were flagged and kept",
     )
     parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
@@ -123,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt import distributed
     from m2kt.concepts.spec import load_spec
     from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-    from m2kt.safety import audit_export
+    from m2kt.safety import ExportAudit, finish_export
 
     spec = load_spec(args.concepts)
     settings = ExtractionSettings(
@@ -146,14 +152,17 @@ def run(args: argparse.Namespace) -> int:
     with distributed.joined(args.device) as world:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
-            audit = None if args.no_safety_screen else audit_export
+            audit = None if args.no_safety_screen else ExportAudit()
             result = extract_packet(view, spec, settings, progress, audit)
     if not world.is_writer:
         return 0
-    packet = result.packet.signed(args.sign) if args.sign else result.packet
+    packet, safety_notes = (
+        finish_export(result.packet, audit, args.keep_flagged) if audit else (result.packet, [])
+    )
+    packet = packet.signed(args.sign) if args.sign else packet
     path = packet.save(args.out)
     record = write_record(path, "extract", packet, time.perf_counter() - started)
-    for note in result.notes:
+    for note in result.notes + safety_notes:
         error_console.print(f"note: {shown(note)}")
     m = packet.manifest
     console.print(

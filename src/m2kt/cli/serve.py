@@ -7,6 +7,16 @@ Publishers are listed in a token file (only token hashes are stored); add one wi
 --add-publisher, which prints the new token once. The OpenAPI spec is at /openapi.json,
 interactive docs at /docs.
 
+The upload screen reads words only (m2kt.broker.screening): it refuses a concept whose name and
+probes contain at least 60% of the content words (4+ letters) of one line of the unsafe-concept
+list. It does not catch, because the broker runs no model:
+  - a harmful vector under a benign name and benign probes (a trojan), or blended into one;
+  - harmful probes worded unlike every list line (synonyms, paraphrase, another language,
+    misspellings), and any harm the list does not name (stalking, kidnapping, sabotage, ...);
+  - harm in reasoning traces, attention or anchor states: only concept names and probes are read.
+The meaning screen runs where a model is: at `m2kt extract` (teacher) and `m2kt ingest`
+(student), which drop what it flags; pulling a packet from a broker is no substitute.
+
 Examples:
   m2kt serve --tokens broker/tokens.json --add-publisher alice --key keys/alice.pub
   m2kt serve --store broker/store --tokens broker/tokens.json --port 8000 --public-read

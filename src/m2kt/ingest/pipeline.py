@@ -121,6 +121,7 @@ def ingest(
     screened = audit.inputs_read if audit else 0
     if audit is None and screen is not None:
         screened = int(screen.calibration["texts_read"])
+    audited = {f.name: f.score for f in audit.findings if not f.flagged} if audit else None
     dropped = (
         [{"id": f.id, "name": f.name, "reason": f.reasons[0]} for f in audit.flagged]
         if audit
@@ -180,7 +181,7 @@ def ingest(
             held_in_check(memory, held_states, held_labels, m.held_in),
             safety_check(memory, held_states, unsafe_states, m.safety),
         ]
-        + ([screen_check(memory, held_states, screen, m.safety)] if screen else [])
+        + ([screen_check(memory, held_states, screen, m.safety, audited)] if screen else [])
         + (
             [alignment_check(reading.alignment, settings.alignment_floor)]
             if reading.alignment

@@ -17,7 +17,7 @@ Checks, each a number before and after with a margin:
   that carries the teacher's concepts to the wrong place).
 - safety screen: the calibrated screen of the safety auditor (m2kt.safety) on the held-in
   probes, adapted: its mean score may not rise by more than the margin, and no concept slot
-  may land on the unsafe side.
+  may be moved by training onto the unsafe side (the same threshold the audit applied).
 """
 
 from __future__ import annotations
@@ -196,19 +196,35 @@ def safety_check(
 
 
 def screen_check(
-    memory: ConceptMemory, states: torch.Tensor, screen: SafetyScreen, margin: float
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    screen: SafetyScreen,
+    margin: float,
+    audited: dict[str, float] | None = None,
 ) -> Check:
-    """Did ingestion move the student toward harm, as the calibrated screen sees it?"""
+    """Did ingestion move the student toward harm, as the calibrated screen sees it?
+
+    A concept slot fails when it lands on the unsafe side *and* training moved it there: more
+    than `margin` above the score the auditor gave the concept before training (`audited`,
+    name → score). A concept the audit passed is not refused afterwards for where it already
+    was: one threshold, applied once.
+    """
     with torch.no_grad():
         before = float(screen.score(states).values.mean())
         after = float(screen.score(memory.adapt(states)).values.mean())
         slots = screen.score(memory.slots())
-    over = torch.nonzero(slots.values > screen.threshold).flatten().tolist()
-    flagged = [memory.config.concepts[i] for i in over]
+    names = memory.config.concepts
+    audited = audited or {}
+    over = [
+        i
+        for i, value in enumerate(slots.values.tolist())
+        if value > screen.threshold and value > audited.get(names[i], float("-inf")) + margin
+    ]
+    flagged = [names[i] for i in over]
     passed = after <= before + margin and not flagged
     reason = (
         f"safety probes: mean screen score {after:.3f} after against {before:.3f} before "
-        f"(margin {margin}); concept slots on the unsafe side (threshold "
+        f"(margin {margin}); concept slots moved onto the unsafe side (threshold "
         f"{screen.threshold:.3f}): {', '.join(flagged[:5]) or 'none'}"
     )
     return Check("screen", before, after, passed, reason)

@@ -14,6 +14,7 @@ Two signals, both reported per concept with the reason:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class Audit:
     threshold: float
     space: str
     inputs_read: int = 0  # texts the screened model read for the audit (screen and probes)
+    traces: dict[str, str] = field(default_factory=dict)  # flagged trace id → reason
 
     @property
     def flagged(self) -> list[Finding]:
@@ -76,6 +78,7 @@ class Audit:
             "inputs_read": self.inputs_read,
             "flagged": [f.id for f in self.flagged],
             "concepts": [asdict(f) | {"flagged": f.flagged} for f in self.findings],
+            "flagged_traces": self.traces,
         }
 
 
@@ -145,9 +148,28 @@ def probe_consistency(packet: Packet) -> torch.Tensor | None:
     return concepts @ F.normalize(torch.stack(means), dim=-1).T
 
 
-def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
+def screen_traces(
+    screen: SafetyScreen, packet: Packet, into: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, str]:
+    """Trace id → reason for each reasoning trace with a step on the unsafe side: a trace is
+    screened like a concept, each step's state mapped by `into` into the screened space (the
+    identity at export, φ at ingestion)."""
+    found = {}
+    for trace in packet.manifest.traces or []:
+        scores = screen.score(into(packet.tensors[TRACE_PREFIX + trace.id].float()))
+        step = int(scores.values.argmax())
+        top = float(scores.values[step])
+        if top > screen.threshold:
+            found[trace.id] = (
+                f"step {step + 1} scores {top:.3f} on the harm probe (threshold "
+                f"{screen.threshold:.3f}); nearest unsafe description: '{scores.nearest[step]}'"
+            )
+    return found
+
+
+def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = frozenset()) -> Packet:
     """The packet without the concepts `ids`: their rows, probe states, graph nodes and the
-    traces on their probes go.
+    traces on their probes go, and so do the traces `trace_ids`.
 
     The result is unsigned and has its own digest; callers keep the original for provenance.
     """
@@ -165,7 +187,7 @@ def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
         tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     if ANCHOR_STATES_TENSOR in packet.tensors:
         tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
-    traces = [t for t in m.traces or [] if t.probe not in dropped_probes]
+    traces = [t for t in m.traces or [] if t.probe not in dropped_probes and t.id not in trace_ids]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]
     graph = None

@@ -3,7 +3,8 @@ ingestion (after alignment). Both read the screen's texts with the model being s
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -17,10 +18,12 @@ from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
     Audit,
+    UnsafePacketError,
     audit_concepts,
     drop_concepts,
     probe_consistency,
     refuse_if_all_flagged,
+    screen_traces,
 )
 from m2kt.safety.screen import ReadTexts, SafetyScreen, screen_from_file
 
@@ -60,19 +63,16 @@ def audit_teacher(
     )
 
 
-def align_for_audit(
-    teacher: torch.Tensor, student: torch.Tensor, concepts: torch.Tensor
-) -> torch.Tensor:
-    """φ(c_k): a linear CAL fitted in closed form on paired states [N, d_T], [N, d_S]."""
+def fit_audit_alignment(teacher: torch.Tensor, student: torch.Tensor) -> ConceptAlignmentLayer:
+    """φ: a linear CAL fitted in closed form on paired states [N, d_T], [N, d_S]; it maps unit
+    teacher vectors into the student's space."""
     config = CALConfig(kind="linear", d_in=teacher.shape[1], d_out=student.shape[1])
-    cal = ConceptAlignmentLayer.fit(
+    return ConceptAlignmentLayer.fit(
         config,
         F.normalize(teacher.float(), dim=-1),
         F.normalize(student.float(), dim=-1),
         ridge=AUDIT_RIDGE,
     )
-    with torch.no_grad():
-        return cal(F.normalize(concepts.float(), dim=-1))
 
 
 def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audit:
@@ -102,7 +102,9 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
         student = read_all[[position[t] for t in paired]]
     else:
         teacher, student = concepts, anchors
-    aligned = align_for_audit(teacher, student, concepts)
+    cal = fit_audit_alignment(teacher, student)
+    with torch.no_grad():
+        aligned = cal(F.normalize(concepts.float(), dim=-1))
     audit = audit_concepts(
         screen,
         [c.id for c in m.concepts],
@@ -111,7 +113,11 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
         anchors,
         probe_consistency(packet),
     )
-    return replace(audit, inputs_read=len(texts) + int(screen.calibration["texts_read"]))
+    with torch.no_grad():
+        traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
+    return replace(
+        audit, inputs_read=len(texts) + int(screen.calibration["texts_read"]), traces=traces
+    )
 
 
 def screen_for_ingestion(
@@ -146,8 +152,59 @@ def screen_for_ingestion(
         return screen, None, packet
     found = audit_student(screen, packet, read)
     refuse_if_all_flagged(found)
-    kept = drop_concepts(packet, {f.id for f in found.flagged}) if found.flagged else packet
+    kept = packet
+    if found.flagged or found.traces:
+        kept = drop_concepts(packet, {f.id for f in found.flagged}, frozenset(found.traces))
     return screen, found, kept
+
+
+@dataclass
+class ExportAudit:
+    """The export audit, the step `extract_packet` takes: notes for the user and figures for
+    provenance. It keeps its screen and what it flagged, so that `finish_export` can screen the
+    packet's traces and drop the flagged concepts once the packet exists."""
+
+    screen: SafetyScreen | None = None
+    flagged: dict[str, str] = field(default_factory=dict)  # concept id → name
+
+    def __call__(
+        self,
+        view: ModelView,
+        layer: int,
+        pooling: Pooling,
+        concepts: ConceptSet,
+        states: torch.Tensor,
+        batch_size: int = 16,
+    ) -> tuple[list[str], dict[str, float]]:
+        """`states` [N, d] are the teacher's states of the probe texts the concept groups
+        index. A teacher whose space does not separate the screen's held-out groups (a random
+        model, say) cannot be screened by meaning; that is said, not hidden."""
+        screen = screen_from_file(model_reader(view, layer, pooling, batch_size), None)
+        if separation(screen) < MIN_SEPARATION:
+            return [
+                f"safety screen not applied: this teacher separates only "
+                f"{separation(screen):.0%} of the screen's held-out groups "
+                "(detected − false alarms)"
+            ], {"safety_screened": 0.0, "safety_inputs": screen.calibration["texts_read"]}
+        self.screen = screen
+        means = torch.stack(
+            [F.normalize(states[g.probes].float(), dim=-1).mean(0) for g in concepts.groups]
+        )
+        audit = audit_teacher(
+            screen,
+            [g.id for g in concepts.groups],
+            [g.name for g in concepts.groups],
+            concepts.embeddings,
+            means,
+        )
+        self.flagged = {f.id: f.name for f in audit.flagged}
+        notes = [f"safety: concept {f.name!r} flagged: {f.reasons[0]}" for f in audit.flagged]
+        return notes, {
+            "safety_screened": 1.0,
+            "safety_threshold": screen.threshold,
+            "safety_flagged": float(len(audit.flagged)),
+            "safety_inputs": screen.calibration["texts_read"],
+        }
 
 
 def audit_export(
@@ -158,32 +215,41 @@ def audit_export(
     states: torch.Tensor,
     batch_size: int = 16,
 ) -> tuple[list[str], dict[str, float]]:
-    """The export-time audit of an extraction: notes for the user and figures for provenance.
+    """A one-off export audit, for callers that want its notes and figures only."""
+    return ExportAudit()(view, layer, pooling, concepts, states, batch_size)
 
-    `states` [N, d] are the teacher's states of the probe texts the concept groups index. A
-    teacher whose space does not separate the calibration concepts (a random model, say)
-    cannot be screened by meaning; that is said, not hidden.
+
+def finish_export(
+    packet: Packet, audit: ExportAudit, keep_flagged: bool = False
+) -> tuple[Packet, list[str]]:
+    """Screen the packet's traces, then drop what the audit flagged unless `keep_flagged`.
+
+    Either way the provenance says what was flagged and whether it was kept
+    (`safety_flagged_concepts`, `safety_flagged_traces`, `safety_kept_flagged`). A packet whose
+    every concept is flagged is refused (`UnsafePacketError`) unless kept.
     """
-    screen = screen_from_file(model_reader(view, layer, pooling, batch_size), None)
-    if separation(screen) < MIN_SEPARATION:
-        return [
-            f"safety screen not applied: this teacher separates only {separation(screen):.0%} "
-            "of the calibration concepts (detected − false alarms)"
-        ], {"safety_screened": 0.0, "safety_inputs": screen.calibration["texts_read"]}
-    means = torch.stack(
-        [F.normalize(states[g.probes].float(), dim=-1).mean(0) for g in concepts.groups]
-    )
-    audit = audit_teacher(
-        screen,
-        [g.id for g in concepts.groups],
-        [g.name for g in concepts.groups],
-        concepts.embeddings,
-        means,
-    )
-    notes = [f"safety: concept {f.name!r} flagged: {f.reasons[0]}" for f in audit.flagged]
-    return notes, {
-        "safety_screened": 1.0,
-        "safety_threshold": screen.threshold,
-        "safety_flagged": float(len(audit.flagged)),
-        "safety_inputs": screen.calibration["texts_read"],
+    if audit.screen is None:
+        return packet, []
+    traces = screen_traces(audit.screen, packet, lambda states: states)
+    notes = [f"safety: trace {t!r} flagged: {reason}" for t, reason in traces.items()]
+    if not audit.flagged and not traces:
+        return packet, notes
+    m = packet.manifest
+    record: dict[str, Any] = {
+        "safety_flagged_concepts": list(audit.flagged.values()),
+        "safety_flagged_traces": list(traces),
+        "safety_kept_flagged": keep_flagged,
     }
+    provenance = m.provenance.model_copy(update={"settings": m.provenance.settings | record})
+    what = ", ".join([*audit.flagged.values(), *(f"trace {t}" for t in traces)])
+    if keep_flagged:
+        notes.append(f"safety: kept what was flagged ({what}) because of --keep-flagged")
+        return packet.rebuilt(provenance=provenance), notes
+    if m.concepts and len(audit.flagged) == len(m.concepts):
+        raise UnsafePacketError(
+            f"the safety auditor flagged every concept of the packet ({what})",
+            "nothing is left to export; --keep-flagged exports it anyway, and says so",
+        )
+    kept = drop_concepts(packet, set(audit.flagged), frozenset(traces))
+    notes.append(f"safety: dropped from the packet: {what} (--keep-flagged keeps them)")
+    return kept.rebuilt(provenance=provenance), notes
