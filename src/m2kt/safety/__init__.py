@@ -1,8 +1,8 @@
-"""The safety auditor: concepts screened by meaning (where their embeddings land against a
-model's own representations of unsafe-concept descriptions) at export and at ingestion, and the
-descriptions the post-ingestion safety probes are checked against."""
+"""The safety auditor: concepts and reasoning traces screened by meaning (a harm probe learnt in
+the screened model's own space) at export and at ingestion, which drop what it flags, and the
+descriptions the post-ingestion safety checks compare against."""
 
 from m2kt.safety.descriptions import default_unsafe_descriptions
-from m2kt.safety.sides import ExportAudit, audit_export, finish_export
+from m2kt.safety.sides import ExportAudit, finish_export
 
-__all__ = ["ExportAudit", "audit_export", "default_unsafe_descriptions", "finish_export"]
+__all__ = ["ExportAudit", "default_unsafe_descriptions", "finish_export"]

@@ -207,18 +207,6 @@ class ExportAudit:
         }
 
 
-def audit_export(
-    view: ModelView,
-    layer: int,
-    pooling: Pooling,
-    concepts: ConceptSet,
-    states: torch.Tensor,
-    batch_size: int = 16,
-) -> tuple[list[str], dict[str, float]]:
-    """A one-off export audit, for callers that want its notes and figures only."""
-    return ExportAudit()(view, layer, pooling, concepts, states, batch_size)
-
-
 def finish_export(
     packet: Packet, audit: ExportAudit, keep_flagged: bool = False
 ) -> tuple[Packet, list[str]]:
