@@ -191,3 +191,13 @@ def test_bad_argument_is_one_line_exit_2(command, argv, case, world, capsys) -> 
     assert len(lines) == 1 and lines[0].startswith("error: "), out.err
     assert "(hint: " in lines[0] and "Traceback" not in out.err
     assert "loading" not in out.err
+
+
+def test_serve_help_says_what_the_upload_screen_does_not_catch(capsys) -> None:
+    """Issue 17: the broker screens words; its help must say what that misses."""
+    from m2kt.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "does not catch" in text and "trojan" in text and "harm the list does not name" in text
