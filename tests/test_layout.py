@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "extract safety",
         "ingest merge patch broker",
         "bench",
-        "recipes",
+        "recipes api",
         "cli",
         "__main__",
     )
@@ -95,7 +95,7 @@ def test_every_folder_has_a_layer() -> None:
 @pytest.mark.parametrize(
     ("folder", "planted"),
     [
-        ("extract", "from m2kt.safety.sides import ExportAudit"),  # a sibling of its layer
+        ("extract", "from m2kt.safety.sides import ExportScreen"),  # a sibling of its layer
         ("packet", "from m2kt.models.view import ModelView"),  # sideways near the bottom
         ("report", "from m2kt.bench.patch.tables import summarise"),  # product imports a suite
     ],

@@ -26,7 +26,7 @@ from m2kt.ingest.verify import Gate
 from m2kt.models.load import load_model
 from m2kt.packet import concept_probes
 from m2kt.packet.manifest import PROBE_STATES_TENSOR
-from m2kt.safety import ExportAudit, finish_export
+from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
 from m2kt.safety.screen import build_screen
 from m2kt.safety.sides import model_reader, screen_for_ingestion, separation
@@ -80,8 +80,8 @@ def student():
 
 
 @pytest.fixture(scope="module")
-def export_audit() -> ExportAudit:
-    return ExportAudit()
+def export_audit() -> ExportScreen:
+    return ExportScreen()
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,10 @@ from m2kt.cli._common import (
     output_file,
     private_key,
     shown,
-    write_record,
 )
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
+from m2kt.report.records import write_packet_record
 
 NAME = "extract"
 SUMMARY = "read a teacher's concepts into a knowledge packet"
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt import distributed
     from m2kt.concepts.spec import load_spec
     from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-    from m2kt.safety import ExportAudit, finish_export
+    from m2kt.safety import ExportScreen, finish_export
 
     spec = load_spec(args.concepts)
     settings = ExtractionSettings(
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     with distributed.joined(args.device) as world:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
-            audit = None if args.no_safety_screen else ExportAudit()
+            audit = None if args.no_safety_screen else ExportScreen()
             result = extract_packet(view, spec, settings, progress, audit)
     if not world.is_writer:
         return 0
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     )
     packet = packet.signed(args.sign) if args.sign else packet
     path = packet.save(args.out)
-    record = write_record(path, "extract", packet, time.perf_counter() - started)
+    record = write_packet_record(path, "extract", packet, time.perf_counter() - started)
     for note in result.notes + safety_notes:
         error_console.print(f"note: {shown(note)}")
     m = packet.manifest

@@ -81,7 +81,7 @@ class ExportAudit(Protocol):
     """A screen of the extracted concepts before export: notes for the user, figures for provenance.
 
     The pipeline takes it as a step so the teacher side does not depend on the safety auditor;
-    `m2kt extract` passes a `m2kt.safety.ExportAudit` unless told `--no-safety-screen`.
+    `m2kt extract` passes a `m2kt.safety.ExportScreen` unless told `--no-safety-screen`.
     """
 
     def __call__(

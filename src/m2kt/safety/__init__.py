@@ -3,6 +3,6 @@ the screened model's own space) at export and at ingestion, which drop what it f
 descriptions the post-ingestion safety checks compare against."""
 
 from m2kt.safety.descriptions import default_unsafe_descriptions
-from m2kt.safety.sides import ExportAudit, finish_export
+from m2kt.safety.sides import ExportScreen, finish_export
 
-__all__ = ["ExportAudit", "default_unsafe_descriptions", "finish_export"]
+__all__ = ["ExportScreen", "default_unsafe_descriptions", "finish_export"]

@@ -159,10 +159,11 @@ def screen_for_ingestion(
 
 
 @dataclass
-class ExportAudit:
-    """The export audit, the step `extract_packet` takes: notes for the user and figures for
-    provenance. It keeps its screen and what it flagged, so that `finish_export` can screen the
-    packet's traces and drop the flagged concepts once the packet exists."""
+class ExportScreen:
+    """The export audit, the step `extract_packet` takes (`m2kt.extract.ExportAudit`): notes for
+    the user and figures for provenance. It keeps its screen and what it flagged, so that
+    `finish_export` can screen the packet's traces and drop the flagged concepts once the
+    packet exists."""
 
     screen: SafetyScreen | None = None
     flagged: dict[str, str] = field(default_factory=dict)  # concept id → name
@@ -208,7 +209,7 @@ class ExportAudit:
 
 
 def finish_export(
-    packet: Packet, audit: ExportAudit, keep_flagged: bool = False
+    packet: Packet, audit: ExportScreen, keep_flagged: bool = False
 ) -> tuple[Packet, list[str]]:
     """Screen the packet's traces, then drop what the audit flagged unless `keep_flagged`.
 

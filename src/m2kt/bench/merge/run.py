@@ -32,7 +32,7 @@ from m2kt.merge import MergeSettings, merge_packets
 from m2kt.models.load import load_model
 from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet
-from m2kt.safety import ExportAudit
+from m2kt.safety import ExportScreen
 
 CREATED = "2026-01-01T00:00:00+00:00"
 
@@ -90,9 +90,9 @@ def run_merge_benchmark(
     for model_id, half in zip(plan.teachers, split.halves, strict=True):
         log(f"teacher {model_id} reads {len(half.concepts)} concepts")
         view = load_model(model_id)
-        packet = extract_packet(view, half, settings, audit=ExportAudit()).packet
+        packet = extract_packet(view, half, settings, audit=ExportScreen()).packet
         if not packets:  # the reference: one teacher asked about every concept
-            whole = extract_packet(view, split.whole, settings, audit=ExportAudit()).packet
+            whole = extract_packet(view, split.whole, settings, audit=ExportScreen()).packet
         known = {c.name for c in half.concepts}
         teachers.append(
             {
