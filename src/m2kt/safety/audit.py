@@ -27,6 +27,8 @@ from m2kt.packet.manifest import (
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
     PROBE_STATES_TENSOR,
+    READOUT_BIAS_TENSOR,
+    READOUT_WEIGHT_TENSOR,
     TRACE_PREFIX,
 )
 from m2kt.packet.probes import concept_probes
@@ -165,6 +167,9 @@ def drop_concepts(packet: Packet, ids: set[str]) -> Packet:
         tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     if ANCHOR_STATES_TENSOR in packet.tensors:
         tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
+    for name in (READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR):
+        if name in packet.tensors:  # a linear readout restricted to the kept concepts
+            tensors[name] = packet.tensors[name][index]
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]

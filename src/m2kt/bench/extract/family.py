@@ -55,4 +55,5 @@ def frozen_spec(name: str) -> FrozenSpec:
     """One spec of the family, checked against its hash, with its held-out sentences."""
     frozen_bytes(f"{name}.yaml")
     held = yaml.safe_load(frozen_bytes(f"{name}.heldout.yaml"))
-    return FrozenSpec(name, SPECS / f"{name}.yaml", {k: list(v) for k, v in held["heldout"].items()})
+    heldout = {concept: list(texts) for concept, texts in held["heldout"].items()}
+    return FrozenSpec(name, SPECS / f"{name}.yaml", heldout)
