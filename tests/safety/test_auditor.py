@@ -65,7 +65,12 @@ def student():
 @pytest.fixture(scope="module")
 def extraction(teacher):
     return extract_packet(
-        teacher, parse_spec(HIDDEN, "hidden.yaml"), ExtractionSettings(), audit=audit_export
+        # the last layer: with two extraction probes a concept, several layers classify every
+        # left-out probe right, and the audit, not the layer choice, is under test here
+        teacher,
+        parse_spec(HIDDEN, "hidden.yaml"),
+        ExtractionSettings(layers=[-1]),
+        audit=audit_export,
     )
 
 

@@ -20,8 +20,8 @@
                                        in-process broker (--publishers, --packets, --pulls)
   m2kt bench extract --mode quick|full concept accuracy beside a linear probe on held-out texts:
                                        e1 (quick, seed 0) or e1, e2, l1, e3 when installed (full,
-                                       seeds 0-2), shipped specs and the frozen family; --model
-                                       and --method narrow it (docs/concept-spec.md)
+                                       seeds 0-2), shipped specs and the frozen family; --model,
+                                       --concepts, --method narrow it (docs/concept-spec.md)
   m2kt bench merge                     a student ingests teacher A's packet, B's, and their
                                        merge (--teachers A,B --student S --spec SPEC)
 
@@ -106,6 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run this teacher (repeatable) in place of the mode's",
     )
     extract.add_argument(
+        "--concepts",
+        action="append",
+        choices=["topics", "arithmetic", "emotions", "sciences", "sports", "cooking"],
+        help="run this spec (repeatable) in place of all six",
+    )
+    extract.add_argument(
         "--method",
         action="append",
         choices=["bottleneck", "attribution", "clustering"],
@@ -182,6 +188,8 @@ def _extract(args: argparse.Namespace, out: Path) -> int:
         plan = replace(plan, teachers=tuple(args.model))
     if args.method:
         plan = replace(plan, methods=tuple(args.method))
+    if args.concepts:
+        plan = replace(plan, specs=tuple(args.concepts))
     result = run_extract_bench(plan, out, log=lambda m: console.log(m))
     console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
     console.print(f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md")

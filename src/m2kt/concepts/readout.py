@@ -88,26 +88,36 @@ def folds(labels: torch.Tensor, count: int = FOLDS) -> list[torch.Tensor]:
     return [torch.nonzero(fold == f).flatten() for f in range(count)]
 
 
-def cross_validated(kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int) -> float:
-    """Share of extraction probes classified right by a `kind` readout fitted without them."""
-    correct = 0
+def cross_validated(
+    kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int
+) -> tuple[float, float]:
+    """A `kind` readout fitted without each fold, judged on it: the share of extraction probes
+    classified right, and the mean margin (own concept's score minus the best other's)."""
+    correct, margin = 0, 0.0
     for held in folds(labels):
         keep = torch.ones(len(labels), dtype=torch.bool)
         keep[held] = False
         train, train_labels = states[keep], labels[keep]
         readout = fit_readout(kind, train, train_labels, classes)
         embeddings = centroids(train.float(), train_labels, classes)
-        predicted = readout.scores(states[held], embeddings).argmax(1)
-        correct += int((predicted == labels[held]).sum())
-    return correct / max(1, len(labels))
+        scores = readout.scores(states[held], embeddings)
+        correct += int((scores.argmax(1) == labels[held]).sum())
+        own = scores.gather(1, labels[held, None])
+        others = scores.scatter(1, labels[held, None], float("-inf")).max(1, keepdim=True).values
+        margin += float((own - others).sum())
+    count = max(1, len(labels))
+    return correct / count, margin / count
 
 
 @dataclass(frozen=True)
 class ReadingScore:
-    """Cross-validated accuracy of each readout kind at one (pooling, layer)."""
+    """Cross-validated accuracy of each readout kind at one (pooling, layer), and a mean margin
+    that breaks ties between readings of equal accuracy (a few probes a concept often classify
+    every left-out probe right at several layers)."""
 
     centroid: float
     linear: float
+    margin: float = 0.0
 
     @property
     def kind(self) -> Kind:
@@ -122,6 +132,10 @@ class ReadingScore:
 def score_reading(
     states: torch.Tensor, labels: torch.Tensor, classes: int, kinds: Sequence[Kind] = KINDS
 ) -> ReadingScore:
-    """Both readouts' cross-validated accuracy (a kind not in `kinds` scores -1)."""
-    found = {k: cross_validated(k, states, labels, classes) if k in kinds else -1.0 for k in KINDS}
-    return ReadingScore(found["centroid"], found["linear"])
+    """Both readouts' cross-validated accuracy (a kind not in `kinds` scores -1) and the margin
+    that breaks ties: the centroids' (cosines, on one scale at every layer) where they compete."""
+    found = {
+        k: cross_validated(k, states, labels, classes) if k in kinds else (-1.0, 0.0) for k in KINDS
+    }
+    margin = found["centroid" if "centroid" in kinds else "linear"][1]
+    return ReadingScore(found["centroid"][0], found["linear"][0], margin)

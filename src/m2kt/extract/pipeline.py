@@ -166,8 +166,9 @@ def extract_packet(
 
     # Concepts by the chosen method from extraction probes, a linear readout where it classifies
     # left-out extraction probes better than the centroids, their worth on verification probes.
+    evidence: dict[str, Any] = {}  # what the method measured about itself, for provenance
     concepts, cluster_labels = _extract_concepts(
-        view, states, (pooling, layer), split, settings, texts, progress
+        view, states, (pooling, layer), split, settings, texts, progress, evidence, notes
     )
     readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
     worth = measure_worth(states, split, concepts.embeddings, cluster_labels, readout)
@@ -248,7 +249,8 @@ def extract_packet(
         settings=_settings_record(
             view, spec, settings, candidates, pooling, concepts, readings, notes
         )
-        | _reading_record(scores, readout),
+        | _reading_record(scores, readout)
+        | evidence,
         inputs_seen={"teacher": len(texts) + trace_inputs}
         | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {}),
         measurements=(worth.as_measurements() if worth else {})
@@ -324,8 +326,8 @@ def _choose_reading(
 
     Cross-validated accuracy tracks what held-out probes see; the leave-one-out consistency of
     centroids chosen before could prefer a layer where one vector a concept looks tidy but a
-    linear probe finds more. Verification probes take no part, so the worth measured on them
-    stays an honest estimate. Ties go to the earlier candidate.
+    linear probe finds more. Equal accuracies are told apart by the mean margin. Verification
+    probes take no part, so the worth measured on them stays an honest estimate.
     """
     candidates = list(readings.states)
     if len(train) < 2 or not any(len(g.probes) > 1 for g in train):
@@ -336,7 +338,9 @@ def _choose_reading(
         key: score_reading(states[index], labels, len(train), kinds)
         for key, states in readings.states.items()
     }
-    best = max(candidates, key=lambda key: (scores[key].best, -candidates.index(key)))
+    best = max(
+        candidates, key=lambda key: (scores[key].best, scores[key].margin, -candidates.index(key))
+    )
     return best, scores
 
 
@@ -360,11 +364,14 @@ def _extract_concepts(
     settings: ExtractionSettings,
     texts: list[str],
     progress: StageProgress,
+    evidence: dict[str, Any],
+    notes: list[str],
 ) -> tuple[ConceptSet, list[int] | None]:
     """The packet's concepts, made from extraction probes only, and cluster labels.
 
     Clustering discovers its own groups among every text but the verification probes; each
-    cluster's label is the spec concept most of its probes were listed under.
+    cluster's label is the spec concept most of its probes were listed under. Attribution adds
+    its baseline and per-concept completeness gaps to `evidence` (and a note where loose).
     """
     pooling, layer = reading
     if settings.method == "bottleneck":
@@ -387,6 +394,18 @@ def _extract_concepts(
         position = {i: n for n, i in enumerate(probes)}
         local = [Group(g.name, g.id, [position[i] for i in g.probes]) for g in split.train]
         found_concepts = attribution.attributed_concepts(found, local, layer)
+        gaps = attribution.completeness_by_concept(found, local)
+        evidence["attribution_baseline"] = found.baseline
+        evidence["attribution_completeness"] = gaps
+        evidence["attribution_tolerance"] = attribution.TOLERANCE
+        loose = [
+            g.name for g, gap in zip(split.train, gaps, strict=True) if gap > attribution.TOLERANCE
+        ]
+        if loose:
+            notes.append(
+                f"attribution: {len(loose)} concepts' attributions miss their score change by "
+                f"over {attribution.TOLERANCE:.0%} (e.g. {loose[0]!r}); raise --ig-steps"
+            )
         return replace(found_concepts, groups=split.train), None
     held = set(split.heldout)
     kept = [i for i in range(len(texts)) if i not in held]
