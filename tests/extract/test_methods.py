@@ -75,6 +75,15 @@ def test_attribution_starts_from_a_mask_baseline_and_sums_to_the_score_change(ti
     targets = bottleneck(states, 2, GROUPS).embeddings
     found = attribute(tiny_bert, TEXTS, [0] * 4 + [1] * 4, targets, 2, steps=16)
     assert found.baseline == tiny_bert.tokenizer.mask_token
+    # the path starts at the probe with its words masked, not at zero embeddings
+    pooled = read_probes(tiny_bert, [TEXTS[0], "[MASK] [MASK] [MASK]"], [2]).states[("mean", 2)]
+    centre = targets.mean(0, keepdim=True)
+    cosines = (
+        torch.nn.functional.normalize(pooled - centre, dim=-1)
+        @ torch.nn.functional.normalize(targets - centre, dim=-1).T
+    )
+    score = cosines[:, 0] - cosines[:, 1]
+    assert float(found.change[0]) == pytest.approx(float(score[0] - score[1]), abs=1e-4)
     gaps = completeness_by_concept(found, GROUPS)
     assert len(gaps) == 2 and max(gaps) < TOLERANCE
 

@@ -37,11 +37,13 @@ TOLERANCE = 0.1  # a concept whose attributions miss the score change by more ge
 @dataclass(frozen=True)
 class Attributions:
     """Per probe: attribution-pooled vector [N, d], normalised token scores, unit scores [N, d],
-    and the completeness gap [N]: |Σ attributions − (score − baseline score)| / |score change|."""
+    the score's change from the baseline to the probe [N], and the completeness gap [N]:
+    |Σ attributions − change| / |change|."""
 
     vectors: torch.Tensor
     tokens: list[dict[str, float]]
     units: torch.Tensor
+    change: torch.Tensor
     completeness: torch.Tensor
     baseline: str  # the token the baseline is made of, or "zeros"
 
@@ -63,7 +65,7 @@ def attribute(
     directions = F.normalize(targets - centre, dim=-1)
     special = set(getattr(view.tokenizer, "all_special_ids", []) or [])
     baseline_id, baseline_name = baseline_token(view)
-    vectors, tokens, units, gaps = [], [], [], []
+    vectors, tokens, units, changes, gaps = [], [], [], [], []
     # the baseline itself, the midpoints of `steps` intervals, the probe
     alphas = torch.cat([torch.zeros(1), (torch.arange(steps) + 0.5) / steps, torch.ones(1)])
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
@@ -88,6 +90,7 @@ def attribute(
         moved = embedded[-1] - embedded[0]  # probe − baseline, zero at special tokens
         per_token = (moved * embedded.grad[1:-1].mean(0)).sum(-1).detach()
         change = float((score[-1] - score[0]).detach())
+        changes.append(change)
         gaps.append(abs(float(per_token.sum()) - change) / max(abs(change), 1e-6))
         real = capture.mask[0].bool() & ~_is_special(capture.input_ids[0], special)
         weights = per_token.clamp(min=0) * real
@@ -101,7 +104,12 @@ def attribute(
         if progress is not None:
             progress(i + 1, len(texts))
     return Attributions(
-        torch.stack(vectors), tokens, torch.stack(units), torch.tensor(gaps), baseline_name
+        torch.stack(vectors),
+        tokens,
+        torch.stack(units),
+        torch.tensor(changes),
+        torch.tensor(gaps),
+        baseline_name,
     )
 
 

@@ -41,7 +41,7 @@ from m2kt.errors import M2KTError
 from m2kt.extract.pipeline import ExtractionSettings, Method, default_layers, extract_packet
 from m2kt.models.load import load_model
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import concept_probes, read_packet
+from m2kt.packet import Packet, concept_probes, read_packet
 
 SHIPPED: tuple[str, ...] = ("topics", "arithmetic")
 
@@ -148,7 +148,7 @@ def _one(
     path.parent.mkdir(parents=True, exist_ok=True)
     extract_packet(view, spec, settings).packet.save(path)
     packet = read_packet(path)
-    judged = judge(view, packet, heldout)
+    judged = judge(view, packet, spec, heldout)
     row: dict[str, Any] = {
         "teacher": teacher,
         "spec": name,
@@ -167,7 +167,7 @@ def _one(
         per_layer = {}
         for layer in view.check_layers(spec.layers or default_layers(view)):
             one = extract_packet(view, spec, replace(settings, layers=[layer])).packet
-            per_layer[layer] = judge(view, one, heldout).concept_accuracy
+            per_layer[layer] = judge(view, one, spec, heldout).concept_accuracy
         best = max(per_layer, key=lambda k: (per_layer[k], -k))
         row |= {"best_layer": best, "best_layer_accuracy": per_layer[best], "layers": per_layer}
     return row
@@ -191,7 +191,7 @@ def _fewer(
     ]
     cut = spec.model_copy(update={"concepts": concepts, "traces": []})
     settings = ExtractionSettings(seed=seed, anchors=None, attention=False)
-    judged = judge(view, extract_packet(view, cut, settings).packet, heldout)
+    judged = judge(view, extract_packet(view, cut, settings).packet, cut, heldout)
     return {
         "teacher": teacher,
         "spec": name,
@@ -221,30 +221,44 @@ def summarize_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def judge(view: ModelView, packet: Any, heldout: dict[str, list[str]] | None) -> Judged:
+def judge(
+    view: ModelView, packet: Packet, spec: ConceptSpec, heldout: dict[str, list[str]] | None
+) -> Judged:
     """Classify held-out texts with `packet`'s concepts, beside a linear probe on its part P.
 
-    Without `heldout` (concept id → texts), the packet's own verification probes are used.
+    Each packet concept stands for the spec concept most of its extraction probes are listed
+    under (itself for the named methods, the majority for a discovered cluster). Without
+    `heldout` (spec concept id → texts), the held-out texts are the spec's probes that no packet
+    concept was extracted from: the packet's verification probes.
     """
     probes = concept_probes(packet)
     part = packet.manifest.probes
-    assert part is not None and probes.states is not None, "the benchmark keeps part P"
-    concepts = packet.manifest.concepts
+    assert part is not None and part.layer is not None and probes.states is not None
+    concept_of = {t: k for k, c in enumerate(spec.concepts) for t in c.probes}
     if heldout is None:
-        texts, truth = probes.verification_texts, probes.verification_labels
+        used = set(probes.texts)
+        texts = [t for c in spec.concepts for t in c.probes if t not in used]
     else:
-        ids = [c.id for c in concepts]
-        texts = [t for i in ids for t in heldout[i]]
-        truth = torch.tensor([k for k, i in enumerate(ids) for _ in heldout[i]])
+        texts = [t for c in spec.concepts for t in heldout[c.id]]
+        concept_of |= {t: k for k, c in enumerate(spec.concepts) for t in heldout[c.id]}
+    truth = torch.tensor([concept_of[t] for t in texts])
+    concepts = packet.manifest.concepts or []
+    votes = [[concept_of[t] for t in c.probes if t in concept_of] for c in concepts]
+    stands_for = torch.tensor(
+        [max(set(v), key=lambda k: (v.count(k), -k)) if v else -1 for v in votes]
+    )
     pooling: Pooling = "last" if part.pooling == "last" else "mean"
     read = read_probes(view, texts, [part.layer], poolings=[pooling])
     states = read.states[(pooling, part.layer)]
-    predicted = packet_scores(packet, states).argmax(1)
-    ceiling = linear_probe_accuracy(probes.states, probes.labels, states, truth, len(concepts))
+    predicted = stands_for[packet_scores(packet, states).argmax(1)]
+    labelled = [n for n, t in enumerate(probes.texts) if t in concept_of]
+    labels = torch.tensor([concept_of[probes.texts[n]] for n in labelled])
+    classes = len(spec.concepts)
+    ceiling = linear_probe_accuracy(probes.states[labelled], labels, states, truth, classes)
     return Judged(
         concept_accuracy=float((predicted == truth).float().mean()),
         linear_probe_accuracy=ceiling,
-        chance=1 / len(concepts),
+        chance=1 / classes,
         heldout=len(texts),
     )
 
