@@ -54,7 +54,7 @@ class ExtractPlan:
     seeds: tuple[int, ...] = (0, 1, 2)
     best_layer: bool = True
     probe_counts: tuple[int, ...] = ()  # probes a concept written, for the curve (frozen family)
-    curve_teachers: tuple[str, ...] = ("e1",)
+    curve_teachers: tuple[str, ...] = ("e1", "e2")
 
 
 PLANS = {
