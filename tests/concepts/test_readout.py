@@ -84,3 +84,16 @@ def test_a_packet_carries_its_readout_and_readers_classify_by_it(tmp_path) -> No
 def test_a_readout_of_the_wrong_shape_is_refused() -> None:
     with pytest.raises(SchemaError, match="readout.weight must have shape"):
         _packet(readout_rows=2)
+
+
+def test_a_linear_readout_is_calibrated_on_left_out_probes() -> None:
+    train, labels = _states(0, 8, spread=3.0)
+    test, truth = _states(1, 20, spread=3.0)
+    score = score_reading(train, labels, 3)
+    raw = fit_readout("linear", train, labels, 3)
+    tempered = fit_readout("linear", train, labels, 3, score.temperature)
+    assert score.temperature < 1
+    assert torch.equal(raw.scores(test, test).argmax(1), tempered.scores(test, test).argmax(1))
+    sure = torch.softmax(raw.scores(test, test), -1).max(1).values.mean()
+    honest = torch.softmax(tempered.scores(test, test), -1).max(1).values.mean()
+    assert honest < sure and float(honest) < 0.99

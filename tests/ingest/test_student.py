@@ -34,6 +34,7 @@ def test_the_teacher_distribution_follows_a_linear_readout(tiny_bert) -> None:
     weight, bias = packet.tensors["readout.weight"], packet.tensors["readout.bias"]
     expected = torch.softmax(states @ weight.T + bias, dim=-1)
     assert torch.allclose(reading.targets.teacher_probs, expected, atol=1e-5)
+    assert float(expected.max(1).values.mean()) < 0.999  # calibrated, not one-hot
     cosine = concept_probabilities(states, packet.tensors["concepts.embeddings"], 20.0)
     assert not torch.allclose(reading.targets.teacher_probs, cosine, atol=1e-3)
 

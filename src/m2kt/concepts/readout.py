@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.nn import functional as F
 
-from m2kt.concepts.geometry import centroids, concept_scores
+from m2kt.concepts.geometry import accuracy, centroids, concept_scores
 from m2kt.packet import Packet, concept_readout
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 
@@ -60,8 +61,11 @@ def packet_scores(packet: Packet, states: torch.Tensor) -> torch.Tensor:
     return packet_readout(packet).scores(states.float(), embeddings)
 
 
-def fit_readout(kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int) -> Readout:
-    """A readout of `kind` fitted on extraction probes' states [N, d] with labels [N]."""
+def fit_readout(
+    kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int, temperature: float = 1.0
+) -> Readout:
+    """A readout of `kind` fitted on extraction probes' states [N, d] with labels [N]; a linear
+    one's logits are multiplied by `temperature` (its arg-max does not change)."""
     if kind == "centroid":
         return Readout("centroid")
     x = states.double()
@@ -75,7 +79,9 @@ def fit_readout(kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes:
     directions = torch.linalg.solve(covariance, means.T)  # [d, K] in standardised units
     bias = -0.5 * (means * directions.T).sum(1)
     weight = directions / std[:, None]
-    return Readout("linear", weight.T.float(), (bias - mean @ weight).float())
+    return Readout(
+        "linear", (temperature * weight.T).float(), (temperature * (bias - mean @ weight)).float()
+    )
 
 
 def folds(labels: torch.Tensor, count: int = FOLDS) -> list[torch.Tensor]:
@@ -90,23 +96,34 @@ def folds(labels: torch.Tensor, count: int = FOLDS) -> list[torch.Tensor]:
 
 def cross_validated(
     kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """A `kind` readout fitted without each fold, judged on it: the share of extraction probes
-    classified right, and the mean margin (own concept's score minus the best other's)."""
-    correct, margin = 0, 0.0
+    classified right, the mean margin (own concept's score minus the best other's), and the
+    temperature that makes its softmax honest on the left-out probes (`calibrate`)."""
+    scores = torch.empty(len(labels), classes)
     for held in folds(labels):
         keep = torch.ones(len(labels), dtype=torch.bool)
         keep[held] = False
         train, train_labels = states[keep], labels[keep]
         readout = fit_readout(kind, train, train_labels, classes)
-        embeddings = centroids(train.float(), train_labels, classes)
-        scores = readout.scores(states[held], embeddings)
-        correct += int((scores.argmax(1) == labels[held]).sum())
-        own = scores.gather(1, labels[held, None])
-        others = scores.scatter(1, labels[held, None], float("-inf")).max(1, keepdim=True).values
-        margin += float((own - others).sum())
-    count = max(1, len(labels))
-    return correct / count, margin / count
+        scores[held] = readout.scores(states[held], centroids(train.float(), train_labels, classes))
+    own = scores.gather(1, labels[:, None])
+    others = scores.scatter(1, labels[:, None], float("-inf")).max(1, keepdim=True).values
+    margin = float((own - others).mean()) if len(labels) else 0.0
+    return accuracy(scores, labels), margin, calibrate(scores, labels)
+
+
+def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """The factor t (on a log grid, 10⁻⁴ to 10) whose softmax(t · scores) gives left-out probes
+    the highest likelihood, each label smoothed by 1/N as if one more probe of unknown concept
+    had been left out: N probes cannot show a readout is surer than about 1 − 1/N, and where
+    they are all classified right the plain likelihood would push t without bound.
+    Discriminant logits fitted on a few probes in hundreds of dimensions are far too sure of
+    themselves (±200 on e1); a student matching them would learn one-hot targets."""
+    grid = torch.logspace(-4, 1, 101)
+    smoothing = 1 / max(1, len(labels))
+    losses = [float(F.cross_entropy(t * scores, labels, label_smoothing=smoothing)) for t in grid]
+    return float(grid[min(range(len(grid)), key=lambda i: (losses[i], i))])
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,7 @@ class ReadingScore:
     centroid: float
     linear: float
     margin: float = 0.0
+    temperature: float = 1.0  # the linear readout's calibration factor
 
     @property
     def kind(self) -> Kind:
@@ -132,10 +150,12 @@ class ReadingScore:
 def score_reading(
     states: torch.Tensor, labels: torch.Tensor, classes: int, kinds: Sequence[Kind] = KINDS
 ) -> ReadingScore:
-    """Both readouts' cross-validated accuracy (a kind not in `kinds` scores -1) and the margin
-    that breaks ties: the centroids' (cosines, on one scale at every layer) where they compete."""
+    """Both readouts' cross-validated accuracy (a kind not in `kinds` scores -1), the margin
+    that breaks ties (the centroids', cosines on one scale at every layer, where they compete)
+    and the linear readout's calibration."""
     found = {
-        k: cross_validated(k, states, labels, classes) if k in kinds else (-1.0, 0.0) for k in KINDS
+        k: cross_validated(k, states, labels, classes) if k in kinds else (-1.0, 0.0, 1.0)
+        for k in KINDS
     }
     margin = found["centroid" if "centroid" in kinds else "linear"][1]
-    return ReadingScore(found["centroid"][0], found["linear"][0], margin)
+    return ReadingScore(found["centroid"][0], found["linear"][0], margin, found["linear"][2])

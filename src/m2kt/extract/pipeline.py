@@ -347,13 +347,15 @@ def _choose_reading(
 def _fit_readout(
     states: torch.Tensor, split: Split, score: ReadingScore | None, kinds: tuple[Kind, ...]
 ) -> Readout:
-    """The chosen reading's readout, fitted on every extraction probe."""
+    """The chosen reading's readout, fitted on every extraction probe, its logits scaled by the
+    calibration found in cross-validation."""
     kind = score.kind if score is not None else kinds[0]
     if kind == "centroid":
         return Readout("centroid")
     index = torch.tensor([i for g in split.train for i in g.probes])
     labels = torch.tensor([k for k, g in enumerate(split.train) for _ in g.probes])
-    return fit_readout(kind, states[index], labels, len(split.train))
+    temperature = score.temperature if score is not None else 1.0
+    return fit_readout(kind, states[index], labels, len(split.train), temperature)
 
 
 def _extract_concepts(
