@@ -11,6 +11,7 @@ from m2kt.errors import UsageError
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.packet import read_packet
+from m2kt.packet.summary import reading_lines
 
 CREATED = "2026-01-01T00:00:00+00:00"
 SPEC = parse_spec(
@@ -158,3 +159,27 @@ def test_a_concepts_verification_probes_do_not_depend_on_its_neighbours() -> Non
     assert held == alone.heldout and len(held) == 2
     other_seed = holdout_split(groups, seed=1).heldout
     assert other_seed != among.heldout
+
+
+def test_the_reading_is_chosen_by_cross_validation_and_its_runners_up_are_kept(tiny_llama) -> None:
+    packet = _extract(tiny_llama, anchors=None).packet
+    settings = packet.manifest.provenance.settings
+    assert settings["candidate_readings"] == ["last@1", "last@2", "mean@1", "mean@2"]
+    scores = dict(zip(settings["candidate_readings"], settings["reading_scores"], strict=True))
+    chosen = f"{settings['pooling']}@{settings['layer']}"
+    assert scores[chosen] == max(scores.values()) > min(scores.values())
+    (line,) = reading_lines(packet)
+    runner_up = next(r for r in scores if r != chosen)
+    assert line.startswith(f"reading {chosen}, {settings['readout']} readout")
+    assert f"runners-up: {runner_up} {100 * scores[runner_up]:.1f}%" in line
+
+
+def test_a_linear_readout_travels_in_part_d_and_the_worth_uses_it(tiny_bert, tmp_path) -> None:
+    result = _extract(tiny_bert, anchors=None, readout="linear")
+    packet = read_packet(result.packet.save(tmp_path / "p.m2kt"))
+    assert packet.manifest.readout is not None and packet.manifest.readout.kind == "linear"
+    assert packet.tensors["readout.weight"].shape == (3, 32)
+    assert packet.tensors["readout.bias"].shape == (3,)
+    assert packet.manifest.provenance.settings["readout"] == "linear"
+    with pytest.raises(UsageError, match="bottleneck"):
+        ExtractionSettings(method="clustering", readout="linear")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from m2kt.concepts.geometry import leave_one_out_confidence
 from m2kt.concepts.probing import aggregate_attention, read_probes
 from m2kt.concepts.sets import Group
-from m2kt.extract.attribution import attribute, attributed_concepts
+from m2kt.extract.attribution import (
+    TOLERANCE,
+    attribute,
+    attributed_concepts,
+    completeness_by_concept,
+)
 from m2kt.extract.bottleneck import bottleneck
 from m2kt.extract.clustering import cluster
 
@@ -62,3 +68,35 @@ def test_attention_maps_lose_heads_and_length_but_stay_distributions() -> None:
     maps = aggregate_attention(weights, mask, 5)
     assert maps.shape == (2, 5, 5)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 5), atol=1e-5)
+
+
+def test_attribution_starts_from_a_mask_baseline_and_sums_to_the_score_change(tiny_bert) -> None:
+    states = read_probes(tiny_bert, TEXTS, [2]).states[("mean", 2)]
+    targets = bottleneck(states, 2, GROUPS).embeddings
+    found = attribute(tiny_bert, TEXTS, [0] * 4 + [1] * 4, targets, 2, steps=16)
+    assert found.baseline == tiny_bert.tokenizer.mask_token
+    # the path starts at the probe with its words masked, not at zero embeddings
+    pooled = read_probes(tiny_bert, [TEXTS[0], "[MASK] [MASK] [MASK]"], [2]).states[("mean", 2)]
+    centre = targets.mean(0, keepdim=True)
+    cosines = (
+        torch.nn.functional.normalize(pooled - centre, dim=-1)
+        @ torch.nn.functional.normalize(targets - centre, dim=-1).T
+    )
+    score = cosines[:, 0] - cosines[:, 1]
+    assert float(found.change[0]) == pytest.approx(float(score[0] - score[1]), abs=1e-4)
+    gaps = completeness_by_concept(found, GROUPS)
+    assert len(gaps) == 2 and max(gaps) < TOLERANCE
+
+
+def test_words_every_concept_shares_are_no_concept_evidence(tiny_bert) -> None:
+    texts = [f"the {t}" for t in TEXTS]
+    states = read_probes(tiny_bert, texts, [2]).states[("mean", 2)]
+    targets = bottleneck(states, 2, GROUPS).embeddings
+    found = attribute(tiny_bert, texts, [0] * 4 + [1] * 4, targets, 2, steps=8)
+    concepts = attributed_concepts(found, GROUPS, 2)
+    assert concepts.tokens is not None
+    assert concepts.tokens[0][0][0] == "apple" and concepts.tokens[1][0][0] == "zebra"
+    shared = [dict(tokens).get("the", 0.0) for tokens in concepts.tokens]
+    raw = [sum(found.tokens[i].get("the", 0.0) for i in g.probes) / 4 for g in GROUPS]
+    assert min(shared) == 0.0  # credited to at most one concept, by its excess over the other
+    assert max(shared) == pytest.approx(abs(raw[0] - raw[1]), abs=1e-5)

@@ -87,7 +87,12 @@ def export_audit() -> ExportScreen:
 @pytest.fixture(scope="module")
 def extraction(teacher, export_audit):
     return extract_packet(
-        teacher, parse_spec(HIDDEN, "hidden.yaml"), ExtractionSettings(), audit=export_audit
+        # the last layer: with two extraction probes a concept, several layers classify every
+        # left-out probe right, and the audit, not the layer choice, is under test here
+        teacher,
+        parse_spec(HIDDEN, "hidden.yaml"),
+        ExtractionSettings(layers=[-1]),
+        audit=export_audit,
     )
 
 

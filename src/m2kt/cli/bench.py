@@ -19,6 +19,10 @@
                                        operations a run, loopback only (docs/broker.md)
   m2kt bench load                      concurrent publishes and verified pulls on a temporary
                                        in-process broker (--publishers, --packets, --pulls)
+  m2kt bench extract --mode quick|full concept accuracy beside a linear probe on held-out texts:
+                                       e1 (quick, seed 0) or e1, e2, l1, e3 when installed (full,
+                                       seeds 0-2), shipped specs and the frozen family; --model,
+                                       --concepts, --method narrow it (docs/concept-spec.md)
   m2kt bench merge                     a student ingests teacher A's packet, B's, and their
                                        merge (--teachers A,B --student S --spec SPEC)
 
@@ -105,6 +109,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("--overlap", type=int, default=2, metavar="N", help="shared concepts")
     merge.add_argument("--heldout", type=int, default=2, metavar="N", help="probes per concept")
     merge.add_argument("--seed", type=int, default=0)
+    extract = parser.add_argument_group("extract only")
+    extract.add_argument(
+        "--model",
+        action="append",
+        type=model_reference,
+        metavar="TEACHER",
+        help="run this teacher (repeatable) in place of the mode's",
+    )
+    extract.add_argument(
+        "--concepts",
+        action="append",
+        choices=["topics", "arithmetic", "emotions", "sciences", "sports", "cooking"],
+        help="run this spec (repeatable) in place of all six",
+    )
+    extract.add_argument(
+        "--method",
+        action="append",
+        choices=["bottleneck", "attribution", "clustering"],
+        help="run this extraction method (repeatable) in place of the mode's",
+    )
     load = parser.add_argument_group("load only")
     load.add_argument("--publishers", type=int, default=4, metavar="N")
     load.add_argument("--packets", type=int, default=10, metavar="N", help="per publisher")
@@ -167,6 +191,23 @@ def _merge(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace, out: Path) -> int:
+    from m2kt.bench.extract.run import PLANS as EXTRACT
+    from m2kt.bench.extract.run import run_extract_bench
+
+    plan = EXTRACT[args.mode]
+    if args.model:
+        plan = replace(plan, teachers=tuple(args.model))
+    if args.method:
+        plan = replace(plan, methods=tuple(args.method))
+    if args.concepts:
+        plan = replace(plan, specs=tuple(args.concepts))
+    result = run_extract_bench(plan, out, log=lambda m: console.log(m))
+    console.print((out / "results.md").read_text(), soft_wrap=True, markup=False)
+    console.print(f"{result['wall_clock_seconds']:.0f} s; wrote {out}/results.json, results.md")
+    return 0
+
+
 def _safety(args: argparse.Namespace, out: Path) -> int:
     from m2kt.bench.safety.run import PLANS as SAFETY
     from m2kt.bench.safety.run import run_safety
@@ -221,6 +262,7 @@ SUITES: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "patch": _patch,
     "efficiency": _efficiency,
     "safety": _safety,
+    "extract": _extract,
     "merge": _merge,
     "broker": _broker,
     "load": _load,

@@ -6,7 +6,8 @@ graph and provenance. A third of each concept's probes is held out to measure th
 worth, printed at the end and kept in the packet.
 
 Methods:
-  bottleneck    a concept is the mean pooled state of its probes at one layer (default)
+  bottleneck    a concept is the mean pooled state of its probes at one layer (default),
+                with a linear readout where one vector a concept loses what it knows
   clustering    discover concepts with k-means over the probes' states (--clusters K)
   attribution   integrated gradients: probe states pooled where the concept is carried,
                 with each concept's top tokens and hidden units
@@ -67,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="candidate hidden layer (repeatable; negative counts from the end; "
         "default: the spec's, else five over the top two thirds)",
+    )
+    parser.add_argument(
+        "--readout",
+        choices=["auto", "centroid", "linear"],
+        default="auto",
+        help="how the concepts classify a state (bottleneck): one centroid each, a linear "
+        "readout (packet part D), or whichever classifies left-out extraction probes better",
     )
     parser.add_argument(
         "--clusters", type=int, metavar="K", help="clusters for --method clustering"
@@ -135,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ExtractionSettings(
         method=args.method,
         layers=args.layer,
+        readout=args.readout,
         attention=not args.no_attention,
         probe_states=not args.no_probe_states,
         anchors=None if args.no_anchors else args.anchors,

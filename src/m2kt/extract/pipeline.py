@@ -23,8 +23,8 @@ from typing import Any, Literal, Protocol
 import torch
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
-from m2kt.concepts.geometry import leave_one_out_confidence
 from m2kt.concepts.probing import ProbeReadings, Reading, read_probes
+from m2kt.concepts.readout import KINDS, Kind, ReadingScore, Readout, fit_readout, score_reading
 from m2kt.concepts.sets import ConceptSet, Group
 from m2kt.concepts.spec import ConceptSpec
 from m2kt.concepts.split import Split, holdout_split
@@ -35,7 +35,12 @@ from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Worth, measure_worth
 from m2kt.models.view import ModelView, NoAttentionError, Pooling
 from m2kt.packet import ModelRef, Packet, make_provenance
-from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, PROBE_STATES_TENSOR
+from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
+    PROBE_STATES_TENSOR,
+    READOUT_BIAS_TENSOR,
+    READOUT_WEIGHT_TENSOR,
+)
 from m2kt.progress import StageProgress, quiet
 
 Method = Literal["bottleneck", "clustering", "attribution"]
@@ -49,6 +54,7 @@ class ExtractionSettings:
     method: Method = "bottleneck"
     layers: list[int] | None = None
     pooling: Literal["auto", "mean", "last"] = "auto"
+    readout: Literal["auto", "centroid", "linear"] = "auto"  # bottleneck only; see concepts.readout
     attention: bool = True
     attention_length: int = 16
     clusters: int | None = None
@@ -68,6 +74,13 @@ class ExtractionSettings:
             raise UsageError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.pooling not in ("auto", "mean", "last"):
             raise UsageError(f"unknown pooling {self.pooling!r}; choose auto, mean or last")
+        if self.readout not in ("auto", *KINDS):
+            raise UsageError(f"unknown readout {self.readout!r}; choose auto, centroid or linear")
+        if self.readout == "linear" and (self.method != "bottleneck" or not self.probe_states):
+            raise UsageError(
+                "a linear readout is fitted on the bottleneck method's probe states",
+                "use --method bottleneck with probe states, or --readout centroid",
+            )
         for name in ("attention_length", "ig_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1")
@@ -147,14 +160,18 @@ def extract_packet(
         truncate=settings.truncate,
         progress=lambda d, t: progress("read probes", d, t),
     )
-    pooling, layer = _best_reading(readings, split.train)
+    kinds = _readout_kinds(settings)
+    (pooling, layer), scores = _choose_reading(readings, split.train, kinds)
     states = readings.states[(pooling, layer)]
 
-    # Concepts by the chosen method from extraction probes, their worth on verification probes.
+    # Concepts by the chosen method from extraction probes, a linear readout where it classifies
+    # left-out extraction probes better than the centroids, their worth on verification probes.
+    evidence: dict[str, Any] = {}  # what the method measured about itself, for provenance
     concepts, cluster_labels = _extract_concepts(
-        view, states, (pooling, layer), split, settings, texts, progress
+        view, states, (pooling, layer), split, settings, texts, progress, evidence, notes
     )
-    worth = measure_worth(states, split, concepts.embeddings, cluster_labels)
+    readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
+    worth = measure_worth(states, split, concepts.embeddings, cluster_labels, readout)
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
     safety: dict[str, float] = {}
@@ -164,6 +181,10 @@ def extract_packet(
 
     # Attention, traces, graph.
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
+    readout_part = None
+    if readout.weight is not None and readout.bias is not None:
+        tensors |= {READOUT_WEIGHT_TENSOR: readout.weight, READOUT_BIAS_TENSOR: readout.bias}
+        readout_part = {"kind": readout.kind}
     attention_part = None
     if readings.attention is not None:
         tensors["attention.patterns"] = torch.stack(
@@ -227,7 +248,9 @@ def extract_packet(
         ],
         settings=_settings_record(
             view, spec, settings, candidates, pooling, concepts, readings, notes
-        ),
+        )
+        | _reading_record(scores, readout)
+        | evidence,
         inputs_seen={"teacher": len(texts) + trace_inputs}
         | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {}),
         measurements=(worth.as_measurements() if worth else {})
@@ -244,6 +267,7 @@ def extract_packet(
         tensors=tensors,
         concepts=_concept_entries(concepts, texts, split, settings.method),
         probes=probes_part,
+        readout=readout_part,
         anchors=anchors_part,
         graph=graph,
         attention=attention_part,
@@ -286,21 +310,52 @@ def _poolings(view: ModelView, settings: ExtractionSettings) -> list[Pooling]:
     return ["mean"] if view.kind == "encoder" else ["last", "mean"]
 
 
-def _best_reading(readings: ProbeReadings, train: list[Group]) -> Reading:
-    """The candidate (pooling, layer) where concepts are most consistent on extraction probes.
+def _readout_kinds(settings: ExtractionSettings) -> tuple[Kind, ...]:
+    """The readouts to choose among: both for bottleneck probing (unless one is asked for or no
+    probe states are kept to fit on); the other methods' own embeddings are their centroids."""
+    if settings.method != "bottleneck" or not settings.probe_states:
+        return ("centroid",)
+    return KINDS if settings.readout == "auto" else (settings.readout,)
 
-    Held-out probes take no part, so the worth measured on them stays an honest estimate.
+
+def _choose_reading(
+    readings: ProbeReadings, train: list[Group], kinds: tuple[Kind, ...]
+) -> tuple[Reading, dict[Reading, ReadingScore]]:
+    """The candidate (pooling, layer) whose readout classifies left-out extraction probes best,
+    with every candidate's cross-validated scores (`m2kt.concepts.readout`).
+
+    Cross-validated accuracy tracks what held-out probes see; the leave-one-out consistency of
+    centroids chosen before could prefer a layer where one vector a concept looks tidy but a
+    linear probe finds more. Equal accuracies are told apart by the mean margin. Verification
+    probes take no part, so the worth measured on them stays an honest estimate.
     """
     candidates = list(readings.states)
-    if len(candidates) == 1 or len(train) < 2:
-        return candidates[0]
+    if len(train) < 2 or not any(len(g.probes) > 1 for g in train):
+        return candidates[0], {}
     index = torch.tensor([i for g in train for i in g.probes])
     labels = torch.tensor([k for k, g in enumerate(train) for _ in g.probes])
     scores = {
-        key: float(leave_one_out_confidence(states[index], labels, len(train)).mean())
+        key: score_reading(states[index], labels, len(train), kinds)
         for key, states in readings.states.items()
     }
-    return max(candidates, key=lambda key: (scores[key], -candidates.index(key)))
+    best = max(
+        candidates, key=lambda key: (scores[key].best, scores[key].margin, -candidates.index(key))
+    )
+    return best, scores
+
+
+def _fit_readout(
+    states: torch.Tensor, split: Split, score: ReadingScore | None, kinds: tuple[Kind, ...]
+) -> Readout:
+    """The chosen reading's readout, fitted on every extraction probe, its logits scaled by the
+    calibration found in cross-validation."""
+    kind = score.kind if score is not None else kinds[0]
+    if kind == "centroid":
+        return Readout("centroid")
+    index = torch.tensor([i for g in split.train for i in g.probes])
+    labels = torch.tensor([k for k, g in enumerate(split.train) for _ in g.probes])
+    temperature = score.temperature if score is not None else 1.0
+    return fit_readout(kind, states[index], labels, len(split.train), temperature)
 
 
 def _extract_concepts(
@@ -311,11 +366,14 @@ def _extract_concepts(
     settings: ExtractionSettings,
     texts: list[str],
     progress: StageProgress,
+    evidence: dict[str, Any],
+    notes: list[str],
 ) -> tuple[ConceptSet, list[int] | None]:
     """The packet's concepts, made from extraction probes only, and cluster labels.
 
     Clustering discovers its own groups among every text but the verification probes; each
-    cluster's label is the spec concept most of its probes were listed under.
+    cluster's label is the spec concept most of its probes were listed under. Attribution adds
+    its baseline and per-concept completeness gaps to `evidence` (and a note where loose).
     """
     pooling, layer = reading
     if settings.method == "bottleneck":
@@ -338,6 +396,18 @@ def _extract_concepts(
         position = {i: n for n, i in enumerate(probes)}
         local = [Group(g.name, g.id, [position[i] for i in g.probes]) for g in split.train]
         found_concepts = attribution.attributed_concepts(found, local, layer)
+        gaps = attribution.completeness_by_concept(found, local)
+        evidence["attribution_baseline"] = found.baseline
+        evidence["attribution_completeness"] = gaps
+        evidence["attribution_tolerance"] = attribution.TOLERANCE
+        loose = [
+            g.name for g, gap in zip(split.train, gaps, strict=True) if gap > attribution.TOLERANCE
+        ]
+        if loose:
+            notes.append(
+                f"attribution: {len(loose)} concepts' attributions miss their score change by "
+                f"over {attribution.TOLERANCE:.0%} (e.g. {loose[0]!r}); raise --ig-steps"
+            )
         return replace(found_concepts, groups=split.train), None
     held = set(split.heldout)
     kept = [i for i in range(len(texts)) if i not in held]
@@ -415,3 +485,14 @@ def _settings_record(
     if notes:
         record["notes"] = notes
     return record
+
+
+def _reading_record(scores: dict[Reading, ReadingScore], readout: Readout) -> dict[str, Any]:
+    """Every candidate reading's cross-validated score, so `m2kt inspect` can show runners-up."""
+    if not scores:
+        return {"readout": readout.kind}
+    return {
+        "readout": readout.kind,
+        "candidate_readings": [f"{pooling}@{layer}" for pooling, layer in scores],
+        "reading_scores": [round(score.best, 6) for score in scores.values()],
+    }

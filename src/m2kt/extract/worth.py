@@ -1,10 +1,10 @@
 """What a packet is worth before any student exists: do its concepts recognise new inputs?
 
 A third of each concept's probes (those with at least three) is held out. Concepts are
-extracted from the rest; each held-out probe's pooled state is then classified by the packet's
-embeddings alone (nearest concept by centred cosine: a linear classifier whose weights are the
-packet). Beside it, the ceiling: a logistic-regression probe trained on the individual
-extraction probes' states, which a packet of one vector per concept cannot beat by much.
+extracted from the rest; each held-out probe's pooled state is then classified by the packet
+alone: its linear readout where it carries one, else the nearest concept by centred cosine.
+Beside it, the ceiling: a logistic-regression probe trained on the individual extraction
+probes' states.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from m2kt.concepts.geometry import concept_scores, linear_probe_accuracy
+from m2kt.concepts.geometry import linear_probe_accuracy
+from m2kt.concepts.readout import Readout
 from m2kt.concepts.split import Split
 
 
@@ -38,17 +39,19 @@ def measure_worth(
     split: Split,
     train_embeddings: torch.Tensor,
     cluster_labels: list[int] | None = None,
+    readout: Readout | None = None,
 ) -> Worth | None:
     """Held-out accuracy of `train_embeddings` [K', d] and of the linear-probe ceiling.
 
     `cluster_labels` maps each of K' discovered concepts to the spec concept most of its
-    extraction probes belong to (clustering); without it, row k is spec concept k.
+    extraction probes belong to (clustering); without it, row k is spec concept k. `readout`
+    (default: the centroids) is how the packet classifies a state.
     """
     if not split.heldout or len(split.train) < 2:
         return None
     held = states[split.heldout]
     truth = torch.tensor(split.heldout_labels)
-    predicted = concept_scores(held, train_embeddings).argmax(1)
+    predicted = (readout or Readout("centroid")).scores(held, train_embeddings).argmax(1)
     if cluster_labels is not None:
         predicted = torch.as_tensor(cluster_labels)[predicted]
     index = [i for g in split.train for i in g.probes]

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from m2kt.align.quality import AnchorAlignment, anchor_alignment
 from m2kt.concepts.probing import read_probes
+from m2kt.concepts.readout import packet_readout
 from m2kt.errors import UsageError
 from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.models.view import ModelView, Pooling
@@ -135,11 +136,7 @@ def read_student(
         student_states=student_pairs if teacher_states is not None else extraction,
         teacher_concepts=concepts,
         teacher_states=teacher_states,
-        teacher_probs=(
-            concept_probabilities(teacher_states, concepts, scale)
-            if teacher_states is not None
-            else None
-        ),
+        teacher_probs=_teacher_probabilities(packet, teacher_states, concepts, scale),
         anchor_teacher=carried[1] if carried is not None else None,
         anchor_student=student_anchor_states if carried is not None else None,
     )
@@ -155,3 +152,20 @@ def read_student(
         alignment=alignment,
         notes=notes,
     )
+
+
+def _teacher_probabilities(
+    packet: Packet, states: torch.Tensor | None, concepts: torch.Tensor, scale: float
+) -> torch.Tensor | None:
+    """The teacher's concept distribution on its carried states [N, d_T]: the softmax of part
+    D's linear logits where the packet has a readout, else of scaled cosines with the concepts.
+
+    A trace state read at another layer than the concepts' is scored the same way; the readout,
+    like the cosine, is only a guide there.
+    """
+    if states is None:
+        return None
+    readout = packet_readout(packet)
+    if readout.kind == "centroid":
+        return concept_probabilities(states, concepts, scale)
+    return torch.softmax(readout.scores(states, concepts), dim=-1)

@@ -201,17 +201,21 @@ class ModelView:
         hidden_layers: Sequence[int] = (),
         attention_layers: Sequence[int] = (),
         embedding_scale: torch.Tensor | None = None,
+        embedding_baseline: torch.Tensor | None = None,
         truncate: bool = False,
     ) -> Capture:
         """One forward pass over `texts`, keeping only the readings asked for.
 
-        `embedding_scale` [B] multiplies the token-embedding output (positions untouched) and
-        keeps it, with gradients, in `Capture.token_embeddings`: what integrated gradients need.
-        Gradients flow only when called with grad enabled.
+        `embedding_scale` [B] moves the token-embedding output (positions untouched) from
+        `embedding_baseline` ([T, d] or [B, T, d]; default zeros) towards itself,
+        baseline + scale · (embedding − baseline), and keeps the result, with gradients, in
+        `Capture.token_embeddings`: the path integrated gradients walk. Gradients flow only
+        when called with grad enabled.
         """
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts, truncate).items()}
         capture = Capture(batch["input_ids"], batch["attention_mask"])
-        with self._hooks(capture, hidden_layers, attention_layers, embedding_scale):
+        path = None if embedding_scale is None else (embedding_scale, embedding_baseline)
+        with self._hooks(capture, hidden_layers, attention_layers, path):
             self._forward(self.model, batch | self._extra_arguments(attention_layers))
         missing = [layer for layer in attention_layers if layer not in capture.attention]
         if missing:
@@ -244,7 +248,7 @@ class ModelView:
         capture: Capture,
         hidden_layers: Sequence[int],
         attention_layers: Sequence[int],
-        embedding_scale: torch.Tensor | None,
+        path: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> Iterator[None]:
         handles = []
 
@@ -266,10 +270,13 @@ class ModelView:
             return hook
 
         def scale_embeddings(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-            assert embedding_scale is not None
-            scale = embedding_scale.view(-1, *([1] * (output.ndim - 1)))
+            assert path is not None
+            scale, baseline = path
+            scale = scale.view(-1, *([1] * (output.ndim - 1))).to(output.dtype)
+            start = torch.zeros_like(output) if baseline is None else baseline.to(output)
             # A leaf of its own: the frozen weights carry no gradient, this tensor must.
-            scaled = (output * scale).detach().requires_grad_(torch.is_grad_enabled())
+            moved = start + scale * (output - start)
+            scaled = moved.detach().requires_grad_(torch.is_grad_enabled())
             capture.token_embeddings = scaled
             return scaled
 
@@ -285,7 +292,7 @@ class ModelView:
                 module = self.attention_modules[layer - 1]
                 if module is not None:
                     handles.append(module.register_forward_hook(keep_attention(layer)))
-            if embedding_scale is not None:
+            if path is not None:
                 if self.token_embedding is None:
                     raise UsageError(f"cannot find the token embedding of {self.name}")
                 handles.append(self.token_embedding.register_forward_hook(scale_embeddings))

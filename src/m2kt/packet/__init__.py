@@ -17,10 +17,17 @@ from m2kt.packet.manifest import (
     Patch,
     Probes,
     Provenance,
+    Readout,
     Trace,
 )
 from m2kt.packet.packet import Packet, load_packet, make_provenance, read_packet, verify_packet
-from m2kt.packet.probes import ConceptProbes, anchor_states, concept_probes, text_states
+from m2kt.packet.probes import (
+    ConceptProbes,
+    anchor_states,
+    concept_probes,
+    concept_readout,
+    text_states,
+)
 from m2kt.packet.signing import (
     Signer,
     fingerprint_of_public_key,
@@ -45,11 +52,13 @@ __all__ = [
     "Patch",
     "Probes",
     "Provenance",
+    "Readout",
     "Signer",
     "Trace",
     "fingerprint_of_public_key",
     "anchor_states",
     "concept_probes",
+    "concept_readout",
     "generate_keypair",
     "load_packet",
     "make_provenance",

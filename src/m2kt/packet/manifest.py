@@ -2,10 +2,10 @@
 
 The manifest is the JSON half of a packet: it names every tensor with its dtype and shape and
 describes the parts C (concepts, with their extraction and verification probes), P (the
-teacher's states of the extraction probes), G (abstraction graph), A (attention), R (reasoning
-traces), M (provenance) and, for model patches, the patch payload. Models are strict: unknown
-fields, wrong types and inconsistent cross-references are refused, so that a packet means one
-thing.
+teacher's states of the extraction probes), D (a linear concept readout), G (abstraction graph),
+A (attention), R (reasoning traces), M (provenance) and, for model patches, the patch payload.
+Models are strict: unknown fields, wrong types and inconsistent cross-references are refused, so
+that a packet means one thing.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 JSONScalar = str | int | float | bool
 Settings = dict[Annotated[str, Field(max_length=128)], JSONScalar | list[JSONScalar]]
 
-PARTS = ("concepts", "probes", "anchors", "graph", "attention", "traces", "patch")  # optional
+# the optional parts
+PARTS = ("concepts", "probes", "readout", "anchors", "graph", "attention", "traces", "patch")
 CONCEPTS_TENSOR = "concepts.embeddings"
 PROBE_STATES_TENSOR = "probes.states"
 ANCHOR_STATES_TENSOR = "anchors.states"
+READOUT_WEIGHT_TENSOR = "readout.weight"
+READOUT_BIAS_TENSOR = "readout.bias"
 ATTENTION_TENSOR = "attention.patterns"
 TRACE_PREFIX = "traces."
 PATCH_PREFIX = "patch."
@@ -92,6 +95,16 @@ class Probes(_Strict):
     layer: int | None = None
     pooling: Literal["mean", "last"] | None = None
     logit_scale: float = Field(gt=0.0, lt=1e4)
+
+
+class Readout(_Strict):
+    """Part D: the concepts' linear readout, `readout.weight` [K, d_T] and `readout.bias` [K].
+
+    The teacher's concept logits of a state read like part P's are state · weightᵀ + bias; a
+    packet without part D classifies by the nearest concept embedding (centred cosine).
+    """
+
+    kind: Literal["linear"]
 
 
 class Anchors(_Strict):
@@ -201,6 +214,7 @@ class Manifest(_Strict):
     provenance: Provenance
     concepts: list[Concept] | None = Field(default=None, max_length=1_000_000)
     probes: Probes | None = None
+    readout: Readout | None = None
     anchors: Anchors | None = None
     graph: Graph | None = None
     attention: Attention | None = None
@@ -221,6 +235,8 @@ class Manifest(_Strict):
             names.add(CONCEPTS_TENSOR)
         if self.probes is not None:
             names.add(PROBE_STATES_TENSOR)
+        if self.readout is not None:
+            names.update((READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR))
         if self.anchors is not None:
             names.add(ANCHOR_STATES_TENSOR)
         if self.attention is not None:
@@ -241,9 +257,11 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
     if m.kind == "patch":
         if m.patch is None:
             problems.append("a patch packet needs a `patch` part")
-        if any(p is not None for p in (m.concepts, m.probes, m.anchors, m.attention, m.traces)):
+        knowledge = (m.concepts, m.probes, m.readout, m.anchors, m.attention, m.traces)
+        if any(p is not None for p in knowledge):
             problems.append(
-                "a patch packet must not carry concepts, probes, anchors, attention or traces"
+                "a patch packet must not carry concepts, probes, a readout, anchors, attention "
+                "or traces"
             )
     elif m.patch is not None:
         problems.append("a knowledge packet must not carry a `patch` part")
@@ -283,6 +301,15 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             shape = m.tensors[PROBE_STATES_TENSOR].shape
             if len(shape) != 2 or shape[0] != rows or (width and shape[1] != width):
                 problems.append(f"{PROBE_STATES_TENSOR} must have shape [{rows}, {width}]")
+    if m.readout is not None:
+        weight = m.tensors[READOUT_WEIGHT_TENSOR].shape
+        bias = m.tensors[READOUT_BIAS_TENSOR].shape
+        if m.concepts is None or m.probes is None:
+            problems.append("a readout needs the concepts and probes parts (its layer and pooling)")
+        elif len(weight) != 2 or weight[0] != len(m.concepts) or (width and weight[1] != width):
+            problems.append(f"{READOUT_WEIGHT_TENSOR} must have shape [{len(m.concepts)}, {width}]")
+        elif bias != [len(m.concepts)]:
+            problems.append(f"{READOUT_BIAS_TENSOR} must have shape [{len(m.concepts)}]")
     if m.anchors is not None:
         shape = m.tensors[ANCHOR_STATES_TENSOR].shape
         if m.probes is None:

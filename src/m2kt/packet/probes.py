@@ -3,8 +3,9 @@
 Every reader of a packet's probes (ingestion, the safety audit, merging) goes through
 `concept_probes`: which texts each concept was extracted from, the teacher's state of each
 (part P), and which texts were held out for verification; `anchor_states` reads part N, and
-`text_states` both, for whoever pairs texts across models. Before format version 2 the states
-travelled as one-step traces named `probe{i}` that each reader recognised by its own rule.
+`text_states` both, for whoever pairs texts across models; `concept_readout` reads part D.
+Before format version 2 the states travelled as one-step traces named `probe{i}` that each
+reader recognised by its own rule.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, PROBE_STATES_TENSOR
+from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
+    PROBE_STATES_TENSOR,
+    READOUT_BIAS_TENSOR,
+    READOUT_WEIGHT_TENSOR,
+)
 from m2kt.packet.packet import Packet
 
 
@@ -69,6 +75,20 @@ def concept_probes(packet: Packet) -> ConceptProbes:
         layer=part.layer if part else None,
         pooling=part.pooling if part else None,
         logit_scale=part.logit_scale if part else None,
+    )
+
+
+def concept_readout(packet: Packet) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Part D: the linear readout's weight [K, d_T] and bias [K] (float32), or None.
+
+    A packet without it classifies by the nearest concept embedding; see
+    `m2kt.concepts.readout.packet_readout` for the one call that handles both.
+    """
+    if packet.manifest.readout is None:
+        return None
+    return (
+        packet.tensors[READOUT_WEIGHT_TENSOR].float(),
+        packet.tensors[READOUT_BIAS_TENSOR].float(),
     )
 
 

@@ -28,6 +28,7 @@ def summarize(packet: Packet) -> dict[str, Any]:
         else m.probes.model_dump(mode="json", exclude_none=True)
         | {"states": sum(len(c.probes) for c in m.concepts or [])},
         "verification_probes": sum(len(c.verification) for c in m.concepts or []),
+        "readout": None if m.readout is None else m.readout.model_dump(mode="json"),
         "anchors": None
         if m.anchors is None
         else m.anchors.model_dump(mode="json", exclude={"texts"}) | {"texts": len(m.anchors.texts)},
@@ -86,6 +87,7 @@ def worth_lines(packet: Packet) -> list[str]:
             f"{percent('concept_probe_accuracy')} (linear probe on single probes "
             f"{percent('linear_probe_accuracy')}, chance {percent('chance_accuracy')})"
         )
+    lines += reading_lines(packet)
     teacher = measured.get("teacher_checkpoint_bytes")
     if isinstance(teacher, int) and teacher > 0:
         size = len(packet.manifest_bytes) + len(packet.tensor_bytes)
@@ -94,3 +96,24 @@ def worth_lines(packet: Packet) -> list[str]:
             f"checkpoint ({teacher:,} bytes)"
         )
     return lines
+
+
+def reading_lines(packet: Packet, runners_up: int = 3) -> list[str]:
+    """The layer and pooling extraction chose, with the runner-up readings and their scores.
+
+    The scores are cross-validated accuracies on the extraction probes alone (settings
+    `candidate_readings` and `reading_scores`), the criterion the choice was made on.
+    """
+    settings = packet.manifest.provenance.settings
+    readings, scores = settings.get("candidate_readings"), settings.get("reading_scores")
+    if not isinstance(readings, list) or not isinstance(scores, list) or not readings:
+        return []
+    ranked = sorted(zip(readings, scores, strict=True), key=lambda pair: -float(pair[1]))
+    chosen = f"{settings.get('pooling')}@{settings.get('layer')}"
+    shown = [f"{r} {100 * float(v):.1f}%" for r, v in ranked if r != chosen][:runners_up]
+    own = dict(ranked).get(chosen)
+    readout = packet.manifest.readout.kind if packet.manifest.readout else "centroid"
+    head = f"reading {chosen}, {readout} readout"
+    if own is not None:
+        head += f" (cross-validated on extraction probes {100 * float(own):.1f}%)"
+    return [head + (f"; runners-up: {', '.join(shown)}" if shown else "")]

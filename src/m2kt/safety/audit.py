@@ -28,6 +28,8 @@ from m2kt.packet.manifest import (
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
     PROBE_STATES_TENSOR,
+    READOUT_BIAS_TENSOR,
+    READOUT_WEIGHT_TENSOR,
     TRACE_PREFIX,
 )
 from m2kt.packet.probes import concept_probes
@@ -187,6 +189,9 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
         tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     if ANCHOR_STATES_TENSOR in packet.tensors:
         tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
+    for name in (READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR):
+        if name in packet.tensors:  # a linear readout restricted to the kept concepts
+            tensors[name] = packet.tensors[name][index]
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes and t.id not in trace_ids]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]

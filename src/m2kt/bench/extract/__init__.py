@@ -1,0 +1,1 @@
+"""`m2kt bench extract`: concept accuracy beside a linear probe, per teacher, spec and method."""
