@@ -68,12 +68,15 @@ class Concept(_Strict):
     `probes` are the texts the concept was extracted from; `verification` are texts of the same
     concept held out before anything was computed, which a student scores the transfer on.
     `tokens` and `units` are the evidence gradient attribution found, when that method was used.
+    `task_inputs`, when present, says that the last that many `probes` are not a spec's probes
+    but task inputs the teacher read and listed under the concept it answered for them.
     """
 
     id: Identifier
     name: Name
     probes: list[Text] = Field(default_factory=list, max_length=10_000)
     verification: list[Text] = Field(default_factory=list, max_length=10_000)
+    task_inputs: int | None = Field(default=None, ge=1, le=10_000)
     layer: int | None = None
     method: Name
     confidence: float = Field(ge=0.0, le=1.0)
@@ -272,6 +275,9 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             wide = [c.id for c in m.concepts if any(u.unit >= width for u in c.units or [])]
             if wide:
                 problems.append(f"concepts name hidden units beyond the width {width}: {wide[:5]}")
+        over = [c.id for c in m.concepts if (c.task_inputs or 0) > len(c.probes)]
+        if over:
+            problems.append(f"concepts list more task inputs than probes: {over[:5]}")
         shared = [c.id for c in m.concepts if set(c.probes) & set(c.verification)]
         if shared:
             problems.append(f"concepts verify on their own extraction probes: {shared[:5]}")
