@@ -16,9 +16,9 @@ Slots come from one of three sources:
   reading of an input on the student's, so the teacher's decision rule (its head) is applied
   to an estimate of the teacher's state, per-class offsets and all; mapping the concepts into
   the student's space instead drops those offsets (on the tweets validation split, 0.45 of
-  the gap closed against 0.33 at 18 task inputs). Its `slots()` are the adjoint images ψᵀc_k
-  blended with the anchors: where the concepts sit in the student's space, for the safety
-  checks and L_struct.
+  the gap closed against 0.33 at 18 task inputs). Its `slots()` are the student states ψ reads
+  as each c_k (ridge least squares) blended with the anchors: where the concepts sit in the
+  student's space, for the safety checks and L_struct.
 - `free`: slots are parameters initialised at the student's own anchors; no teacher concepts.
   Knowledge distillation and supervised tuning train this same adapter, so that every method
   in a benchmark moves the same kind of parameters.
@@ -178,13 +178,18 @@ class ConceptMemory(nn.Module):
         return self.config.slots == "teacher"
 
     def aligned_concepts(self) -> torch.Tensor:
-        """φ(c_k) for every concept [K, d_S] (for teacher slots, ψᵀc_k); not for free slots."""
+        """φ(c_k) for every concept [K, d_S] (for teacher slots, the state ψ maps closest to
+        c_k); not for free slots."""
         if self.cal is None:
             raise UsageError("a memory with free slots has no aligned concepts")
-        if self.in_teacher_space:
-            eye = torch.eye(self.config.student_width)
-            linear = self.cal(eye) - self.cal(torch.zeros(1, self.config.student_width))
-            return self.teacher_concepts @ linear.T
+        if self.in_teacher_space:  # the student state ψ reads as c_k (ridge least squares)
+            zero = self.cal(torch.zeros(1, self.config.student_width))
+            linear = self.cal(torch.eye(self.config.student_width)) - zero  # [d_S, d_T]
+            gram = linear @ linear.T
+            ridge = 1e-3 * torch.trace(gram) / len(gram) * torch.eye(len(gram))
+            assert isinstance(self.teacher_concepts, torch.Tensor)
+            wanted = F.normalize(self.teacher_concepts, dim=-1) - zero
+            return torch.linalg.solve(gram + ridge, linear @ wanted.T).T
         return self.cal(self.teacher_concepts)
 
     def in_teacher(self, states: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,13 @@ def ingest(
         view, packet, settings.layer, settings.unsafe, settings.batch_size, settings.screen
     )
     progress("safety screen", 1, 1)
+    if audit is not None and audit.flagged and len(working.manifest.concepts or []) < 2:
+        raise UsageError(
+            f"the safety screen flagged {', '.join(repr(f.name) for f in audit.flagged)}; "
+            "fewer than 2 concepts remain to ingest",
+            "inspect the flagged concepts; --no-screen keeps them (the post-ingestion safety "
+            "checks still run)",
+        )
     # Texts the student read for the screen: calibration, and the packet's probes when audited.
     screened = audit.inputs_read if audit else 0
     if audit is None and screen is not None:

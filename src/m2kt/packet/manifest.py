@@ -21,7 +21,8 @@ SUPPORTED_VERSIONS = (2,)
 DType = Literal["float32", "float16", "bfloat16"]
 EdgeType = Literal["is-a", "part-of", "related"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-Text = Annotated[str, Field(max_length=4096)]
+MAX_TEXT = 4096  # characters of one probe, anchor or task input
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 JSONScalar = str | int | float | bool
