@@ -35,7 +35,7 @@ from m2kt.extract import attribution, bottleneck, clustering
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Worth, measure_worth
-from m2kt.models.view import ModelView, NoAttentionError, Pooling
+from m2kt.models.view import ModelView, NoAttentionError, Pooling, Purpose
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, MAX_TEXT, PROBE_STATES_TENSOR
 from m2kt.progress import StageProgress, quiet
@@ -220,17 +220,8 @@ def extract_packet(
     anchors_part, anchor_inputs = None, 0
     if anchor_set is not None and settings.probe_states:
         anchor_texts = anchor_set.subset(settings.anchor_count, settings.seed)
-        with view.reading("anchor"):
-            read = read_probes(
-                view,
-                anchor_texts,
-                [layer],
-                poolings=[pooling],
-                batch_size=settings.batch_size,
-                truncate=True,
-                progress=lambda d, t: progress("read anchors", d, t),
-            )
-        tensors[ANCHOR_STATES_TENSOR] = read.states[(pooling, layer)].to(torch.float16)
+        read = _read_at(view, anchor_texts, (pooling, layer), "anchor", settings, progress)
+        tensors[ANCHOR_STATES_TENSOR] = read.to(torch.float16)
         anchors_part = {
             "set": anchor_set.name,
             "version": anchor_set.version,
@@ -356,10 +347,25 @@ def _read_task_inputs(
     progress: StageProgress,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's states of the task inputs [T, d] and the concept it answers for each [T]."""
-    pooling, layer = reading
     if not texts:
         return torch.zeros(0, concepts.shape[1]), torch.zeros(0, dtype=torch.long)
-    with view.reading("task"):
+    states = _read_at(view, texts, reading, "task", settings, progress)
+    answers = (F.normalize(states.float(), dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)
+    return states, answers
+
+
+def _read_at(
+    view: ModelView,
+    texts: list[str],
+    reading: Reading,
+    purpose: Purpose,
+    settings: ExtractionSettings,
+    progress: StageProgress,
+) -> torch.Tensor:
+    """States [N, d] of texts beyond the spec (anchors, task inputs) at the concepts' reading,
+    cut at the context, counted under `purpose`."""
+    pooling, layer = reading
+    with view.reading(purpose):
         read = read_probes(
             view,
             texts,
@@ -367,11 +373,9 @@ def _read_task_inputs(
             poolings=[pooling],
             batch_size=settings.batch_size,
             truncate=True,
-            progress=lambda d, t: progress("read task inputs", d, t),
+            progress=lambda d, t: progress(f"read {purpose} texts", d, t),
         )
-    states = read.states[reading]
-    answers = (F.normalize(states.float(), dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)
-    return states, answers
+    return read.states[reading]
 
 
 def default_layers(view: ModelView, count: int = 5) -> list[int]:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from m2kt.bench.efficiency import fresh_specs
 from m2kt.bench.efficiency.curves import derived, inputs_to_reach
 from m2kt.bench.efficiency.run import EfficiencyPlan, run_efficiency
+from m2kt.concepts.spec import load_spec
+from m2kt.errors import UsageError
 from m2kt.tasks import load_task
 
 
@@ -70,3 +75,16 @@ def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
     out = derived({"packet": points, "logit KD": kd}, before=0.5, teacher=0.9)
     # Gap 50% = 0.7: packet at 30 inputs, KD at 100 + (0.1/0.3)·300 = 200 → saving 6.7×.
     assert abs(out["packet"]["saving over logit KD"]["gap 50%"] - 200 / 30) < 1e-9
+
+
+def test_the_fresh_spec_family_is_frozen(monkeypatch) -> None:
+    for name in fresh_specs.FROZEN:
+        assert fresh_specs.frozen_path(name).is_file()
+    spec = load_spec(fresh_specs.frozen_path("emotions.yaml"))
+    heldout = load_spec(fresh_specs.frozen_path("emotions.heldout.yaml"))
+    assert len(spec.concepts) >= 5 and min(len(c.probes) for c in spec.concepts) >= 8
+    assert not set(spec.all_probes()) & set(heldout.all_probes())
+    edited = dict(fresh_specs.FROZEN, **{"emotions.yaml": "0" * 64})
+    monkeypatch.setattr(fresh_specs, "FROZEN", edited)
+    with pytest.raises(UsageError, match="not the frozen file"):
+        fresh_specs.frozen_path("emotions.yaml")
