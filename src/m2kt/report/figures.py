@@ -40,7 +40,11 @@ def efficiency_curves(results: dict[str, Any]) -> bytes:
         ax.axhline(
             100 * r["student_accuracy"], color="grey", linestyle="--", label="student before"
         )
-        ax.set_xscale("symlog", linthresh=10) if split else ax.set_xscale("log")
+        if split:
+            ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=-2)
+        else:
+            ax.set_xscale("log")
         ax.set_xlabel("task inputs read (all models)" if split else "inputs consumed (all models)")
         ax.set_ylabel("test accuracy %")
         ax.set_title(title, fontsize=9)
