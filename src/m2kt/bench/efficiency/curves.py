@@ -10,12 +10,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from m2kt.bench.gap import gap_closed
+
 LEVELS = {"gap 50%": ("gap", 0.5), "gap 80%": ("gap", 0.8), "85% of teacher": ("teacher", 0.85)}
-
-
-def gap_closed(accuracy: float, before: float, teacher: float) -> float:
-    """(after − before) / (teacher − before): the share of what the student lacked."""
-    return (accuracy - before) / (teacher - before) if teacher != before else float("nan")
 
 
 def curve(

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.bench.efficiency.latent_skill import screened_ingest
+from m2kt.concepts.geometry import accuracy
 from m2kt.concepts.probing import read_probes
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
@@ -151,5 +152,6 @@ def _accuracy(
 ) -> float:
     """Nearest of `vectors` (row i standing for class `classes[i]`, i itself by default)."""
     scores = F.normalize(states, dim=-1) @ F.normalize(vectors, dim=-1).T
-    predicted = scores.argmax(-1) if classes is None else classes[scores.argmax(-1)]
-    return float((predicted == labels).float().mean())
+    if classes is None:
+        return accuracy(scores, labels)
+    return float((classes[scores.argmax(-1)] == labels).float().mean())

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
 from m2kt.bench.efficiency.methods import only
+from m2kt.concepts.geometry import accuracy
 from m2kt.concepts.probing import read_probes
 from m2kt.concepts.spec import ConceptSpec
 from m2kt.errors import UsageError
@@ -89,14 +90,13 @@ class LatentSetting:
             states, classes = self.teacher_states[split], self.head.weights
         else:
             states, classes = self.student_states[split], self.student_prompts
-        predicted = (F.normalize(states, dim=-1) @ classes.T).argmax(-1)
-        return float((predicted == labels).float().mean())
+        return accuracy(F.normalize(states, dim=-1) @ classes.T, labels)
 
     def references(self, split: str) -> dict[str, float]:
         """The student's zero-shot reading of the concept names alone, beside its prompts."""
         labels = getattr(self.task, split).labels
-        names = (F.normalize(self.student_states[split], dim=-1) @ self.student_names.T).argmax(-1)
-        return {"student zero-shot (names alone)": float((names == labels).float().mean())}
+        names = F.normalize(self.student_states[split], dim=-1) @ self.student_names.T
+        return {"student zero-shot (names alone)": accuracy(names, labels)}
 
 
 def prepare(
