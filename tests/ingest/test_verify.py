@@ -21,6 +21,7 @@ from m2kt.ingest.verify import (
     safety_check,
     screen_check,
     transfer_check,
+    zero_shot_check,
 )
 from m2kt.safety.screen import SafetyScreen
 
@@ -139,3 +140,15 @@ def test_screen_refuses_a_slot_on_the_unsafe_side() -> None:
     # where the audit already saw it before training: one threshold, applied once
     audited = {moved.config.concepts[0]: 1.0}
     assert screen_check(moved, states, screen, 0.05, audited).passed
+
+
+def test_a_memory_below_the_students_reading_of_the_names_is_refused() -> None:
+    anchors, states, labels = _world(40)
+    weak = anchors + 0.9 * anchors.roll(1, 0)  # the student's own anchors, half wrong
+    memory = _memory(weak)  # the packet keeps those weak anchors as its slots
+    assert transfer_check(memory, states, labels, weak, 0.0).passed  # no worse than its anchors
+    check = zero_shot_check(memory, states, labels, anchors, 0.0)  # the names alone: all right
+    assert not check.passed and check.name == "zero-shot"
+    assert check.before == 1.0 and check.after < 1.0
+    assert "zero-shot reading of the concept names" in check.reason
+    assert zero_shot_check(_memory(anchors), states, labels, anchors, 0.0).passed

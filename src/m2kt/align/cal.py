@@ -157,6 +157,7 @@ class ConceptAlignmentLayer(nn.Module):
         init: CALInit = "least_squares",
         ridge: float = 1e-2,
         seed: int = 0,
+        weights: Tensor | None = None,
     ) -> ConceptAlignmentLayer:
         """The layer minimising ‖φ(source) − target‖², closed form; pairs [N, d_in], [N, d_out].
 
@@ -169,15 +170,20 @@ class ConceptAlignmentLayer(nn.Module):
         global scale s; when d_in ≠ d_out, Q [d_in, d_out] is semi-orthogonal (orthonormal
         columns if d_in ≥ d_out, rows otherwise); for low_rank, the top-r singular pairs only.
         `ridge` is ignored here. In every case b makes the means match, and `seed` draws the
-        mlp's W1 and any low_rank component the data leaves undetermined.
+        mlp's W1 and any low_rank component the data leaves undetermined. `weights` [N] (> 0)
+        weigh the pairs: weighted means, and each centred pair scaled by √weight.
         """
         if init not in get_args(CALInit):
             raise UsageError(f"init must be least_squares or procrustes; got {init!r}")
         if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
             raise UsageError(f"ridge must be a finite number ≥ 0; got {ridge!r}")
         x, y = _checked_pairs(config, source, target)
-        x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
-        xc, yc = x - x_mean, y - y_mean
+        w = torch.ones(len(x), dtype=x.dtype) if weights is None else weights.to(x.dtype)
+        if w.shape != (len(x),) or not bool((w > 0).all()) or not torch.isfinite(w).all():
+            raise UsageError(f"weights must be {len(x)} finite numbers > 0, one per pair")
+        w = (w / w.mean()).unsqueeze(1).to(x.device)
+        x_mean, y_mean = (w * x).mean(dim=0), (w * y).mean(dim=0)
+        xc, yc = (x - x_mean) * w.sqrt(), (y - y_mean) * w.sqrt()
         generator = torch.Generator().manual_seed(seed)
         x_scale = float(xc.square().mean().sqrt())
         rank = config.rank if config.kind == "low_rank" else None

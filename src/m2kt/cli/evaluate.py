@@ -68,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(task, args.split)
     with progress_bars() as progress:
         states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
-    result = score(ingested, states, split.labels)
+    names = ingested.states(view, list(concepts))
+    result = score(ingested, states, split.labels, names)
     console.print(
         f"{task.name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
-        f"student's own anchors, {result['after']:.1%} with the ingested packet"
+        f"student's own anchors, {result['zero_shot']:.1%} with its zero-shot reading of the "
+        f"concept names, {result['after']:.1%} with the ingested packet"
     )
+    if result["after"] < result["zero_shot"]:
+        console.print("the packet does not beat the student's zero-shot reading of the names")
     return 0

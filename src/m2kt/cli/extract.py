@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from m2kt.cli._common import (
     anchor_source,
@@ -94,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-anchors", action="store_true", help="carry no anchor states")
     parser.add_argument(
+        "--task-inputs",
+        type=Path,
+        metavar="FILE",
+        help="unlabelled texts of your task (one a line, or a CSV's text column): the teacher "
+        "answers each, and the packet carries them with its states for the student to refine on",
+    )
+    parser.add_argument(
         "--no-probe-states",
         action="store_true",
         help="leave out each probe's state (a student fits its alignment on them)",
@@ -137,9 +145,11 @@ def run(args: argparse.Namespace) -> int:
     from m2kt import distributed
     from m2kt.concepts.spec import load_spec
     from m2kt.extract.pipeline import ExtractionSettings, extract_packet
+    from m2kt.patch.unlabelled import read_texts
     from m2kt.safety import ExportScreen, finish_export
 
     spec = load_spec(args.concepts)
+    tasks = read_texts(args.task_inputs) if args.task_inputs else []
     settings = ExtractionSettings(
         method=args.method,
         layers=args.layer,
@@ -162,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
             audit = None if args.no_safety_screen else ExportScreen()
-            result = extract_packet(view, spec, settings, progress, audit)
+            result = extract_packet(view, spec, settings, progress, audit, task_inputs=tasks)
     if not world.is_writer:
         return 0
     packet, safety_notes = (

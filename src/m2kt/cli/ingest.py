@@ -58,6 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Concept Alignment Layer (default linear)",
     )
     parser.add_argument("--cal-rank", type=int, metavar="R", help="rank of a low_rank layer")
+    parser.add_argument(
+        "--slots",
+        choices=["aligned", "teacher"],
+        default="aligned",
+        help="aligned: the teacher's concepts mapped into the student's space (default); "
+        "teacher: the student's state mapped into the teacher's space and scored by its "
+        "concepts, as its head would (docs/ingest.md)",
+    )
+    parser.add_argument(
+        "--pair-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of a probe or task-input pair against an anchor pair in the closed form",
+    )
     parser.add_argument("--residual-rank", type=int, default=8, metavar="R")
     for term in TERMS:
         parser.add_argument(
@@ -139,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     settings = IngestSettings(
         weights=weights,
         fit=FitSettings(
+            slots=args.slots,
+            pair_weight=args.pair_weight,
             cal=args.cal,
             cal_rank=args.cal_rank,
             residual_rank=args.residual_rank,

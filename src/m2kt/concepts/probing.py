@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from m2kt import distributed
+from m2kt.models.state_cache import StateCache
 from m2kt.models.view import ModelView, Pooling
 from m2kt.progress import Progress
 
@@ -50,6 +51,9 @@ def read_probes(
     come back on the CPU whatever device the model runs on.
     """
     keys = [(p, layer) for p in (poolings or [view.pooling]) for layer in layers]
+    cache = view.state_cache
+    if cache is not None and not attention_layers and distributed.current().size == 1:
+        return _read_through_cache(view, cache, texts, keys, batch_size, truncate, progress)
     states: dict[Reading, list[tuple[int, torch.Tensor]]] = {key: [] for key in keys}
     maps: list[tuple[int, torch.Tensor]] = []
     world = distributed.current()
@@ -100,3 +104,46 @@ def aggregate_attention(weights: torch.Tensor, mask: torch.Tensor, length: int) 
         resized = F.interpolate(block[None, None], size=(length, length), mode="area")[0, 0]
         out[row] = resized / resized.sum(dim=-1, keepdim=True).clamp(min=1e-12)
     return out
+
+
+def _read_through_cache(
+    view: ModelView,
+    cache: StateCache,
+    texts: Sequence[str],
+    keys: list[Reading],
+    batch_size: int,
+    truncate: bool,
+    progress: Progress | None,
+) -> ProbeReadings:
+    """Pooled states only: the cached ones looked up, the rest read (and cached). A text found
+    in the cache is still counted as read by the view."""
+    names = {
+        key: f"{view.weight_sha256}:{view.context}:{key[0]}:{key[1]}:{truncate}" for key in keys
+    }
+    found = {key: cache.lookup(names[key], texts) for key in keys}
+    missing = [i for i in range(len(texts)) if any(i not in found[key] for key in keys)]
+    view.count_read(len(texts) - len(missing))
+    if missing:
+        view.state_cache = None  # read the missing ones the ordinary way
+        try:
+            fresh = read_probes(
+                view,
+                [texts[i] for i in missing],
+                sorted({layer for _, layer in keys}),
+                poolings=list(dict.fromkeys(p for p, _ in keys)),
+                batch_size=batch_size,
+                truncate=truncate,
+                progress=progress,
+            )
+        finally:
+            view.state_cache = cache
+        for key in keys:
+            cache.store(names[key], [texts[i] for i in missing], fresh.states[key])
+            found[key] |= dict(zip(missing, fresh.states[key], strict=True))
+    states = {
+        key: torch.stack([found[key][i] for i in range(len(texts))])
+        if texts
+        else torch.zeros(0, view.width)
+        for key in keys
+    }
+    return ProbeReadings(list(texts), states, None, [])

@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import torch
+from torch.nn import functional as F
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
 from m2kt.concepts.probing import ProbeReadings, Reading, read_probes
@@ -33,18 +35,34 @@ from m2kt.extract import attribution, bottleneck, clustering
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.traces import read_traces
 from m2kt.extract.worth import Worth, measure_worth
-from m2kt.models.view import ModelView, NoAttentionError, Pooling
+from m2kt.models.view import ModelView, NoAttentionError, Pooling, Purpose
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
+    MAX_TEXT,
     PROBE_STATES_TENSOR,
     READOUT_BIAS_TENSOR,
     READOUT_WEIGHT_TENSOR,
 )
 from m2kt.progress import StageProgress, quiet
 
-Method = Literal["bottleneck", "clustering", "attribution"]
-METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution")
+Method = Literal["bottleneck", "clustering", "attribution", "head"]
+METHODS: tuple[Method, ...] = ("bottleneck", "clustering", "attribution", "head")
+
+
+@dataclass(frozen=True)
+class TeacherHead:
+    """A teacher's own classifier over the spec's concepts, the skill it was tuned for.
+
+    `weights` [K, d_T], one row per spec concept in order, score the pooled state at `layer`
+    (the view's pooling) as softmax(`scale` · cosine). With `method="head"` these rows are the
+    packet's concepts and `scale` its logit scale, so the teacher's probabilities on any text
+    the packet carries a state for are exactly its head's.
+    """
+
+    weights: torch.Tensor
+    scale: float
+    layer: int = -1
 
 
 @dataclass(frozen=True)
@@ -123,14 +141,28 @@ def extract_packet(
     settings: ExtractionSettings | None = None,
     progress: StageProgress | None = None,
     audit: ExportAudit | None = None,
+    *,
+    head: TeacherHead | None = None,
+    task_inputs: Sequence[str] = (),
 ) -> Extraction:
+    """`head`: the teacher's own classifier (needed by, and only by, `method="head"`).
+    `task_inputs`: unlabelled texts of the user's task. The teacher reads them (counted as task
+    inputs) after the concepts are made, and each joins the extraction probes of the concept
+    the teacher answers for it (`Concept.task_inputs`), with its state in part P: what a
+    student refines its map and its answers on. They are never verification probes.
+    """
     settings = settings or ExtractionSettings()
     progress = progress or quiet
     notes: list[str] = []
     torch.manual_seed(settings.seed)
+    task_texts = _task_texts(spec, task_inputs, settings)
+    _check_head(view, spec, settings, head)
 
     # Setup: layers, texts, concept groups.
-    candidates = view.check_layers(settings.layers or spec.layers or default_layers(view))
+    wanted_layers = [head.layer] if head is not None else None
+    candidates = view.check_layers(
+        wanted_layers or settings.layers or spec.layers or default_layers(view)
+    )
     attention_layers = _attention_layers(view, spec, settings, notes)
     texts = spec.all_probes() + list(spec.texts)
     groups, start = [], 0
@@ -170,6 +202,14 @@ def extract_packet(
     concepts, cluster_labels = _extract_concepts(
         view, states, (pooling, layer), split, settings, texts, progress, evidence, notes
     )
+    if head is not None:
+        concepts = replace(
+            concepts, embeddings=F.normalize(head.weights.float(), dim=-1), method="head"
+        )
+    scale = head.scale if head is not None else settings.logit_scale
+    task_states, task_answers = _read_task_inputs(
+        view, task_texts, (pooling, layer), concepts.embeddings, settings, progress
+    )
     readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
     worth = measure_worth(states, split, concepts.embeddings, cluster_labels, readout)
     if worth is None:
@@ -202,16 +242,8 @@ def extract_packet(
     anchors_part, anchor_inputs = None, 0
     if anchor_set is not None and settings.probe_states:
         anchor_texts = anchor_set.subset(settings.anchor_count, settings.seed)
-        read = read_probes(
-            view,
-            anchor_texts,
-            [layer],
-            poolings=[pooling],
-            batch_size=settings.batch_size,
-            truncate=True,
-            progress=lambda d, t: progress("read anchors", d, t),
-        )
-        tensors[ANCHOR_STATES_TENSOR] = read.states[(pooling, layer)].to(torch.float16)
+        read = _read_at(view, anchor_texts, (pooling, layer), "anchor", settings, progress)
+        tensors[ANCHOR_STATES_TENSOR] = read.to(torch.float16)
         anchors_part = {
             "set": anchor_set.name,
             "version": anchor_set.version,
@@ -223,13 +255,17 @@ def extract_packet(
     if settings.probe_states:
         # Each extraction probe's own state (half precision is plenty for fitting a map): the
         # pairs a student fits its alignment layer on.
-        rows = [i for g in concepts.groups for i in g.probes]
-        tensors[PROBE_STATES_TENSOR] = states[rows].to(torch.float16)
-        probes_part = {"layer": layer, "pooling": pooling, "logit_scale": settings.logit_scale}
+        # A concept's task inputs follow its spec probes, as in part C.
+        rows = [
+            torch.cat([states[g.probes], task_states[task_answers == k]])
+            for k, g in enumerate(concepts.groups)
+        ]
+        tensors[PROBE_STATES_TENSOR] = torch.cat(rows).to(torch.float16)
+        probes_part = {"layer": layer, "pooling": pooling, "logit_scale": scale}
     graph = abstraction_graph(concepts, spec)
 
     # Provenance and packet.
-    passes = len(texts) + trace_inputs + anchor_inputs
+    passes = len(texts) + trace_inputs + anchor_inputs + len(task_texts)
     if settings.method == "attribution":
         passes += sum(len(g.probes) for g in split.train) * (settings.ig_steps + 1)
     provenance = make_provenance(
@@ -252,7 +288,8 @@ def extract_packet(
         | _reading_record(scores, readout)
         | evidence,
         inputs_seen={"teacher": len(texts) + trace_inputs}
-        | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {}),
+        | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {})
+        | ({"teacher_task": len(task_texts)} if task_texts else {}),
         measurements=(worth.as_measurements() if worth else {})
         | safety
         | {
@@ -265,7 +302,16 @@ def extract_packet(
         kind="knowledge",
         provenance=provenance,
         tensors=tensors,
-        concepts=_concept_entries(concepts, texts, split, settings.method),
+        concepts=_concept_entries(
+            concepts,
+            texts,
+            split,
+            settings.method,
+            [
+                [t for t, a in zip(task_texts, task_answers, strict=True) if a == k]
+                for k in range(len(concepts.groups))
+            ],
+        ),
         probes=probes_part,
         readout=readout_part,
         anchors=anchors_part,
@@ -274,6 +320,87 @@ def extract_packet(
         traces=traces or None,
     )
     return Extraction(packet=packet, worth=worth, notes=notes)
+
+
+def _task_texts(
+    spec: ConceptSpec, task_inputs: Sequence[str], settings: ExtractionSettings
+) -> list[str]:
+    """The distinct task inputs that are not already a probe of the spec."""
+    if not task_inputs:
+        return []
+    if settings.method == "clustering":
+        raise UsageError(
+            "task inputs need named concepts to be answered for",
+            "use --method bottleneck or head",
+        )
+    long = next((i for i, t in enumerate(task_inputs) if not 0 < len(t) <= MAX_TEXT), None)
+    if long is not None:
+        raise UsageError(
+            f"task input {long + 1} is empty or over {MAX_TEXT} characters",
+            f"cut task inputs to at most {MAX_TEXT} characters (the model reads far fewer)",
+        )
+    probes = set(spec.all_probes())
+    return [t for t in dict.fromkeys(task_inputs) if t not in probes]
+
+
+def _check_head(
+    view: ModelView, spec: ConceptSpec, settings: ExtractionSettings, head: TeacherHead | None
+) -> None:
+    if (settings.method == "head") != (head is not None):
+        raise UsageError(
+            "method head takes the teacher's head, and only it does",
+            "pass head=TeacherHead(...) with method='head'",
+        )
+    if head is None:
+        return
+    shape = (len(spec.concepts), view.width)
+    if tuple(head.weights.shape) != shape or not torch.isfinite(head.weights).all():
+        raise UsageError(
+            f"the teacher's head is {tuple(head.weights.shape)}, the spec and teacher need "
+            f"{shape}, finite"
+        )
+    if not 0 < head.scale < 1e4:
+        raise UsageError(f"the head's scale must be in (0, 10000), got {head.scale}")
+
+
+def _read_task_inputs(
+    view: ModelView,
+    texts: list[str],
+    reading: Reading,
+    concepts: torch.Tensor,
+    settings: ExtractionSettings,
+    progress: StageProgress,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's states of the task inputs [T, d] and the concept it answers for each [T]."""
+    if not texts:
+        return torch.zeros(0, concepts.shape[1]), torch.zeros(0, dtype=torch.long)
+    states = _read_at(view, texts, reading, "task", settings, progress)
+    answers = (F.normalize(states.float(), dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)
+    return states, answers
+
+
+def _read_at(
+    view: ModelView,
+    texts: list[str],
+    reading: Reading,
+    purpose: Purpose,
+    settings: ExtractionSettings,
+    progress: StageProgress,
+) -> torch.Tensor:
+    """States [N, d] of texts beyond the spec (anchors, task inputs) at the concepts' reading,
+    cut at the context, counted under `purpose`."""
+    pooling, layer = reading
+    with view.reading(purpose):
+        read = read_probes(
+            view,
+            texts,
+            [layer],
+            poolings=[pooling],
+            batch_size=settings.batch_size,
+            truncate=True,
+            progress=lambda d, t: progress(f"read {purpose} texts", d, t),
+        )
+    return read.states[reading]
 
 
 def default_layers(view: ModelView, count: int = 5) -> list[int]:
@@ -376,7 +503,7 @@ def _extract_concepts(
     its baseline and per-concept completeness gaps to `evidence` (and a note where loose).
     """
     pooling, layer = reading
-    if settings.method == "bottleneck":
+    if settings.method in ("bottleneck", "head"):  # a head's rows replace the means later
         return bottleneck.bottleneck(states, layer, split.train), None
     if settings.method == "attribution":
         targets = bottleneck.bottleneck(states, layer, split.train).embeddings
@@ -424,9 +551,10 @@ def _extract_concepts(
 
 
 def _concept_entries(
-    concepts: ConceptSet, texts: list[str], split: Split, method: Method
+    concepts: ConceptSet, texts: list[str], split: Split, method: Method, tasks: list[list[str]]
 ) -> list[dict[str, Any]]:
-    """Part C. A named concept lists its verification probes; a discovered cluster has none."""
+    """Part C. A named concept lists its verification probes; a discovered cluster has none.
+    `tasks[k]`: the task inputs the teacher answered concept k for, after its probes."""
     held: dict[int, list[str]] = {}
     for i, k in zip(split.heldout, split.heldout_labels, strict=True):
         held.setdefault(k, []).append(texts[i])
@@ -436,7 +564,7 @@ def _concept_entries(
         entry: dict[str, Any] = {
             "id": group.id,
             "name": group.name,
-            "probes": probes,
+            "probes": probes + tasks[k],
             "verification": []
             if method == "clustering"
             else [t for t in held.get(k, []) if t not in probes],
@@ -444,6 +572,8 @@ def _concept_entries(
             "method": concepts.method,
             "confidence": round(float(concepts.confidence[k]), 6),
         }
+        if tasks[k]:
+            entry["task_inputs"] = len(tasks[k])
         if concepts.tokens is not None:
             entry["tokens"] = [{"token": t[:256], "score": s} for t, s in concepts.tokens[k]]
         if concepts.units is not None:

@@ -90,11 +90,22 @@ def load_ingested(directory: str | Path) -> Ingested:
     return Ingested(memory, student, report)
 
 
-def score(ingested: Ingested, states: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy with the student's own concept anchors (before) and with the memory (after)."""
+def score(
+    ingested: Ingested,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    names: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Accuracy with the student's own concept anchors (before), with the memory (after) and,
+    given the student's states of the concept names [K, d_S], with its zero-shot reading of
+    the names alone: what a packet has to beat to be worth anything."""
     memory = ingested.memory
     with torch.no_grad():
         own = F.normalize(states, dim=-1) @ memory.anchors.T
         before = float((own.argmax(-1) == labels).float().mean())
         after = float((memory(states).argmax(-1) == labels).float().mean())
-    return {"before": before, "after": after, "count": float(len(labels))}
+    found = {"before": before, "after": after, "count": float(len(labels))}
+    if names is not None:
+        zero = F.normalize(states, dim=-1) @ F.normalize(names, dim=-1).T
+        found["zero_shot"] = float((zero.argmax(-1) == labels).float().mean())
+    return found

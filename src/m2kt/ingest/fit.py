@@ -20,6 +20,8 @@ from m2kt.progress import Progress, StageProgress, quiet
 class FitSettings:
     """How the memory is built and trained. Defaults were chosen on validation splits only."""
 
+    slots: SlotSource = "aligned"  # "teacher": read the student in the teacher's space
+    pair_weight: float = 1.0  # a probe pair's weight against an anchor pair in the closed form
     cal: CALKind = "linear"
     cal_rank: int | None = None
     cal_init: str = "least_squares"
@@ -33,6 +35,10 @@ class FitSettings:
     holdout: float = 0.25
     eval_every: int = 20
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.pair_weight < 1e6:
+            raise UsageError(f"pair_weight must be in (0, 1e6), got {self.pair_weight}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,25 +72,34 @@ def build_memory(
     if targets.teacher_concepts is None:
         raise UsageError("aligned slots need the teacher's concepts; the packet has none")
     d_t = targets.teacher_concepts.shape[1]
-    cal_config = CALConfig(kind=settings.cal, d_in=d_t, d_out=d_s, rank=settings.cal_rank)
+    teacher_side = slots == "teacher"
+    d_in, d_out = (d_s, d_t) if teacher_side else (d_t, d_s)
+    cal_config = CALConfig(kind=settings.cal, d_in=d_in, d_out=d_out, rank=settings.cal_rank)
     # φ is fitted on the probes both models read, then applied to the teacher's concepts: a
     # prediction of where each lands in the student. Fitting it on (concept, student anchor)
     # pairs as well would pin φ(c_k) to the student's prior and carry nothing (validation:
     # 77.8% with those pairs against 85.1% without, BBC e1 → e2 at 13 inputs, docs/ingest.md).
     # Anchor pairs (task-agnostic texts both read) join the probe pairs: they determine the
     # map where a handful of probes cannot.
+    # Probe pairs (on the task) weigh `pair_weight` anchor pairs (task-agnostic).
     sources: list[torch.Tensor] = []
     destinations: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
     if targets.anchor_teacher is not None and targets.anchor_student is not None:
         sources.append(targets.anchor_teacher)
         destinations.append(targets.anchor_student)
+        weights.append(torch.ones(len(targets.anchor_teacher)))
     if targets.teacher_states is not None:
         sources.append(targets.teacher_states)
         destinations.append(targets.student_states)
+        weights.append(torch.full((len(targets.teacher_states),), settings.pair_weight))
     if sum(len(x) for x in sources) >= 2:
         source, target = torch.cat(sources), torch.cat(destinations)
+        weight: torch.Tensor | None = torch.cat(weights)
     else:
-        source, target = targets.teacher_concepts, targets.student_anchors
+        source, target, weight = targets.teacher_concepts, targets.student_anchors, None
+    if teacher_side:
+        source, target = target, source
     cal = ConceptAlignmentLayer.fit(
         cal_config,
         F.normalize(source.float(), dim=-1),
@@ -92,8 +107,10 @@ def build_memory(
         init=settings.cal_init,  # type: ignore[arg-type]
         ridge=settings.ridge,
         seed=settings.seed,
+        weights=weight,
     )
-    config = MemoryConfig(concepts, d_s, d_t, "aligned", settings.residual_rank, cal_config)
+    config = MemoryConfig(concepts, d_s, d_t, slots, settings.residual_rank, cal_config)
+    scale = targets.teacher_scale
     return ConceptMemory(
         config,
         targets.student_anchors,
@@ -101,6 +118,7 @@ def build_memory(
         cal,
         gate=settings.gate,
         seed=settings.seed,
+        **({"scale": scale, "teacher_scale": scale} if teacher_side else {}),
     )
 
 
@@ -110,7 +128,7 @@ def fit_memory(
     weights: LossWeights,
     settings: FitSettings | None = None,
     *,
-    slots: SlotSource = "aligned",
+    slots: SlotSource | None = None,
     ce_weight: float = 0.0,
     progress: StageProgress | None = None,
 ) -> FitResult:
@@ -123,6 +141,7 @@ def fit_memory(
     steps. Nothing is chosen on data the benchmark scores.
     """
     settings = settings or FitSettings()
+    slots = slots or settings.slots
     stage = progress or quiet
     steps = settings.steps
     answers = targets.probe_answers()

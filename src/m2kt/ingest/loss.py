@@ -2,7 +2,9 @@
 
 Every term compares unit vectors, so a weight means the same for every pair of models:
 - L_geo: ‖φ(c_k) − c^S_k‖² over concepts: the aligned teacher concept lands on the student's
-  own representation of that concept (read from the concept's probes).
+  own representation of that concept (read from the concept's probes). A memory that reads
+  the student in the teacher's space (`teacher` slots, map ψ) compares ‖ψ(c^S_k) − c_k‖² there,
+  and L_reason likewise ψ of the student's adapted state against the teacher's state.
 - L_struct: the concepts' relational structure. Each concept attends over the others with a
   softmax of cosine similarities; the teacher's pattern (in its own space) and the student's
   (over its slots) must agree in L1. A frozen student's token attention cannot move under a
@@ -74,6 +76,7 @@ class Targets:
     unsafe: torch.Tensor | None = None
     anchor_teacher: torch.Tensor | None = None
     anchor_student: torch.Tensor | None = None
+    teacher_scale: float = 20.0  # inverse temperature of `teacher_probs` (the packet's)
     safety_margin: float = 0.5
     struct_temperature: float = 0.1
 
@@ -122,13 +125,22 @@ def loss_terms(
     aligned = memory.cal is not None
     logits = memory(targets.student_states)
     if weights.geo and aligned:
-        mapped = F.normalize(memory.aligned_concepts(), dim=-1)
-        terms["geo"] = (mapped - targets.student_anchors).pow(2).sum(-1).mean()
+        if memory.in_teacher_space:  # the student's anchors land on the teacher's concepts
+            assert memory.cal is not None and targets.teacher_concepts is not None
+            mapped = F.normalize(memory.cal(memory.anchors), dim=-1)
+            wanted = F.normalize(targets.teacher_concepts, dim=-1)
+        else:
+            mapped, wanted = F.normalize(memory.aligned_concepts(), dim=-1), targets.student_anchors
+        terms["geo"] = (mapped - wanted).pow(2).sum(-1).mean()
     if weights.struct and targets.teacher_concepts is not None:
         terms["struct"] = _struct(memory.slots(), targets)
     if weights.reason and aligned and targets.teacher_states is not None:
-        mapped = F.normalize(memory.cal(targets.teacher_states), dim=-1)  # type: ignore[misc]
-        adapted = F.normalize(memory.adapt(targets.student_states), dim=-1)
+        if memory.in_teacher_space:  # compared in the teacher's space
+            mapped = F.normalize(targets.teacher_states, dim=-1)
+            adapted = F.normalize(memory.in_teacher(targets.student_states), dim=-1)
+        else:
+            mapped = F.normalize(memory.cal(targets.teacher_states), dim=-1)  # type: ignore[misc]
+            adapted = F.normalize(memory.adapt(targets.student_states), dim=-1)
         terms["reason"] = (adapted - mapped).pow(2).sum(-1).mean()
     if weights.kl and targets.teacher_probs is not None:
         terms["kl"] = F.kl_div(

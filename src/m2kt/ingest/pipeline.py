@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from m2kt import __version__
+from m2kt import __version__, distributed
 from m2kt.adapter_files import save_adapter_dir
+from m2kt.align.quality import anchor_alignment
 from m2kt.concepts.probing import read_probes
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
@@ -39,6 +40,7 @@ from m2kt.ingest.verify import (
     safety_check,
     screen_check,
     transfer_check,
+    zero_shot_check,
 )
 from m2kt.models.fingerprint import weight_sha256
 from m2kt.models.view import ModelView
@@ -110,6 +112,7 @@ def ingest(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     checkpoint = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    counted = view.reads.copy()
     hash_before = weight_sha256(model)
 
     progress("safety screen", 0, 1)
@@ -164,7 +167,13 @@ def ingest(
 
     fit = settings.fit
     if reading.alignment is not None:  # the ridge the held-out anchors preferred
-        fit = replace(fit, ridge=reading.alignment.ridge)
+        ridge = reading.alignment.ridge
+        if fit.slots == "teacher" and targets.anchor_student is not None:
+            assert targets.anchor_teacher is not None  # ψ runs the other way: its own choice
+            ridge = anchor_alignment(
+                targets.anchor_student, targets.anchor_teacher, seed=fit.seed
+            ).ridge
+        fit = replace(fit, ridge=ridge)
     result = fit_memory(reading.concepts, targets, settings.weights, fit, progress=progress)
     memory = result.memory
     m = settings.margins
@@ -175,6 +184,14 @@ def ingest(
                 reading.heldout_states,
                 reading.heldout_labels,
                 targets.student_anchors,
+                m.transfer,
+                settings.gate,
+            ),
+            zero_shot_check(
+                memory,
+                reading.heldout_states,
+                reading.heldout_labels,
+                reading.zero_shot,
                 m.transfer,
                 settings.gate,
             ),
@@ -200,6 +217,7 @@ def ingest(
         if hash_after != hash_before:
             raise RuntimeError("rollback failed to restore the student's weights")
     transfer = verdict.checks[0].statistics or {}
+    read = _summed_reads(view.reads_since(counted))
     report = {
         "m2kt_version": __version__,
         "accepted": accepted,
@@ -227,9 +245,11 @@ def ingest(
             "teacher": packet.manifest.provenance.measurements.get(
                 "teacher_forward_inputs", sum(packet.manifest.provenance.inputs_seen.values())
             ),
-            "student": reading.inputs_read + len(held_texts) + len(unsafe_texts) + screened,
+            "student": sum(read.values()),
+            "student_task": read["task"],
+            "student_anchors": read["anchor"],
+            "student_probes": read["probe"],
             "student_training": reading.inputs_read,
-            "student_anchors": reading.anchor_inputs,
             "student_safety_screen": screened,
         },
         "alignment": reading.alignment.as_dict() if reading.alignment else None,
@@ -260,3 +280,10 @@ def _check_independent(held_texts: list[str], packet: Packet, source: str | Path
             f"{shared[0][:60]!r}), so it would not measure the student's own skill",
             "pass --held-in with a spec whose probes the packet does not carry",
         )
+
+
+def _summed_reads(reads: dict[str, int]) -> dict[str, int]:
+    """Texts the student read by purpose, summed over the processes that shared the reading."""
+    names = list(reads)
+    total = distributed.all_sum(torch.tensor([float(reads[n]) for n in names], dtype=torch.float64))
+    return {n: int(total[i]) for i, n in enumerate(names)}

@@ -1,8 +1,11 @@
 """Step 2 of ingestion: read the packet's probes through the student.
 
 The student reads each concept's extraction probes (its own anchor for the concept is their
-mean state), the packet's anchor texts, the probe of every trace, and the packet's verification
-probes (held out at extraction, so the transfer check scores texts nothing was fitted to). The
+mean state), the packet's anchor texts, the probe of every trace, the packet's verification
+probes (held out at extraction, so the transfer check scores texts nothing was fitted to) and
+the concept names alone (its zero-shot reading: a baseline the packet must beat). Each text is
+read once and counted by the view under its purpose: task inputs the packet carries as probes
+under "task", anchor texts under "anchor", the rest under "probe". The
 teacher's states pair with the student's: part P gives one per extraction probe, part N one per
 anchor, a trace one per worked step or the one at the concepts' layer. The anchor pairs also
 judge the map before anything is trained (`m2kt.align.quality`). Nothing else: the student never
@@ -21,7 +24,7 @@ from m2kt.concepts.probing import read_probes
 from m2kt.concepts.readout import packet_readout
 from m2kt.errors import UsageError
 from m2kt.ingest.loss import Targets, concept_probabilities
-from m2kt.models.view import ModelView, Pooling
+from m2kt.models.view import ModelView, Pooling, Purpose
 from m2kt.packet import Packet, anchor_states, concept_probes
 from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
 from m2kt.progress import Progress
@@ -37,6 +40,7 @@ class StudentReading:
     targets: Targets
     heldout_states: torch.Tensor  # [V, d_S] the packet's verification probes
     heldout_labels: torch.Tensor  # [V] the concept each was listed under
+    zero_shot: torch.Tensor  # [K, d_S] unit: the student's reading of the concept names alone
     layer: int
     pooling: Pooling
     inputs_read: int
@@ -99,27 +103,38 @@ def read_student(
             pair_states.append(states)
 
     anchor_texts = carried[0] if carried is not None else []
-    wanted = probes.texts + probes.verification_texts + anchor_texts + pair_texts
-    unique = list(dict.fromkeys(wanted))  # a text listed twice is read once
-    readings = read_probes(
+    names = [c.name for c in m.concepts]
+    wanted = probes.texts + probes.verification_texts + anchor_texts + pair_texts + names
+    read = _read_by_purpose(
         view,
-        unique,
-        [resolved],
-        poolings=[view.pooling],
-        batch_size=batch_size,
-        truncate=truncate,
-        progress=progress,
+        wanted,
+        set(probes.task_texts),
+        set(anchor_texts),
+        resolved,
+        batch_size,
+        truncate,
+        progress,
     )
-    position = {text: i for i, text in enumerate(unique)}
-    read = readings.states[(view.pooling, resolved)].float()
-    states = read[[position[t] for t in wanted]]
-    extraction, verification, student_anchor_states, student_pairs = torch.split(
+    states = torch.stack([read[t] for t in wanted])
+    extraction, verification, student_anchor_states, student_pairs, name_states = torch.split(
         states,
-        [len(probes.texts), len(probes.verification_texts), len(anchor_texts), len(pair_texts)],
+        [
+            len(probes.texts),
+            len(probes.verification_texts),
+            len(anchor_texts),
+            len(pair_texts),
+            len(names),
+        ],
     )
 
+    # The student's own anchor of a concept: its spec probes, not the task inputs the teacher
+    # labelled (those carry the teacher's answers; "before" must not see them).
+    own = [[i for i in probes.indices(k) if not probes.task[i]] for k in range(len(m.concepts))]
     anchors = torch.stack(
-        [F.normalize(extraction[probes.indices(k)], dim=-1).mean(0) for k in range(len(m.concepts))]
+        [
+            F.normalize(extraction[rows or probes.indices(k)], dim=-1).mean(0)
+            for k, rows in enumerate(own)
+        ]
     )
     teacher_states = torch.cat(pair_states) if pair_states else None
     alignment = None
@@ -139,6 +154,7 @@ def read_student(
         teacher_probs=_teacher_probabilities(packet, teacher_states, concepts, scale),
         anchor_teacher=carried[1] if carried is not None else None,
         anchor_student=student_anchor_states if carried is not None else None,
+        teacher_scale=scale,
     )
     return StudentReading(
         concepts=tuple(c.name for c in m.concepts),
@@ -147,7 +163,8 @@ def read_student(
         heldout_labels=probes.verification_labels,
         layer=resolved,
         pooling=view.pooling,
-        inputs_read=len(unique),
+        zero_shot=F.normalize(name_states, dim=-1),
+        inputs_read=len(read),
         anchor_inputs=len(carried[0]) if carried is not None else 0,
         alignment=alignment,
         notes=notes,
@@ -169,3 +186,38 @@ def _teacher_probabilities(
     if readout.kind == "centroid":
         return concept_probabilities(states, concepts, scale)
     return torch.softmax(readout.scores(states, concepts), dim=-1)
+
+
+def _read_by_purpose(
+    view: ModelView,
+    texts: list[str],
+    task: set[str],
+    anchors: set[str],
+    layer: int,
+    batch_size: int,
+    truncate: bool,
+    progress: Progress | None,
+) -> dict[str, torch.Tensor]:
+    """Each distinct text's state, read once, under the purpose the view counts it for."""
+    unique = list(dict.fromkeys(texts))
+    groups: dict[Purpose, list[str]] = {"task": [], "anchor": [], "probe": []}
+    for text in unique:
+        purpose: Purpose = "task" if text in task else "anchor" if text in anchors else "probe"
+        groups[purpose].append(text)
+    found: dict[str, torch.Tensor] = {}
+    for purpose, group in groups.items():
+        if not group:
+            continue
+        with view.reading(purpose):
+            readings = read_probes(
+                view,
+                group,
+                [layer],
+                poolings=[view.pooling],
+                batch_size=batch_size,
+                truncate=truncate,
+                progress=progress,
+            )
+        states = readings.states[(view.pooling, layer)].float()
+        found |= dict(zip(group, states, strict=True))
+    return found

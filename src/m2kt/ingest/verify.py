@@ -6,6 +6,8 @@ Checks, each a number before and after with a margin:
   A gate with statistics decides: the held-out set must be large enough that a stated drop
   could be detected at all, the paired difference may not be below the margin, and an exact
   one-sided McNemar test may not find "after" significantly worse than "before".
+- zero-shot: the same comparison against the student's reading of the concept names alone,
+  what it gets without any packet; the packet must not fall below it either.
 - held-in: what the student could already do with its own representation: nearest-anchor
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
@@ -114,6 +116,44 @@ def transfer_check(
     gate: Gate | None = None,
 ) -> Check:
     """The paired before/after comparison on the packet's verification probes [V, d_S]."""
+    return _paired_check(
+        "transfer", "the student's own anchors", memory, states, labels, anchors, margin, gate
+    )
+
+
+def zero_shot_check(
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    names: torch.Tensor,
+    margin: float,
+    gate: Gate | None = None,
+) -> Check:
+    """The packet against the student's zero-shot reading of the concept names [K, d_S] alone,
+    on the same verification probes and with the same gate: a packet that does not beat what
+    the student gets from the names for free must not pass silently."""
+    return _paired_check(
+        "zero-shot",
+        "the student's zero-shot reading of the concept names",
+        memory,
+        states,
+        labels,
+        names,
+        margin,
+        gate,
+    )
+
+
+def _paired_check(
+    name: str,
+    baseline: str,
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    margin: float,
+    gate: Gate | None,
+) -> Check:
     gate = gate or Gate()
     with torch.no_grad():
         before = _correct(F.normalize(states, dim=-1) @ F.normalize(anchors, dim=-1).T, labels)
@@ -149,18 +189,18 @@ def transfer_check(
             f"go unseen (the test needs {needed}); extract with more probes per concept (3+ "
             "hold one out), or pass --accept-unverified to accept it unverified"
         )
-        return Check("transfer", acc_before, acc_after, gate.accept_unverified, reason, figures)
+        return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
     passed = difference >= -margin and not worse
     figures["decision"] = "accepted" if passed else "refused"
     low, high = figures["interval_95"]
     reason = (
         f"held-out verification probes (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
-        f"with the student's own anchors, difference {difference:+.1%} (95% interval "
+        f"with {baseline}, difference {difference:+.1%} (95% interval "
         f"{low:+.1%} to {high:+.1%}; {losses} lost, {gains} gained, one-sided McNemar "
         f"p={figures['p_value']:.3f} at level {gate.level}; margin {margin:.1%})"
     )
-    return Check("transfer", acc_before, acc_after, passed, reason, figures)
+    return Check(name, acc_before, acc_after, passed, reason, figures)
 
 
 def held_in_check(

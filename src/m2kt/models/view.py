@@ -14,6 +14,7 @@ as its block wrote it. Attention layer i (1…L) is the attention inside block i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,11 +26,16 @@ from torch import nn
 
 from m2kt.errors import UsageError
 from m2kt.models.fingerprint import parameter_bytes, weight_sha256
+from m2kt.models.state_cache import StateCache
 from m2kt.models.text_encoder import TextEncoder
 from m2kt.progress import Progress
 
 Kind = Literal["encoder", "causal-lm"]
 Pooling = Literal["mean", "last"]
+# Why a model reads a text: task data (the inputs a budget counts), task-agnostic anchors, or
+# probes (a spec's probes, verification and held-in sets, safety texts, concept names).
+Purpose = Literal["task", "anchor", "probe"]
+PURPOSES: tuple[Purpose, ...] = ("task", "anchor", "probe")
 ForwardCall = Callable[[nn.Module, dict[str, torch.Tensor]], Any]
 
 _HUGE_CONTEXT = 1_000_000  # tokenizers without a limit report a sentinel around 1e30
@@ -65,6 +71,11 @@ class ModelView:
     encoders, the last token (where a decoder's next prediction is made) for causal LMs.
     `context` is the longest input in tokens. `forward` calls the model on a tokenised batch
     (default: `model(**batch)`, the Hugging Face convention).
+
+    `reads` counts every text the model reads, by purpose (`reading(purpose)` sets it; probes
+    unless said otherwise): the one place where inputs are counted, so that a report or a
+    benchmark takes its counts from what was read, not from a formula. A text read from a
+    state cache (`m2kt.models.state_cache`) counts as read: the cache saves time, not inputs.
     """
 
     def __init__(
@@ -98,12 +109,34 @@ class ModelView:
         self._forward = forward or _hugging_face_forward
         self.context = context or _context_of(model, tokenizer)
         self.checkpoint_bytes = checkpoint_bytes or parameter_bytes(model)
+        self.reads: Counter[str] = Counter()
+        self._purpose: Purpose = "probe"
+        self.state_cache: StateCache | None = None  # pooled states read before (benchmarks)
         switch = getattr(model, "set_attn_implementation", None)
         if callable(switch):
             # Fused attention kernels do not return their weights; the eager path does, with
             # the same outputs up to float rounding.
             with suppress(ValueError, AttributeError):
                 switch("eager")
+
+    @contextmanager
+    def reading(self, purpose: Purpose) -> Iterator[None]:
+        """Count the texts read inside the block under `purpose`."""
+        if purpose not in PURPOSES:
+            raise UsageError(f"unknown reading purpose {purpose!r}; one of {', '.join(PURPOSES)}")
+        before, self._purpose = self._purpose, purpose
+        try:
+            yield
+        finally:
+            self._purpose = before
+
+    def count_read(self, texts: int) -> None:
+        """Count `texts` as read under the current purpose (`run` does this itself)."""
+        self.reads[self._purpose] += texts
+
+    def reads_since(self, before: Counter[str]) -> dict[str, int]:
+        """Texts read per purpose since `before` (a copy of `reads`), every purpose named."""
+        return {p: self.reads[p] - before[p] for p in PURPOSES}
 
     def encoder(self, max_length: int = 256) -> TextEncoder:
         """Sentence embeddings of this model (mean-pooled final states, unit length), as the
@@ -132,9 +165,10 @@ class ModelView:
         size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
         if size:
             return int(size)
-        return int(
-            self.run(["a"], hidden_layers=[self.num_layers]).hidden[self.num_layers].shape[-1]
-        )
+        counted = self.reads.copy()  # a look at the shape, not an input
+        width = self.run(["a"], hidden_layers=[self.num_layers]).hidden[self.num_layers].shape[-1]
+        self.reads = counted
+        return int(width)
 
     @property
     def device(self) -> torch.device:
@@ -213,6 +247,7 @@ class ModelView:
         when called with grad enabled.
         """
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts, truncate).items()}
+        self.count_read(len(texts))
         capture = Capture(batch["input_ids"], batch["attention_mask"])
         path = None if embedding_scale is None else (embedding_scale, embedding_baseline)
         with self._hooks(capture, hidden_layers, attention_layers, path):

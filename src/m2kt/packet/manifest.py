@@ -21,7 +21,8 @@ SUPPORTED_VERSIONS = (2,)
 DType = Literal["float32", "float16", "bfloat16"]
 EdgeType = Literal["is-a", "part-of", "related"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-Text = Annotated[str, Field(max_length=4096)]
+MAX_TEXT = 4096  # characters of one probe, anchor or task input
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 JSONScalar = str | int | float | bool
@@ -71,12 +72,15 @@ class Concept(_Strict):
     `probes` are the texts the concept was extracted from; `verification` are texts of the same
     concept held out before anything was computed, which a student scores the transfer on.
     `tokens` and `units` are the evidence gradient attribution found, when that method was used.
+    `task_inputs`, when present, says that the last that many `probes` are not a spec's probes
+    but task inputs the teacher read and listed under the concept it answered for them.
     """
 
     id: Identifier
     name: Name
     probes: list[Text] = Field(default_factory=list, max_length=10_000)
     verification: list[Text] = Field(default_factory=list, max_length=10_000)
+    task_inputs: int | None = Field(default=None, ge=1, le=10_000)
     layer: int | None = None
     method: Name
     confidence: float = Field(ge=0.0, le=1.0)
@@ -290,6 +294,9 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             wide = [c.id for c in m.concepts if any(u.unit >= width for u in c.units or [])]
             if wide:
                 problems.append(f"concepts name hidden units beyond the width {width}: {wide[:5]}")
+        over = [c.id for c in m.concepts if (c.task_inputs or 0) > len(c.probes)]
+        if over:
+            problems.append(f"concepts list more task inputs than probes: {over[:5]}")
         shared = [c.id for c in m.concepts if set(c.probes) & set(c.verification)]
         if shared:
             problems.append(f"concepts verify on their own extraction probes: {shared[:5]}")

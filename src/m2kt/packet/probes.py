@@ -32,6 +32,7 @@ class ConceptProbes:
     states: torch.Tensor | None  # [P, d_T] float32 teacher states; None without part P
     verification_texts: list[str]  # held out before extraction, never in `texts`' concept
     verification_labels: torch.Tensor  # [V]
+    task: torch.Tensor  # [P] bool: the probe is a task input the teacher labelled, not a spec's
     layer: int | None
     pooling: str | None
     logit_scale: float | None
@@ -39,6 +40,11 @@ class ConceptProbes:
     @property
     def concept_count(self) -> int:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    @property
+    def task_texts(self) -> list[str]:
+        """The extraction probes that are task inputs (`Concept.task_inputs`), in row order."""
+        return [t for t, is_task in zip(self.texts, self.task.tolist(), strict=True) if is_task]
 
     def indices(self, concept: int) -> list[int]:
         """Rows of `texts` (and `states`) that belong to `concept`."""
@@ -71,6 +77,14 @@ def concept_probes(packet: Packet) -> ConceptProbes:
         verification_texts=verification,
         verification_labels=torch.tensor(
             [k for k, c in enumerate(concepts) for _ in c.verification], dtype=torch.long
+        ),
+        task=torch.tensor(
+            [
+                i >= len(c.probes) - (c.task_inputs or 0)
+                for c in concepts
+                for i in range(len(c.probes))
+            ],
+            dtype=torch.bool,
         ),
         layer=part.layer if part else None,
         pooling=part.pooling if part else None,

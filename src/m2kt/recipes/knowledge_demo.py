@@ -55,10 +55,15 @@ class KnowledgeDemo:
             ),
             (f"student {STUDENT} before (its own anchors)", f"{transfer.before:.1%}", "-"),
             (
+                f"student {STUDENT} zero-shot (the concept names alone)",
+                f"{checks['zero-shot'].before:.1%}",
+                "-",
+            ),
+            (
                 f"student {STUDENT} + packet",
                 f"{transfer.after:.1%}",
                 f"{inputs['student_training'] - inputs.get('student_anchors', 0)} packet probes "
-                f"and {inputs.get('student_anchors', 0)} anchors read",
+                f"and concept names, {inputs.get('student_anchors', 0)} anchors read",
             ),
             ("paired difference (95% interval), p", _difference(transfer.statistics), ""),
             (

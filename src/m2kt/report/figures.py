@@ -14,17 +14,20 @@ DPI = 100
 
 
 def efficiency_curves(results: dict[str, Any]) -> bytes:
-    """Accuracy against inputs consumed, one line per method, one panel per setting."""
+    """Accuracy against task inputs read (all inputs where a run did not split them), one
+    line per method, one panel per setting; budget 0 sits at the left of a symlog axis."""
     plt = _pyplot()
     settings = results["settings"]
     columns = min(3, len(settings))
     rows = math.ceil(len(settings) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
     for ax, (title, r) in zip(axes.flat, settings.items(), strict=False):
+        split = all("task_inputs" in p for ps in r["curves"].values() for p in ps)
+        count = "task_inputs" if split else "inputs_total"
         for method, points in r["curves"].items():
-            main = method in ("packet", "logit KD", "supervised")
+            main = method in ("packet", "logit KD", "logit KD + anchors", "supervised")
             ax.errorbar(
-                [p["inputs_total"] for p in points],
+                [p[count] for p in points],
                 [100 * p["accuracy_mean"] for p in points],
                 yerr=[100 * p["accuracy_std"] for p in points],
                 label=method,
@@ -37,8 +40,12 @@ def efficiency_curves(results: dict[str, Any]) -> bytes:
         ax.axhline(
             100 * r["student_accuracy"], color="grey", linestyle="--", label="student before"
         )
-        ax.set_xscale("log")
-        ax.set_xlabel("inputs consumed (all models)")
+        if split:
+            ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=-2)
+        else:
+            ax.set_xscale("log")
+        ax.set_xlabel("task inputs read (all models)" if split else "inputs consumed (all models)")
         ax.set_ylabel("test accuracy %")
         ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(settings) :]:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from m2kt.bench.efficiency import fresh_specs
 from m2kt.bench.efficiency.curves import derived, inputs_to_reach
 from m2kt.bench.efficiency.run import EfficiencyPlan, run_efficiency
+from m2kt.concepts.spec import load_spec
+from m2kt.errors import UsageError
 from m2kt.tasks import load_task
 
 
@@ -15,26 +20,46 @@ def test_latent_regime_end_to_end(tmp_path: Path) -> None:
         latent=(("bbc", "e1", "e2"),),
         symbolic=(),
         seeds=(0,),
-        budgets=(0.1, 0.5),
+        budgets=(0.0, 0.1),
         per_split_limit=60,
         quick=True,
+        anchors=64,
     )
     record = run_efficiency(plan, tmp_path, tmp_path / "cache", log=lambda _: None)
     assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "results.md", "results.png"}
     (result,) = record["settings"].values()
-    assert result["pool"] == 60 and result["budgets"] == [6, 30]
+    assert result["pool"] == 60 and result["budgets"] == [0, 6]
     task = load_task("bbc")  # every method's student reads each class in each prompt template
     prompts = len(task.class_names) * len(task.templates)
     for rows, b in zip(result["rows"], result["budgets"], strict=True):
-        (packet,), (kd,), (sft,) = rows["packet"], rows["logit KD"], rows["supervised"]
-        assert packet["inputs"] == {"teacher": prompts + b, "student": prompts + b}
-        assert kd["inputs"] == {"teacher": b, "student": prompts + b}
-        assert sft["inputs"] == {"teacher": 0, "student": prompts + b} and sft["labels"] == b
+        (packet,), (kd,), (kd_anchors,), (sft,) = (
+            rows["packet"],
+            rows["logit KD"],
+            rows["logit KD + anchors"],
+            rows["supervised"],
+        )
+        # counted where each model read: the packet went through extract and ingest
+        assert packet["inputs"]["teacher"]["task"] == packet["inputs"]["student"]["task"] == b
+        assert packet["inputs"]["teacher"]["anchor"] == packet["inputs"]["student"]["anchor"] == 64
+        assert packet["packet_digest"].startswith("sha256:") and packet["accepted"]
+        assert packet["ingestion_inputs"]["student_task"] == b
+        assert kd["inputs"] == {
+            "teacher": {"task": b, "anchor": 0, "probe": 0},
+            "student": {"task": b, "anchor": 0, "probe": prompts},
+        }
+        assert kd_anchors["inputs"]["teacher"] == {"task": b, "anchor": 64, "probe": 0}
+        assert sft["inputs"]["teacher"] == {"task": 0, "anchor": 0, "probe": 0}
+        assert sft["labels"] == b and packet["labels"] == kd["labels"] == 0
         assert all(0 <= r[0]["accuracy"] <= 1 for r in rows.values())
-        assert {f"packet − {t}" for t in ("geo", "struct", "reason", "kl")} <= set(rows)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["settings"].keys() == record["settings"].keys()
+    point = result["curves"]["packet"][0]
+    assert {"gap_closed", "task_inputs", "anchor_inputs", "packet_digest"} <= set(point)
     assert "saving over logit KD" in result["derived"]["packet"]
+    # a second run reads its states from the cache and counts the same inputs
+    again = run_efficiency(plan, tmp_path / "again", tmp_path / "cache", log=lambda _: None)
+    (second,) = again["settings"].values()
+    assert second["rows"][1]["packet"][0]["inputs"] == result["rows"][1]["packet"][0]["inputs"]
 
 
 def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
@@ -50,3 +75,16 @@ def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
     out = derived({"packet": points, "logit KD": kd}, before=0.5, teacher=0.9)
     # Gap 50% = 0.7: packet at 30 inputs, KD at 100 + (0.1/0.3)·300 = 200 → saving 6.7×.
     assert abs(out["packet"]["saving over logit KD"]["gap 50%"] - 200 / 30) < 1e-9
+
+
+def test_the_fresh_spec_family_is_frozen(monkeypatch) -> None:
+    for name in fresh_specs.FROZEN:
+        assert fresh_specs.frozen_path(name).is_file()
+    spec = load_spec(fresh_specs.frozen_path("emotions.yaml"))
+    heldout = load_spec(fresh_specs.frozen_path("emotions.heldout.yaml"))
+    assert len(spec.concepts) >= 5 and min(len(c.probes) for c in spec.concepts) >= 8
+    assert not set(spec.all_probes()) & set(heldout.all_probes())
+    edited = dict(fresh_specs.FROZEN, **{"emotions.yaml": "0" * 64})
+    monkeypatch.setattr(fresh_specs, "FROZEN", edited)
+    with pytest.raises(UsageError, match="not the frozen file"):
+        fresh_specs.frozen_path("emotions.yaml")

@@ -10,11 +10,16 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from m2kt.bench.gap import gap_closed
+
 LEVELS = {"gap 50%": ("gap", 0.5), "gap 80%": ("gap", 0.8), "85% of teacher": ("teacher", 0.85)}
 
 
-def curve(budget_rows: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
-    """Per method, per budget: mean and spread of accuracy over seeds, mean inputs consumed.
+def curve(
+    budget_rows: list[dict[str, list[dict[str, Any]]]], before: float, teacher: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Per method, per budget: mean and spread of accuracy over seeds, the gap closed, mean
+    inputs read (all, task inputs, anchors; per model in `inputs`, from the first seed).
 
     `budget_rows[i][method]` holds one row per seed at budget i.
     """
@@ -22,29 +27,40 @@ def curve(budget_rows: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[
     for per_budget in budget_rows:
         for method, rows in per_budget.items():
             accuracy = [r["accuracy"] for r in rows]
-            out.setdefault(method, []).append(
-                {
-                    "accuracy_mean": statistics.fmean(accuracy),
-                    "accuracy_std": statistics.pstdev(accuracy),
-                    "inputs_total": statistics.fmean(r["inputs_total"] for r in rows),
-                    "inputs": rows[0]["inputs"],
-                    "labels": rows[0]["labels"],
-                    "trained_params": rows[0]["trained_params"],
-                    "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
-                    "seeds": len(rows),
-                }
-            )
+            mean = statistics.fmean(accuracy)
+            point = {
+                "budget": rows[0].get("budget"),
+                "accuracy_mean": mean,
+                "accuracy_std": statistics.pstdev(accuracy),
+                "gap_closed": gap_closed(mean, before, teacher),
+                "inputs_total": statistics.fmean(r["inputs_total"] for r in rows),
+                "task_inputs": statistics.fmean(r.get("task_inputs", 0) for r in rows),
+                "anchor_inputs": statistics.fmean(r.get("anchor_inputs", 0) for r in rows),
+                "inputs": rows[0]["inputs"],
+                "labels": rows[0]["labels"],
+                "trained_params": rows[0]["trained_params"],
+                "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
+                "seeds": len(rows),
+            }
+            digests = [r["packet_digest"] for r in rows if "packet_digest" in r]
+            if digests:
+                point["packet_digest"] = digests
+                point["accepted"] = sum(bool(r.get("accepted")) for r in rows)
+            out.setdefault(method, []).append(point)
     return out
 
 
-def inputs_to_reach(points: list[dict[str, Any]], target: float) -> float | None:
+def inputs_to_reach(
+    points: list[dict[str, Any]], target: float, count: str = "inputs_total"
+) -> float | None:
+    """Inputs (`count`: a point's key) where the curve first reaches `target`, interpolated."""
     previous = None
     for point in points:
         if point["accuracy_mean"] >= target:
             if previous is None or previous["accuracy_mean"] >= target:
-                return float(point["inputs_total"])
+                return float(point[count])
             a0, a1 = previous["accuracy_mean"], point["accuracy_mean"]
-            x0, x1 = previous["inputs_total"], point["inputs_total"]
+            x0, x1 = previous[count], point[count]
             return float(x0 + (target - a0) / (a1 - a0) * (x1 - x0))
         previous = point
     return None
@@ -53,18 +69,23 @@ def inputs_to_reach(points: list[dict[str, Any]], target: float) -> float | None
 def derived(
     curves: dict[str, list[dict[str, Any]]], before: float, teacher: float
 ) -> dict[str, dict[str, Any]]:
-    """Inputs each method needs for each level, and the packet's saving over logit KD."""
+    """Task inputs each method needs for each level, and the packet's saving over the better
+    logit-KD row (the one that needs fewer task inputs for that level)."""
     out: dict[str, dict[str, Any]] = {}
+    count = "task_inputs" if all("task_inputs" in p for ps in curves.values() for p in ps) else None
     for method, points in curves.items():
         row: dict[str, Any] = {}
         for name, (kind, share) in LEVELS.items():
             target = before + share * (teacher - before) if kind == "gap" else share * teacher
-            row[name] = inputs_to_reach(points, target)
+            row[name] = inputs_to_reach(points, target, count or "inputs_total")
         out[method] = row
-    if "packet" in out and "logit KD" in out:
+    kd_rows = [m for m in out if m.startswith("logit KD")]
+    if "packet" in out and kd_rows:
         saving = {}
         for name in LEVELS:
-            ours, theirs = out["packet"][name], out["logit KD"][name]
+            ours = out["packet"][name]
+            found = [out[m][name] for m in kd_rows if out[m][name] is not None]
+            theirs = min(found) if found else None
             saving[name] = theirs / ours if ours and theirs else None
         out["packet"]["saving over logit KD"] = saving
     return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -25,9 +27,10 @@ from m2kt.bench.efficiency.curves import LEVELS, curve, derived
 from m2kt.bench.efficiency.methods import nested_order
 from m2kt.bench.gap import gap_closed
 from m2kt.ingest.fit import FitSettings
+from m2kt.models.state_cache import StateCache
 from m2kt.report.figures import efficiency_curves
 
-BUDGETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)
+BUDGETS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0)  # 0: anchors and probes only
 
 
 @dataclass
@@ -54,6 +57,15 @@ class Setting:
     def run(self, index: list[int], seed: int, settings: FitSettings) -> dict[str, Any]:
         return dict(self.module.run_budget(self.prepared, index, seed, settings))
 
+    def budgets(self, shares: tuple[float, ...]) -> list[int]:
+        """The budgets in inputs; 0 only where the regime can run without task inputs."""
+        zero = getattr(self.module, "ZERO_BUDGET", False)
+        return sorted({max(0 if zero else 1, round(f * self.pool)) for f in shares})
+
+    def references(self, split: str) -> dict[str, float]:
+        found = getattr(self.prepared, "references", None)
+        return dict(found(split)) if found else {}
+
 
 @dataclass(frozen=True)
 class EfficiencyPlan:
@@ -63,6 +75,8 @@ class EfficiencyPlan:
     budgets: tuple[float, ...] = BUDGETS
     per_split_limit: int | None = None
     quick: bool = False
+    fresh_specs: tuple[str, str] | None = None  # (teacher, student) for the fresh spec family
+    anchors: int = 1024  # anchor sentences each packet carries (KD + anchors reads the same)
 
 
 PLANS = {
@@ -72,11 +86,18 @@ PLANS = {
         seeds=(0,),
         per_split_limit=400,
         quick=True,
+        anchors=256,
     ),
     "full": EfficiencyPlan(
-        latent=(("bbc", "e1", "e2"), ("tweets", "e1", "e2")),
+        latent=(
+            ("bbc", "e1", "e2"),
+            ("tweets", "e1", "e2"),
+            ("bbc", "e2", "e1"),
+            ("tweets", "e2", "e1"),
+        ),
         symbolic=("modsum",),
         seeds=(0, 1, 2),
+        fresh_specs=("e1", "e2"),
     ),
 }
 
@@ -86,28 +107,29 @@ def only_regime(plan: EfficiencyPlan, regime: str) -> EfficiencyPlan:
     if regime == "latent":
         return replace(plan, symbolic=())
     if regime == "new-computation":
-        return replace(plan, latent=())
+        return replace(plan, latent=(), fresh_specs=None)
     return plan
 
 
 def prepare_settings(
-    plan: EfficiencyPlan, cache: Path | None, log: Callable[[str], None]
+    plan: EfficiencyPlan, states: StateCache, log: Callable[[str], None], workdir: Path
 ) -> list[Callable[[], Setting]]:
-    """Settings built lazily, each only when its turn comes."""
+    """Settings built lazily, each only when its turn comes. Packets are written to `workdir`;
+    the views read through the state cache `states`."""
 
     def latent(task_name: str, teacher: str, student: str) -> Setting:
         from m2kt.bench.efficiency import latent_skill
         from m2kt.bench.patch.run import MAX_LENGTH
-        from m2kt.bench.patch.seed import encode_task
+        from m2kt.models.load import load_model
         from m2kt.tasks import load_task
 
         task = load_task(task_name).limited(plan.per_split_limit)
-        log(f"{task_name}: encoding {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
-        length = MAX_LENGTH[task_name]
+        log(f"{task_name}: reading {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
+        views = [load_model(m, max_length=MAX_LENGTH[task_name]) for m in (teacher, student)]
+        for view in views:
+            view.state_cache = states
         prepared = latent_skill.prepare(
-            task,
-            encode_task(teacher, task, cache, length),
-            encode_task(student, task, cache, length),
+            task, views[0], views[1], workdir / f"{task_name}-{teacher}-{student}", plan.anchors
         )
         title = f"latent skill: {task_name}, {teacher} (tuned head) → {student}"
         return Setting(title, f"{teacher} + tuned head", student, prepared, latent_skill)
@@ -138,28 +160,101 @@ def run_efficiency(
     settings = settings or FitSettings()
     started = time.perf_counter()
     results: dict[str, Any] = {}
-    for make in prepare_settings(plan, cache, log):
-        prepared = time.perf_counter()
-        setting = make()
-        teacher, before = setting.accuracy("test", "teacher"), setting.accuracy("test", "student")
-        log(f"{setting.title}: teacher {teacher:.1%}, student before {before:.1%}")
-        budgets = sorted({max(1, round(f * setting.pool)) for f in plan.budgets})
-        per_budget: list[dict[str, list[dict[str, Any]]]] = []
-        for b in budgets:
-            rows: dict[str, list[dict[str, Any]]] = {}
-            for seed in plan.seeds:
-                for method, row in setting.run(setting.order(seed)[:b], seed, settings).items():
-                    rows.setdefault(method, []).append(row | {"seed": seed, "budget": b})
-            per_budget.append(rows)
-            packet = sum(r["accuracy"] for r in rows["packet"]) / len(rows["packet"])
-            kd = sum(r["accuracy"] for r in rows["logit KD"]) / len(rows["logit KD"])
-            log(f"{setting.title}: {b} inputs: packet {packet:.1%}, logit KD {kd:.1%}")
-        curves = curve(per_budget)
-        results[setting.title] = {
+    workdir = Path(tempfile.mkdtemp(prefix="m2kt-efficiency-"))
+    states = StateCache(cache / "states" if cache else None)
+    try:
+        for make in prepare_settings(plan, states, log, workdir):
+            results |= _run_setting(make, plan, settings, log)
+            states.flush()
+        fresh = _fresh_specs(plan, states, workdir, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    record = {
+        "m2kt_version": __version__,
+        "plan": asdict(plan),
+        "fit_settings": settings.as_dict(),
+        "packet_settings": _packet_settings(plan),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+        "wall_clock_seconds": time.perf_counter() - started,
+        "settings": results,
+        "fresh_specs": fresh,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "results.json", json.dumps(record, indent=1).encode())
+    atomic_write_bytes(out_dir / "results.md", markdown(record).encode())
+    atomic_write_bytes(out_dir / "results.png", efficiency_curves(record))
+    return record
+
+
+def _fresh_specs(
+    plan: EfficiencyPlan, states: StateCache, workdir: Path, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The packet on the fresh spec family, with the default ingestion and the benchmark's."""
+    if plan.fresh_specs is None:
+        return None
+    from m2kt.bench.efficiency.fresh_specs import measure
+    from m2kt.bench.efficiency.latent_skill import PACKET_FIT
+    from m2kt.models.load import load_model
+
+    teacher, student = (load_model(m) for m in plan.fresh_specs)
+    for view in (teacher, student):
+        view.state_cache = states
+    fits = {
+        "packet (default ingestion)": FitSettings(),
+        "packet (teacher slots)": replace(FitSettings(), **PACKET_FIT),  # type: ignore[arg-type]
+    }
+    found = measure(teacher, student, workdir / "fresh-specs", fits, log=log)
+    states.flush()
+    return {"teacher": plan.fresh_specs[0], "student": plan.fresh_specs[1], "specs": found}
+
+
+def _packet_settings(plan: EfficiencyPlan) -> dict[str, Any] | None:
+    if not plan.latent:
+        return None
+    from m2kt.bench.efficiency.latent_skill import PACKET_FIT
+
+    return {"ingest_fit": PACKET_FIT, "anchors": plan.anchors}
+
+
+def _run_setting(
+    make: Callable[[], Setting],
+    plan: EfficiencyPlan,
+    settings: FitSettings,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """One setting, every budget and seed: its entry in results.json."""
+    prepared = time.perf_counter()
+    setting = make()
+    teacher, before = setting.accuracy("test", "teacher"), setting.accuracy("test", "student")
+    log(f"{setting.title}: teacher {teacher:.1%}, student before {before:.1%}")
+    budgets = setting.budgets(plan.budgets)
+    per_budget: list[dict[str, list[dict[str, Any]]]] = []
+    for b in budgets:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for seed in plan.seeds:
+            for method, row in setting.run(setting.order(seed)[:b], seed, settings).items():
+                gap = gap_closed(row["accuracy"], before, teacher)
+                rows.setdefault(method, []).append(
+                    row | {"seed": seed, "budget": b, "gap_closed": gap}
+                )
+        per_budget.append(rows)
+        shown = ", ".join(
+            f"{m} {sum(r['accuracy'] for r in rs) / len(rs):.1%}"
+            for m, rs in rows.items()
+            if " − " not in m
+        )
+        log(f"{setting.title}: {b} inputs: {shown}")
+    curves = curve(per_budget, before, teacher)
+    return {
+        setting.title: {
             "teacher": setting.teacher_name,
             "student": setting.student_name,
             "teacher_accuracy": teacher,
             "student_accuracy": before,
+            "references": setting.references("test"),
             "pool": setting.pool,
             "budgets": budgets,
             "curves": curves,
@@ -167,22 +262,7 @@ def run_efficiency(
             "rows": per_budget,
             "seconds": time.perf_counter() - prepared,
         }
-    record = {
-        "m2kt_version": __version__,
-        "plan": asdict(plan),
-        "fit_settings": settings.as_dict(),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
-        "wall_clock_seconds": time.perf_counter() - started,
-        "settings": results,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "results.json", json.dumps(record, indent=1).encode())
-    atomic_write_bytes(out_dir / "results.md", markdown(record).encode())
-    atomic_write_bytes(out_dir / "results.png", efficiency_curves(record))
-    return record
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -198,7 +278,10 @@ def markdown(record: dict[str, Any]) -> str:
             f"before {before:.1%}, KD pool {r['pool']} inputs",
             "",
             "Test accuracy % (mean ± std over seeds), gap closed in brackets, at each budget "
-            "(training inputs B; inputs consumed by all models in the row below each method).",
+            "(training inputs B; below each method the texts all models read: task inputs, "
+            "anchor texts, and everything, probes included, as the model views counted them).",
+            "",
+            *[f"Reference: {name} {value:.1%}." for name, value in r.get("references", {}).items()],
             "",
             "| method | " + " | ".join(f"B={b}" for b in r["budgets"]) + " | trained params |",
             "|---|" + "---|" * (len(r["budgets"]) + 1),
@@ -210,16 +293,22 @@ def markdown(record: dict[str, Any]) -> str:
                 for p in points
             ]
             lines.append(
-                f"| {method} | " + " | ".join(cells) + f" | {points[0]['trained_params']:,} |"
+                f"| {method} | "
+                + " | ".join(cells)
+                + f" | {max(p['trained_params'] for p in points):,} |"
             )
             lines.append(
-                "| ↳ inputs consumed | "
-                + " | ".join(f"{p['inputs_total']:.0f}" for p in points)
+                "| ↳ inputs: task / anchors / all | "
+                + " | ".join(
+                    f"{p.get('task_inputs', 0):.0f} / {p.get('anchor_inputs', 0):.0f} / "
+                    f"{p['inputs_total']:.0f}"
+                    for p in points
+                )
                 + " | |"
             )
         lines += [
             "",
-            "| method | " + " | ".join(f"inputs to {n}" for n in LEVELS) + " |",
+            "| method | " + " | ".join(f"task inputs to {n}" for n in LEVELS) + " |",
             "|---|" + "---|" * len(LEVELS),
         ]
         for method, row in r["derived"].items():
@@ -227,9 +316,26 @@ def markdown(record: dict[str, Any]) -> str:
         saving = r["derived"].get("packet", {}).get("saving over logit KD", {})
         if saving:
             lines.append(
-                "| **saving of packet over logit KD** | "
+                "| **saving of packet over the better logit KD row** | "
                 + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
                 + " |"
+            )
+        lines.append("")
+    fresh = record.get("fresh_specs")
+    if fresh:
+        specs = fresh["specs"]
+        columns = [k for k, v in next(iter(specs.values())).items() if isinstance(v, float)]
+        lines += [
+            f"### Fresh spec family (frozen before tuning): teacher {fresh['teacher']}, "
+            f"student {fresh['student']}, held-out sentences, accuracy %",
+            "",
+            "| spec | concepts | held-out | " + " | ".join(columns) + " |",
+            "|---|---|---|" + "---|" * len(columns),
+        ]
+        for spec_name, spec_row in specs.items():
+            spec_cells = " | ".join(f"{100 * spec_row[c]:.1f}" for c in columns)
+            lines.append(
+                f"| {spec_name} | {spec_row['concepts']} | {spec_row['heldout']} | {spec_cells} |"
             )
         lines.append("")
     return "\n".join(lines)
