@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(task, args.split)
     with progress_bars() as progress:
         states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
-    result = score(ingested, states, split.labels)
+        before = None
+        if ingested.adapter == "blocks":  # the student's own anchors read the frozen student
+            before = ingested.states(
+                view, split.texts, lambda d, t: progress("read, frozen", d, t), adapted=False
+            )
+    result = score(ingested, states, split.labels, before)
     console.print(
         f"{task.name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
         f"student's own anchors, {result['after']:.1%} with the ingested packet"
