@@ -7,10 +7,14 @@ view found (Hugging Face blocks or the largest uniform `ModuleList` of a plain `
 made by the `peft` library so that the saved directory loads onto the Hugging Face student with
 `PeftModel.from_pretrained(student, directory)` as well as with m2kt.
 
-What is adapted: every `nn.Linear` (and Hugging Face's `Conv1D`) inside a block, and every
-`nn.MultiheadAttention` as a whole. A `MultiheadAttention` reads its own `out_proj.weight`
-directly instead of calling the module, so a LoRA on `out_proj` alone would silently do
-nothing; peft adapts the fused input projection and the output projection together instead.
+What is adapted: every `nn.Linear` (and Hugging Face's `Conv1D`) inside a block, which covers
+a Hugging Face block's attention (query, key, value, output) and MLP projections. A PyTorch
+`nn.MultiheadAttention` is left out, projections included: it reads its own weights instead of
+calling its `out_proj`, so a LoRA on `out_proj` alone would silently do nothing, and peft's
+adapter for the whole module adds its update into the base weights for every forward and
+subtracts it again, which is not bit-exact (on the benchmark's tiny transformer the base
+weights drifted after one step, and the hash check caught it). Such blocks get LoRA on their
+MLP projections only.
 
 The base weights are never written: peft wraps each projection, keeping the original module as
 `base_layer`, and trains only the new `lora_A` / `lora_B` matrices (`lora_B` starts at zero, so
@@ -71,14 +75,11 @@ def target_modules(model: nn.Module, blocks: Sequence[nn.Module]) -> list[str]:
         for mha in block.modules()
         if isinstance(mha, nn.MultiheadAttention)
         for m in mha.modules()
-        if m is not mha
     }
     names = [
         name
         for name, module in model.named_modules()
-        if id(module) in inside
-        and id(module) not in attention
-        and (isinstance(module, nn.MultiheadAttention) or _is_projection(module))
+        if id(module) in inside and id(module) not in attention and _is_projection(module)
     ]
     if not names:
         raise UsageError(
@@ -136,7 +137,7 @@ class BlockAdapter:
         """The LoRA matrices under the names `PeftModel.from_pretrained` loads."""
         from peft import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(self.peft)
+        state = get_peft_model_state_dict(self.peft, save_embedding_layers=False)
         return {k: v.detach().clone() for k, v in state.items()}
 
     def config_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def curve(budget_rows: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[
                     "inputs": rows[0]["inputs"],
                     "labels": rows[0]["labels"],
                     "trained_params": rows[0]["trained_params"],
+                    "adapter": rows[0].get("adapter", "memory"),
                     "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
                     "seeds": len(rows),
                 }
@@ -66,10 +67,12 @@ def derived(
             target = before + share * (teacher - before) if kind == "gap" else share * teacher
             row[name] = inputs_to_reach(points, target)
         out[method] = row
-    if "packet" in out and "logit KD" in out:
-        saving = {}
-        for name in LEVELS:
-            ours, theirs = out["packet"][name], out["logit KD"][name]
-            saving[name] = theirs / ours if ours and theirs else None
-        out["packet"]["saving over logit KD"] = saving
+    for suffix in ("", ", blocks"):  # each adapter's packet against KD through the same one
+        packet, kd = "packet" + suffix, "logit KD" + suffix
+        if packet in out and kd in out:
+            saving = {}
+            for name in LEVELS:
+                ours, theirs = out[packet][name], out[kd][name]
+                saving[name] = theirs / ours if ours and theirs else None
+            out[packet]["saving over logit KD"] = saving
     return out

@@ -12,7 +12,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class Setting:
     student_name: str
     prepared: Any
     module: Any
+    options: dict[str, Any] = field(default_factory=dict)  # more arguments of run_budget
 
     @property
     def pool(self) -> int:
@@ -51,7 +52,7 @@ class Setting:
         return nested_order(self.pool, seed)
 
     def run(self, index: list[int], seed: int, settings: FitSettings) -> dict[str, Any]:
-        return dict(self.module.run_budget(self.prepared, index, seed, settings))
+        return dict(self.module.run_budget(self.prepared, index, seed, settings, **self.options))
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class EfficiencyPlan:
     budgets: tuple[float, ...] = BUDGETS
     per_split_limit: int | None = None
     quick: bool = False
+    adapters: tuple[str, ...] = ("memory",)  # new computation: memory and/or blocks rows
 
 
 PLANS = {
@@ -119,7 +121,12 @@ def prepare_settings(
         prepared = new_computation.prepare(family, family_plan, seed=0)
         title = f"new computation: {family}"
         return Setting(
-            title, prepared.teacher_name, prepared.student_name, prepared, new_computation
+            title,
+            prepared.teacher_name,
+            prepared.student_name,
+            prepared,
+            new_computation,
+            {"adapters": plan.adapters},
         )
 
     makers: list[Callable[[], Setting]] = [partial(latent, *entry) for entry in plan.latent]
@@ -150,9 +157,9 @@ def run_efficiency(
                 for method, row in setting.run(setting.order(seed)[:b], seed, settings).items():
                     rows.setdefault(method, []).append(row | {"seed": seed, "budget": b})
             per_budget.append(rows)
-            packet = sum(r["accuracy"] for r in rows["packet"]) / len(rows["packet"])
-            kd = sum(r["accuracy"] for r in rows["logit KD"]) / len(rows["logit KD"])
-            log(f"{setting.title}: {b} inputs: packet {packet:.1%}, logit KD {kd:.1%}")
+            means = {m: sum(r["accuracy"] for r in v) / len(v) for m, v in rows.items()}
+            shown = ", ".join(f"{m} {a:.1%}" for m, a in means.items() if " − " not in m)
+            log(f"{setting.title}: {b} inputs: {shown}")
         curves = curve(per_budget)
         results[setting.title] = {
             "teacher": setting.teacher_name,
@@ -223,13 +230,14 @@ def markdown(record: dict[str, Any]) -> str:
         ]
         for method, row in r["derived"].items():
             lines.append(f"| {method} | " + " | ".join(_count(row[n]) for n in LEVELS) + " |")
-        saving = r["derived"].get("packet", {}).get("saving over logit KD", {})
-        if saving:
-            lines.append(
-                "| **saving of packet over logit KD** | "
-                + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
-                + " |"
-            )
+        for method, row in r["derived"].items():
+            saving = row.get("saving over logit KD", {})
+            if saving:
+                lines.append(
+                    f"| **saving of {method} over logit KD through the same adapter** | "
+                    + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
+                    + " |"
+                )
         lines.append("")
     return "\n".join(lines)
 

@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
+from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
-from m2kt.concepts.spec import load_spec
 from m2kt.ingest.blocks import (
     BlockAdapter,
     BlockSettings,
@@ -61,7 +61,7 @@ def settings(**changes) -> IngestSettings:
 def packet(tokenizer) -> Packet:
     """Arithmetic from a tiny teacher: its worked problems carry layer traces for the hints."""
     teacher = tiny_bert(tokenizer, seed=7)
-    chosen = ExtractionSettings(anchor_count=64, safety_screen=False, attention=False)
+    chosen = ExtractionSettings(anchor_count=64, attention=False)
     return extract_packet(teacher, load_spec("arithmetic"), chosen).packet
 
 
@@ -72,8 +72,8 @@ def test_lora_wraps_every_projection_of_hugging_face_and_plain_blocks(tokenizer)
     assert "encoder.layer.1.output.dense" in names and len(names) == 12
     plain = PlainEncoder(tokenizer.vocab_size)
     found = target_modules(plain, list(plain.blocks))
-    # the attention as a whole (its out_proj is read, not called), and both MLP projections
-    assert found == [f"blocks.{i}.{m}" for i in (0, 1) for m in ("self_attn", "linear1", "linear2")]
+    # a MultiheadAttention is left out (peft's LoRA for it is not bit-exact): the MLP's two
+    assert found == [f"blocks.{i}.{m}" for i in (0, 1) for m in ("linear1", "linear2")]
     before = weight_sha256(plain)
     adapter = BlockAdapter(plain, found, BlockSettings(rank=2))
     assert has_block_adapter(plain) and base_weight_sha256(plain) == before
