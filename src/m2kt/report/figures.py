@@ -22,7 +22,7 @@ def efficiency_curves(results: dict[str, Any]) -> bytes:
     fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
     for ax, (title, r) in zip(axes.flat, settings.items(), strict=False):
         for method, points in r["curves"].items():
-            main = method in ("packet", "logit KD", "supervised")
+            main = " − " not in method and not method.endswith("last layers")  # no ablation
             ax.errorbar(
                 [p["inputs_total"] for p in points],
                 [100 * p["accuracy_mean"] for p in points],
