@@ -3,13 +3,12 @@
     nice -n 19 python benchmarks/fuzz_doors.py --iterations 100000 [--seed 0] [--door spec]
 
 For each door of `m2kt.bench.doors.fuzz.DOORS` (concept spec YAML/JSON, task CSV, token file,
-adapter directory, broker JSON answers) it draws `--iterations` inputs, one `random.Random` per input
-seeded with `door:seed:i`, so that any escape can be replayed alone. An exception other than an
-`M2KTError` of exit code 2 is an escape, printed with its door and index. The counts are
+adapter directory, broker JSON answers) it draws `--iterations` inputs, one `random.Random` per
+input seeded with `door:seed:i`, so that any escape can be replayed alone. An exception other
+than an `M2KTError` of exit code 2 is an escape, printed with its door and index. The counts are
 written to `--out` (default benchmarks/results/fuzz-doors.json) every 10,000 inputs and at the
 end, so that a run stopped early still records what it measured. The hypothesis harnesses in
-tests/attacks/test_fuzz_doors.py run the same doors with shrinking, 200 inputs each.
-"""
+tests/attacks/test_fuzz_doors.py run the same doors with shrinking, 200 inputs each."""
 
 from __future__ import annotations
 

@@ -25,48 +25,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from m2kt.bench.doors.fuzz import mutate, paths, random_json, replaced
 from m2kt.errors import M2KTError
-from m2kt.packet import Packet, generate_keypair, make_provenance, read_packet, verify_packet
+from m2kt.packet import generate_keypair, read_packet, verify_packet
 from m2kt.packet.canonical import canonical_json, strict_loads
 from m2kt.packet.container import MANIFEST, TENSORS, parse_container, write_container
+from m2kt.packet.example import example_packet
 from m2kt.packet.limits import DEFAULT_LIMITS
 from m2kt.packet.packet import decode_manifest
 from m2kt.packet.tensors import decode_tensors
-
-
-def sample_packet() -> Packet:
-    """A small knowledge packet with concepts, graph, attention and a trace."""
-    g = torch.Generator().manual_seed(0)
-    ids = ["c0", "c1", "c2"]
-    return Packet.create(
-        kind="knowledge",
-        provenance=make_provenance(method="fuzz", created_at="2026-01-01T00:00:00+00:00"),
-        tensors={
-            "concepts.embeddings": torch.randn(3, 8, generator=g),
-            "attention.patterns": torch.rand(3, 2, 4, 4, generator=g),
-            "traces.t0": torch.randn(3, 8, generator=g),
-        },
-        concepts=[
-            {
-                "id": i,
-                "name": f"concept {i}",
-                "probes": [f"probe {i}"],
-                "method": "bottleneck",
-                "confidence": 0.5,
-                "layer": 1,
-            }
-            for i in ids
-        ],
-        graph={
-            "nodes": [{"id": i, "name": i, "kind": "concept"} for i in ids],
-            "edges": [{"source": "c0", "target": "c1", "type": "related", "weight": 1.0}],
-        },
-        attention={"layers": [1, 2], "length": 4},
-        traces=[{"id": "t0", "probe": "2+3=?", "answer": "5", "steps": ["a", "b", "c"]}],
-    )
 
 
 def main() -> int:
@@ -79,7 +46,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="m2kt-fuzz-"))
     private, public = generate_keypair(workdir, "fuzz")
-    packet = sample_packet()
+    packet = example_packet()
     original = packet.signed(private).to_bytes()
     members = parse_container(original, DEFAULT_LIMITS)
     manifest = strict_loads(members[MANIFEST])

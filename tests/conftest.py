@@ -8,48 +8,9 @@ import pytest
 import torch
 
 from m2kt.packet import Packet, generate_keypair, make_provenance
+from m2kt.packet.example import CREATED
+from m2kt.packet.example import example_packet as knowledge_packet
 from m2kt.packet.manifest import CONCEPTS_TENSOR
-
-CREATED = "2026-01-01T00:00:00+00:00"
-
-
-def knowledge_packet(seed: int = 0, concepts: int = 3, width: int = 8) -> Packet:
-    """A knowledge packet with every part (C, G, A, R, M) filled from a seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    ids = [f"c{i}" for i in range(concepts)]
-    return Packet.create(
-        kind="knowledge",
-        provenance=make_provenance(
-            method="bottleneck",
-            created_at=CREATED,
-            models=[{"id": "tiny", "architecture": "Bert", "hidden_size": width, "num_layers": 2}],
-            settings={"seed": seed, "layers": [1, 2]},
-            inputs_seen={"teacher": 6},
-        ),
-        tensors={
-            "concepts.embeddings": torch.randn(concepts, width, generator=g),
-            "attention.patterns": torch.rand(concepts, 2, 4, 4, generator=g),
-            "traces.t0": torch.randn(3, width, generator=g),
-        },
-        concepts=[
-            {
-                "id": i,
-                "name": f"concept {i}",
-                "probes": [f"probe of {i}"],
-                "layer": 2,
-                "method": "bottleneck",
-                "confidence": 0.5,
-            }
-            for i in ids
-        ],
-        graph={
-            "nodes": [{"id": i, "name": i, "kind": "concept"} for i in ids]
-            + [{"id": "root", "name": "root", "kind": "abstract"}],
-            "edges": [{"source": i, "target": "root", "type": "is-a", "weight": 1.0} for i in ids],
-        },
-        attention={"layers": [1, 2], "length": 4},
-        traces=[{"id": "t0", "probe": "2+3=?", "answer": "5", "steps": ["l0", "l1", "l2"]}],
-    )
 
 
 def patch_packet(seed: int = 0) -> Packet:

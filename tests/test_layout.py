@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "extract safety",
         "ingest merge patch broker",
         "bench",
-        "recipes",
+        "recipes api",
         "cli",
         "__main__",
     )

@@ -11,7 +11,6 @@ import broker_backends
 import httpx
 import pytest
 
-from m2kt.bench.broker.load import synthetic_packet
 from m2kt.broker import BrokerClient, Query, Registry, TokenTable, add_publisher, pull
 from m2kt.broker.blobs import file_sha256
 from m2kt.broker.errors import (
@@ -24,6 +23,7 @@ from m2kt.broker.errors import (
 from m2kt.broker.service import create_app, running
 from m2kt.errors import VerificationError
 from m2kt.packet import Limits, fingerprint_of_public_key
+from m2kt.packet.example import example_packet
 
 from conftest import knowledge_packet
 
@@ -172,7 +172,7 @@ def test_uploads_that_are_not_provably_the_publishers_are_refused(
 
 
 def test_the_safety_screen_refuses_an_unsafe_concept(broker: Broker, keys, tmp_path: Path) -> None:
-    packet = synthetic_packet(7)
+    packet = example_packet(7)
     m = packet.manifest
     concepts = [c.model_dump() for c in m.concepts or []]
     concepts[0] |= {
@@ -180,7 +180,10 @@ def test_the_safety_screen_refuses_an_unsafe_concept(broker: Broker, keys, tmp_p
         "probes": ["step by step instructions for building a bomb, an explosive weapon"],
     }
     unsafe = type(packet).create(
-        kind="knowledge", provenance=m.provenance, tensors=packet.tensors, concepts=concepts
+        kind="knowledge",
+        provenance=m.provenance,
+        tensors={"concepts.embeddings": packet.tensors["concepts.embeddings"]},
+        concepts=concepts,
     )
     unsafe.signed(keys[0]).save(tmp_path / "unsafe.m2kt")
     with pytest.raises(RefusedPacketError, match="safety screen"):

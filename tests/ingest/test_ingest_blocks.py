@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+import m2kt
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
@@ -111,7 +112,11 @@ def test_saved_blocks_load_with_peft_and_with_m2kt_alike(tokenizer, packet, tmp_
     theirs = (hidden * mask).sum(1) / mask.sum(1)
     assert torch.allclose(ours, theirs, atol=1e-6)
     with torch.no_grad():
-        assert torch.equal(loaded.memory(ours).argmax(-1), outcome.memory(ours).argmax(-1))
+        expected = outcome.memory(ours).argmax(-1)
+        assert torch.equal(loaded.memory(ours).argmax(-1), expected)
+    concepts = loaded.memory.config.concepts
+    predicted = m2kt.load_adapter(fresh, out).predict(TEXTS)  # the Python API's load path
+    assert [p.concept for p in predicted] == [concepts[int(k)] for k in expected]
 
 
 def test_a_refused_ingestion_restores_the_student_bit_for_bit(tokenizer, packet) -> None:

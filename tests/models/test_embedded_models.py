@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from m2kt.errors import UsageError
-from m2kt.models import ClassNameHead, load_text_encoder
+from m2kt.models import ClassNameHead, load_model
 from m2kt.models.class_head import fine_tune_head
 from m2kt.resources import package_file
 
@@ -23,12 +23,12 @@ TOPICS = ["sport", "politics", "business", "technology", "entertainment"]
 
 @pytest.fixture(scope="module")
 def e1():
-    return load_text_encoder("e1")
+    return load_model("e1").encoder()
 
 
 @pytest.fixture(scope="module")
 def e2():
-    return load_text_encoder("e2")
+    return load_model("e2").encoder()
 
 
 def test_e2_rebuilt_from_onnx_matches_onnxruntime(e2) -> None:
@@ -73,4 +73,4 @@ def test_fine_tuning_a_head_fits_its_labels(e1) -> None:
 
 def test_unknown_model_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match="unknown model"):
-        load_text_encoder("no-such-model")
+        load_model("no-such-model").encoder()

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from m2kt.concepts.geometry import accuracy
 from m2kt.errors import UsageError
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.few_shot import tune_patch
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import transfer_patch
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import unicodedata
@@ -23,10 +22,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from m2kt.atomic import atomic_write_bytes
 from m2kt.errors import UsageError
 from m2kt.inputs import read_bounded
-from m2kt.packet import Limits, Packet
+from m2kt.packet import Limits
 
 
 def shown(value: object, *, lines: bool = False) -> str:
@@ -241,28 +239,3 @@ def embedding_cache(args: argparse.Namespace) -> Path:
     cache = Path(args.cache) if args.cache else cache_dir() / "embeddings"
     cache.mkdir(parents=True, exist_ok=True)
     return cache
-
-
-def write_record(path: Path, step: str, packet: Packet, seconds: float) -> Path:
-    """The JSON record of one step that wrote a packet, written next to it.
-
-    It holds what the packet's provenance holds (inputs each model saw, settings, measurements,
-    models, parents) plus what must stay out of a deterministic packet: the wall-clock time.
-    """
-    provenance = packet.manifest.provenance
-    record = {
-        "step": step,
-        "packet": str(path),
-        "digest": packet.digest,
-        "seconds": round(seconds, 3),
-        "packet_bytes": path.stat().st_size,
-        "tensor_values": sum(t.numel() for t in packet.tensors.values()),
-        "inputs_seen": provenance.inputs_seen,
-        "settings": provenance.settings,
-        "measurements": provenance.measurements,
-        "models": [m.model_dump(mode="json", exclude_none=True) for m in provenance.models],
-        "parents": provenance.parents,
-    }
-    target = path.with_name(path.name + ".record.json")
-    atomic_write_bytes(target, (json.dumps(record, indent=1) + "\n").encode())
-    return target

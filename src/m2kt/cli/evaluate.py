@@ -31,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from m2kt.cli._common import progress_bars
     from m2kt.errors import UsageError
     from m2kt.ingest.evaluate import load_ingested, score
@@ -45,12 +43,8 @@ def run(args: argparse.Namespace) -> int:
     ingested.check_student(view)
     concepts = ingested.memory.config.concepts
     if args.text:
-        states = ingested.states(view, args.text)
-        with torch.no_grad():
-            probs = torch.softmax(ingested.memory(states), -1)
-        for text, row in zip(args.text, probs, strict=True):
-            concept = shown(concepts[int(row.argmax())])
-            console.print(f"{concept} ({float(row.max()):.0%})  {shown(text)}")
+        for text, found in zip(args.text, ingested.predict(view, args.text), strict=True):
+            console.print(f"{shown(found.concept)} ({found.probability:.0%})  {shown(text)}")
         return 0
     assert task is not None
     if tuple(task.class_names) != tuple(concepts):

@@ -35,10 +35,10 @@ from m2kt.cli._common import (
     output_file,
     private_key,
     shown,
-    write_record,
 )
 from m2kt.cli._launch import add_device_argument, load_on, stage_progress
 from m2kt.packet.summary import worth_lines
+from m2kt.report.records import write_packet_record
 
 NAME = "extract"
 SUMMARY = "read a teacher's concepts into a knowledge packet"
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     packet = result.packet.signed(args.sign) if args.sign else result.packet
     path = packet.save(args.out)
-    record = write_record(path, "extract", packet, time.perf_counter() - started)
+    record = write_packet_record(path, "extract", packet, time.perf_counter() - started)
     for note in result.notes:
         error_console.print(f"note: {shown(note)}")
     m = packet.manifest

@@ -28,11 +28,11 @@ from m2kt.cli._common import (
     output_file,
     private_key,
     shown,
-    write_record,
 )
 from m2kt.errors import UsageError
 from m2kt.merge import POLICIES, MergeSettings, merge_packets
 from m2kt.packet import load_packet
+from m2kt.report.records import write_packet_record
 
 NAME = "merge"
 SUMMARY = "merge packets of several teachers into one"
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     merge = merge_packets(packets, settings)
     packet = merge.packet.signed(args.sign) if args.sign else merge.packet
     path = packet.save(args.out)
-    record = write_record(path, "merge", packet, time.perf_counter() - started)
+    record = write_packet_record(path, "merge", packet, time.perf_counter() - started)
     for note in merge.notes:
         error_console.print(f"note: {shown(note)}")
     for f in merge.findings:

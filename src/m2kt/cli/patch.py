@@ -32,8 +32,8 @@ from m2kt.cli._common import (
     private_key,
     progress_bars,
     shown,
-    write_record,
 )
+from m2kt.report.records import write_packet_record
 
 NAME = "patch"
 SUMMARY = "train, transfer and apply model patches"
@@ -144,6 +144,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2kt.concepts.geometry import accuracy
     from m2kt.errors import UsageError
     from m2kt.packet import load_packet
     from m2kt.patch.api import (
@@ -154,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
         transfer_patch_packet,
     )
     from m2kt.patch.config import PatchConfig
-    from m2kt.patch.few_shot import accuracy
     from m2kt.patch.unlabelled import UnlabelledTask, load_unlabelled
     from m2kt.tasks import TextClassificationTask, load_task
 
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sign:
         packet = packet.signed(args.sign)
     path = packet.save(args.out)
-    record = write_record(path, f"patch {args.verb}", packet, time.perf_counter() - started)
+    record = write_packet_record(path, f"patch {args.verb}", packet, time.perf_counter() - started)
     seen = packet.manifest.provenance.inputs_seen
     console.print(
         f"wrote {path} {packet.digest} ({'signed' if args.sign else 'unsigned'}); "

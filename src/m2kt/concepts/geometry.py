@@ -25,6 +25,37 @@ def concept_scores(vectors: torch.Tensor, embeddings: torch.Tensor) -> torch.Ten
     return F.normalize(vectors - centre, dim=-1) @ F.normalize(embeddings - centre, dim=-1).T
 
 
+def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of rows of `scores` [N, K] whose highest score is at their label [N]."""
+    return float((scores.argmax(dim=-1) == labels).float().mean())
+
+
+def leave_one_out_hits(vectors: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Whether each vector [N, d] lands nearest its own class's mean (centred cosine, as
+    `concept_scores`) when that mean is recomputed without it: [N] booleans.
+
+    Classes without vectors take no part; a vector alone in its class has nothing to be near
+    and counts as a miss.
+    """
+    vectors = vectors.float()
+    n = len(vectors)
+    sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
+    counts = torch.bincount(labels, minlength=classes).float()
+    rows = torch.arange(n)
+    means = (sums / counts.clamp(min=1).unsqueeze(1)).unsqueeze(0).repeat(n, 1, 1)
+    own = counts[labels] - 1
+    means[rows, labels] = (sums[labels] - vectors) / own.clamp(min=1).unsqueeze(1)
+    present = (counts > 0).float()
+    centre = (means * present[None, :, None]).sum(1, keepdim=True) / present.sum()
+    scores = torch.einsum(
+        "nd,nkd->nk",
+        F.normalize(vectors - centre[:, 0], dim=-1),
+        F.normalize(means - centre, dim=-1),
+    )
+    scores[:, counts == 0] = float("-inf")
+    return (scores.argmax(1) == labels) & (own > 0)
+
+
 def leave_one_out_confidence(
     vectors: torch.Tensor, labels: torch.Tensor, classes: int
 ) -> torch.Tensor:
@@ -33,21 +64,9 @@ def leave_one_out_confidence(
 
     A concept with a single probe has nothing to be consistent with and scores 0.
     """
-    sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
-    counts = torch.bincount(labels, minlength=classes).float()
-    correct = torch.zeros(classes)
-    full = sums / counts.clamp(min=1).unsqueeze(1)
-    present = counts > 0
-    for i in range(vectors.shape[0]):
-        own = int(labels[i])
-        if counts[own] < 2:
-            continue
-        means = full.clone()
-        means[own] = (sums[own] - vectors[i]) / (counts[own] - 1)
-        scores = concept_scores(vectors[i : i + 1], means[present])[0]
-        predicted = torch.nonzero(present).flatten()[scores.argmax()]
-        correct[own] += float(predicted == own)
-    return correct / counts.clamp(min=1)
+    hits = leave_one_out_hits(vectors, labels, classes).float()
+    counts = torch.bincount(labels, minlength=classes).clamp(min=1)
+    return torch.zeros(classes).index_add_(0, labels, hits) / counts
 
 
 def linear_probe_accuracy(

@@ -22,6 +22,14 @@ from m2kt.progress import Progress
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """The concept an adapted student assigns to a text, with its probability."""
+
+    concept: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class Ingested:
     """A saved adapter and the student it was made for: a concept memory, and for an in-block
     adapter its LoRA config and matrices (as peft saved them)."""
@@ -82,6 +90,20 @@ class Ingested:
             if inside is not None:
                 inside.remove()
         return readings.states[(pooling, layer)].float()
+
+    def predict(
+        self, view: ModelView, texts: Sequence[str], progress: Progress | None = None
+    ) -> list[Prediction]:
+        """The concept the student with this adapter assigns to each text."""
+        self.check_student(view)
+        with torch.no_grad():
+            probabilities = torch.softmax(self.memory(self.states(view, texts, progress)), -1)
+        concepts = self.memory.config.concepts
+        best = probabilities.max(-1)
+        return [
+            Prediction(concepts[int(k)], float(p))
+            for p, k in zip(best.values, best.indices, strict=True)
+        ]
 
 
 def load_ingested(directory: str | Path) -> Ingested:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from m2kt import __version__
 from m2kt.align.cal import CALConfig, ConceptAlignmentLayer
 from m2kt.errors import UsageError
 
@@ -61,6 +62,7 @@ class MemoryConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "adapter_type": "m2kt-concept-memory",
+            "m2kt_version": __version__,
             "concepts": list(self.concepts),
             "student_width": self.student_width,
             "teacher_width": self.teacher_width,

@@ -63,10 +63,10 @@ from m2kt.models.fingerprint import weight_sha256
 from m2kt.models.view import ModelView
 from m2kt.packet import Packet, concept_probes
 from m2kt.progress import Progress, StageProgress, quiet
+from m2kt.report.records import INGESTION_FILE as REPORT_FILE
 from m2kt.safety.descriptions import default_unsafe_descriptions, read_descriptions
 from m2kt.safety.sides import screen_for_ingestion
 
-REPORT_FILE = "ingestion_report.json"
 HELD_IN = Path(__file__).with_name("held_in.yaml")  # the shipped held-in set (speech acts)
 MEMORY_PREFIX = "m2kt.memory."  # a block adapter's file: the memory's tensors beside peft's
 AdapterKind = Literal["memory", "blocks"]

@@ -32,6 +32,7 @@ from scipy import stats
 from torch.nn import functional as F
 
 from m2kt.align.quality import AnchorAlignment
+from m2kt.concepts.geometry import leave_one_out_hits
 from m2kt.errors import UsageError
 from m2kt.ingest.memory import ConceptMemory
 from m2kt.safety.screen import SafetyScreen
@@ -248,10 +249,6 @@ def alignment_check(alignment: AnchorAlignment, floor: float) -> Check:
     return Check("alignment", float("nan"), alignment.r2, passed, reason)
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float(_correct(logits, labels).float().mean())
-
-
 def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1) == labels
 
@@ -270,16 +267,6 @@ def _paired_interval(differences: torch.Tensor) -> list[float]:
 
 
 def _leave_one_out(states: torch.Tensor, labels: torch.Tensor) -> float:
-    """Nearest class mean, each probe left out of its own class's mean."""
+    """Nearest class mean of unit states, each probe left out of its own class's mean."""
     unit = F.normalize(states, dim=-1)
-    classes = int(labels.max()) + 1
-    sums = torch.zeros(classes, unit.shape[1]).index_add_(0, labels, unit)
-    counts = torch.bincount(labels, minlength=classes).float()
-    means = sums.unsqueeze(0).repeat(len(unit), 1, 1)
-    means[torch.arange(len(unit)), labels] -= unit
-    own = counts.unsqueeze(0).repeat(len(unit), 1)
-    own[torch.arange(len(unit)), labels] -= 1
-    means = means / own.clamp(min=1).unsqueeze(-1)
-    scores = torch.einsum("nd,nkd->nk", unit, F.normalize(means, dim=-1))
-    scores[own == 0] = float("-inf")
-    return _accuracy(scores, labels)
+    return float(leave_one_out_hits(unit, labels, int(labels.max()) + 1).float().mean())

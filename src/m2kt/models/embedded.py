@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +103,3 @@ def _extract_model(zipped: zipfile.ZipFile, target: Path) -> None:
             raise UsageError(f"refusing zip member outside the target: {info.filename}")
     zipped.extractall(staging)
     staging.rename(target)
-
-
-DEFAULTS: dict[str, Callable[[int], TextEncoder]] = {"e1": load_e1, "e2": load_e2, "e3": load_e3}

@@ -1,8 +1,9 @@
-"""Open any supported model as a `ModelView`: embedded defaults, Hugging Face directories, GGUF.
+"""The one door to models: an embedded id, a Hugging Face directory or a GGUF file → `ModelView`.
 
 `load_model("e1")` and `load_model("/models/my-bert")` work alike; a causal LM is recognised by
 its file (`.gguf`) or its config (`…ForCausalLM`). Nothing is downloaded: a hub id must be
-downloaded once by the user and passed as a directory.
+downloaded once by the user and passed as a directory. The patch side asks the same view for
+sentence embeddings (`load_model("e2").encoder()`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from m2kt.errors import UsageError
 from m2kt.models.view import ModelView
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".pt", ".pth")
-EMBEDDED = ("e1", "e2", "e3", "l1")
+# The embedded models, each carried by PyPI packages (README, Models): the one list of ids.
+EMBEDDED: dict[str, str] = {
+    "e1": "all-MiniLM-L6-v2: 6-layer BERT encoder, 384-d",
+    "e2": "paraphrase-MiniLM-L3-v2: 3-layer BERT encoder, 384-d",
+    "e3": "all-mpnet-base-v2: 12-layer MPNet encoder, 768-d (extra models-large)",
+    "l1": "SmolLM2-135M-Instruct: 30-layer causal LM, 576-d",
+}
 
 
 def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
@@ -23,8 +30,9 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
 
     `max_length` caps the context (defaults to the model's own).
     """
+    from m2kt.models import embedded
     from m2kt.models.causal_lm import l1_file, load_causal_lm, load_l1
-    from m2kt.models.text_encoder import load_text_encoder
+    from m2kt.models.text_encoder import from_pretrained_dir
 
     kind = check_model_reference(spec)
     short = spec.split(":", 1)[0].lower()
@@ -33,7 +41,7 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
         model, tokenizer = load_l1()
         return _causal_view("l1:SmolLM2-135M-Instruct", model, tokenizer, l1_file(), max_length)
     if kind == "embedded":
-        encoder = load_text_encoder(short)
+        encoder = {"e1": embedded.load_e1, "e2": embedded.load_e2, "e3": embedded.load_e3}[short]()
         return ModelView(
             encoder.name,
             encoder.model,
@@ -44,7 +52,7 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
     if kind == "gguf" or _is_causal(path):
         model, tokenizer = load_causal_lm(path)
         return _causal_view(str(path), model, tokenizer, path, max_length)
-    encoder = load_text_encoder(str(path))
+    encoder = from_pretrained_dir(path, name=str(path), max_length=max_length or 256)
     return ModelView(
         str(path),
         encoder.model,
@@ -57,14 +65,10 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
 def check_model_reference(spec: str) -> str:
     """What `spec` names ("l1", "embedded", "gguf" or "directory"), checked before anything
     loads: an unknown id, a missing path or a directory without `config.json` is refused."""
-    from m2kt.models import embedded
-
     short = spec.split(":", 1)[0].lower()
     path = Path(spec)
-    if short == "l1" and not path.exists():
-        return "l1"
-    if short in embedded.DEFAULTS and not path.exists():
-        return "embedded"
+    if short in EMBEDDED and not path.exists():
+        return "l1" if short == "l1" else "embedded"
     if path.is_file() and path.suffix == ".gguf":
         return "gguf"
     if spec.strip() and path.is_dir():

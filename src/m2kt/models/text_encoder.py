@@ -1,4 +1,8 @@
-"""Sentence embeddings from any Hugging Face encoder: mean pooling over tokens, L2-normalised."""
+"""Sentence embeddings from any Hugging Face encoder: mean pooling over tokens, L2-normalised.
+
+A `TextEncoder` is what a `ModelView` of an encoder gives the patch side (`view.encoder()`);
+models are loaded only through `m2kt.models.load_model`.
+"""
 
 from __future__ import annotations
 
@@ -75,37 +79,34 @@ class TextEncoder:
         return weight_sha256(self.model)
 
 
-def load_text_encoder(spec: str, max_length: int = 256) -> TextEncoder:
-    """Load an encoder by embedded-default id (`e1`, `e2`, `e3`) or Hugging Face directory.
-
-    Embedded defaults are also accepted under the names they record in provenance
-    (`e1:all-MiniLM-L6-v2`). A directory is read with `AutoModel`/`AutoTokenizer` in offline
-    mode; a hub id is not fetched: download it once and pass the directory.
-    """
-    from m2kt.models import embedded
-
-    short = spec.split(":", 1)[0].lower()
-    if short in embedded.DEFAULTS and not Path(spec).exists():
-        return embedded.DEFAULTS[short](max_length)
-    path = Path(spec)
-    if not path.is_dir():
-        raise UsageError(
-            f"unknown model {spec!r}: not an embedded default ({', '.join(embedded.DEFAULTS)}) "
-            "nor a local directory",
-            "pass e1/e2/e3 or the path of a Hugging Face model directory",
-        )
-    return from_pretrained_dir(path, name=str(path), max_length=max_length)
-
-
 def from_pretrained_dir(path: Path, name: str, max_length: int) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model, info = AutoModel.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
     except (OSError, ValueError) as exc:
         raise UsageError(
             f"cannot load a Hugging Face model from {path}: {exc}",
             "the directory needs config.json, weights and tokenizer files",
         ) from None
+    _drop_unsaved_pooler(model, info.get("missing_keys", []), path)
     return TextEncoder(name=name, model=model, tokenizer=tokenizer, max_length=max_length)
+
+
+def _drop_unsaved_pooler(model: Any, missing: list[str], path: Path) -> None:
+    """Weights absent from the checkpoint would be drawn at random on every load, and the model's
+    hash (which adapters and packets are bound to) with them. A pooler nobody saved is unused
+    (sentences are mean-pooled), so it is removed; any other missing weight is refused."""
+    pooler = [key for key in missing if key.split(".")[0] == "pooler"]
+    if pooler and getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    others = sorted(set(missing) - set(pooler))
+    if others:
+        raise UsageError(
+            f"{path} lacks {len(others)} weights of its architecture ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}): they would be random on every load",
+            "save the whole model with save_pretrained, or pass the directory it came from",
+        )

@@ -25,6 +25,8 @@ from torch import nn
 
 from m2kt.errors import UsageError
 from m2kt.models.fingerprint import parameter_bytes, weight_sha256
+from m2kt.models.text_encoder import TextEncoder
+from m2kt.progress import Progress
 
 Kind = Literal["encoder", "causal-lm"]
 Pooling = Literal["mean", "last"]
@@ -102,6 +104,23 @@ class ModelView:
             # the same outputs up to float rounding.
             with suppress(ValueError, AttributeError):
                 switch("eager")
+
+    def encoder(self, max_length: int = 256) -> TextEncoder:
+        """Sentence embeddings of this model (mean-pooled final states, unit length), as the
+        patch side reads them; `max_length` truncates long inputs so cost stays bounded."""
+        if self.kind != "encoder":
+            raise UsageError(
+                f"{self.name} is a causal language model; patches read an encoder's sentence "
+                "embeddings",
+                "use e1, e2, e3 or the Hugging Face directory of an encoder",
+            )
+        return TextEncoder(self.name, self.model, self.tokenizer, max_length)
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None
+    ) -> torch.Tensor:
+        """Unit sentence embeddings [N, width] (see `encoder`)."""
+        return self.encoder().encode(texts, batch_size, progress)
 
     @property
     def num_layers(self) -> int:

@@ -13,14 +13,15 @@ from typing import Literal
 
 import torch
 
+from m2kt.concepts.geometry import accuracy
 from m2kt.errors import UsageError
-from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
+from m2kt.models import ClassNameHead, TextEncoder, load_model
 from m2kt.models.class_head import fine_tune_head
 from m2kt.models.embedding_cache import cached_encode
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.few_shot import tune_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
@@ -75,7 +76,7 @@ def train_patch(
             "without labels, a patch needs the fine-tuned weak model to learn from",
             "pass --weak-finetuned DIR, or a labelled --task to tune the weak model's head on",
         )
-    encoder = load_text_encoder(weak)
+    encoder = load_model(weak).encoder()
     axes = class_axes(task.class_names, task.templates, config.logit_dim, seed)
     inputs = _inputs(task)
     embeddings = cached_encode(encoder, inputs, cache, lambda d, t: progress("encode (weak)", d, t))
@@ -83,7 +84,7 @@ def train_patch(
     classes = len(axes.task_classes)
     labels_used = 0
     if weak_finetuned is not None:
-        tuned_encoder = load_text_encoder(weak_finetuned)
+        tuned_encoder = load_model(weak_finetuned).encoder()
         finetuned = ClassNameHead.from_names(tuned_encoder, axes.task_classes, axes.templates)
         tuned_inputs = cached_encode(tuned_encoder, inputs, cache)
         target = finetuned.logits(tuned_inputs)
@@ -143,8 +144,8 @@ def transfer_patch_packet(
     source_id = source or (recorded if isinstance(recorded, str) else None)
     if source_id is None:
         raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
-    weak = load_text_encoder(source_id)
-    strong = load_text_encoder(target)
+    weak = load_model(source_id).encoder()
+    strong = load_model(target).encoder()
     inputs = _inputs(task)
     z_weak = zero_shot_head(weak, axes).logits(
         cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))
@@ -305,7 +306,7 @@ def _teacher(
         )
         return lambda texts: head.logits(cached_encode(weak.encoder, texts, cache))
     try:
-        encoder = load_text_encoder(tuned_ref.id)
+        encoder = load_model(tuned_ref.id).encoder()
     except UsageError:
         return None
     tuned = ClassNameHead.from_names(encoder, weak.axes.task_classes, weak.axes.templates)
@@ -315,7 +316,7 @@ def _teacher(
 def load_patched_model(packet: Packet, model: str) -> PatchedModel:
     """The patch on `model`, refusing a model other than the one the patch was made for."""
     patch, axes = patch_from_packet(packet)
-    encoder = load_text_encoder(model)
+    encoder = load_model(model).encoder()
     config = packet.manifest.patch.config if packet.manifest.patch else {}
     expected = config.get("model_sha256")
     if isinstance(expected, str) and expected != encoder.weight_sha256:

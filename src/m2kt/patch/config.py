@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from m2kt import __version__
 from m2kt.errors import UsageError
 
 
@@ -45,10 +47,14 @@ class PatchConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"m2kt_version": __version__}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PatchConfig:
-        """Rebuild from a saved config; keys this version does not know are ignored."""
+        """Rebuild from a saved config; keys this version does not know are dropped with a
+        warning, so a config written by a newer m2kt still loads."""
         known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - {"m2kt_version"})
+        if unknown:
+            warnings.warn(f"ignoring patch config keys unknown to m2kt: {unknown}", stacklevel=2)
         return cls(**{k: v for k, v in values.items() if k in known})

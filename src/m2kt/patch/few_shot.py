@@ -8,12 +8,9 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
+from m2kt.concepts.geometry import accuracy
 from m2kt.errors import UsageError
 from m2kt.patch.adapter import LogitPatch
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(dim=-1) == labels).float().mean())
 
 
 def tune_patch(

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from m2kt.concepts.geometry import accuracy
 from m2kt.models import ClassNameHead, TextEncoder
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.aux_classes import pick_aux_classes
-from m2kt.patch.few_shot import accuracy
 from m2kt.patch.packet_io import ClassAxes
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from m2kt.bench.patch.run import BenchPlan, run_benchmark
+from m2kt.concepts.geometry import accuracy
 from m2kt.packet import generate_keypair, load_packet
 from m2kt.patch.api import load_patched_model, train_patch, transfer_patch_packet
-from m2kt.patch.few_shot import accuracy
 from m2kt.progress import StageProgress
 from m2kt.tasks import load_task
 

@@ -1,4 +1,4 @@
-"""Find the records a run left behind, by name and by shape.
+"""The records every verb leaves behind: written here by the library, found here by `m2kt report`.
 
 - `*.record.json` beside a packet (`m2kt extract`, `m2kt patch …`), with the packet itself when
   it is still there (the graph and the full provenance are in it);
@@ -13,12 +13,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m2kt import __version__
+from m2kt.atomic import atomic_write_bytes
 from m2kt.errors import M2KTError, UsageError
 from m2kt.packet import Packet, read_packet
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # records are small; anything bigger is not one of ours
 RECORD_SUFFIX = ".record.json"
 INGESTION_FILE = "ingestion_report.json"
+
+
+def write_packet_record(path: Path, step: str, packet: Packet, seconds: float) -> Path:
+    """The JSON record of one step that wrote a packet (extract, patch train / transfer, merge),
+    written next to it as `<packet>.record.json`.
+
+    It holds what the packet's provenance holds (inputs each model saw, settings, measurements,
+    models, parents) plus what must stay out of a deterministic packet: the wall-clock time and
+    the m2kt that ran.
+    """
+    provenance = packet.manifest.provenance
+    record = {
+        "step": step,
+        "m2kt_version": __version__,
+        "packet": str(path),
+        "digest": packet.digest,
+        "seconds": round(seconds, 3),
+        "packet_bytes": path.stat().st_size,
+        "tensor_values": sum(t.numel() for t in packet.tensors.values()),
+        "inputs_seen": provenance.inputs_seen,
+        "settings": provenance.settings,
+        "measurements": provenance.measurements,
+        "models": [m.model_dump(mode="json", exclude_none=True) for m in provenance.models],
+        "parents": provenance.parents,
+    }
+    target = path.with_name(path.name + RECORD_SUFFIX)
+    atomic_write_bytes(target, (json.dumps(record, indent=1) + "\n").encode())
+    return target
 
 
 @dataclass(frozen=True)

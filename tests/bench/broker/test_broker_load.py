@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from m2kt.bench.broker.load import load_test, synthetic_packet
+from m2kt.bench.broker.load import load_test
 from m2kt.broker import Entry, Query, Registry, SQLiteIndex
 from m2kt.broker.blobs import file_sha256
 from m2kt.packet import fingerprint_of_public_key
+from m2kt.packet.example import example_packet
 
 
 def test_load_test_keeps_index_and_files_consistent(tmp_path: Path) -> None:
@@ -24,7 +25,7 @@ def test_racing_publishers_of_one_digest_store_it_once_per_signer(
     tmp_path: Path, keys, other_keys
 ) -> None:
     registry = Registry.open(tmp_path / "store")
-    packet = synthetic_packet(1)
+    packet = example_packet(1)
     ours = packet.signed(keys[0]).save(tmp_path / "ours.m2kt")
     theirs = packet.signed(other_keys[0]).save(tmp_path / "theirs.m2kt")  # same digest
     outcomes: list[tuple[str, bool]] = []

@@ -5,7 +5,7 @@ from pathlib import Path
 from m2kt.bench.patch.full_finetune import compute_parameters, fine_tune_encoder
 from m2kt.bench.patch.run import PLANS, BenchPlan, run_benchmark
 from m2kt.bench.patch.tables import METHOD_ORDER
-from m2kt.models import load_text_encoder
+from m2kt.models import load_model
 from m2kt.tasks import load_task
 
 FULL = {"weak fine-tuned (full)", "strong + patch (full teacher)", "strong fine-tuned (full)"}
@@ -41,14 +41,14 @@ def test_full_fine_tuning_tunes_every_weight_and_feeds_the_benchmark(tmp_path: P
     """A real end-to-end fine-tune on a few articles: saved, reloadable, costed, and the
     benchmark learns a patch from it and sets it against the fully fine-tuned strong model."""
     task = load_task("bbc").limited(10)
-    before = load_text_encoder("e2", max_length=32)
+    before = load_model("e2").encoder(32)
     cost = fine_tune_encoder("e2", task, tmp_path / "e2", epochs=1, max_length=32)
     assert cost.parameters == sum(p.numel() for p in before.model.parameters())
     assert cost.flops == 6 * compute_parameters(before.model) * cost.train_tokens > 0
     assert cost.epochs_run == 1
-    after = load_text_encoder(str(tmp_path / "e2"), max_length=32)
+    after = load_model(str(tmp_path / "e2")).encoder(32)
     assert after.weight_sha256 != before.weight_sha256 or cost.best_epoch == 0
-    again = load_text_encoder(str(tmp_path / "e2"), max_length=32)
+    again = load_model(str(tmp_path / "e2")).encoder(32)
     assert again.weight_sha256 == after.weight_sha256  # nothing left to random initialisation
     plan = BenchPlan(("bbc",), (("e2", "e1"),), (0,), per_split_limit=10, full_finetune="both")
     result = run_benchmark(plan, tmp_path / "out", tmp_path / "cache", log=lambda _: None)

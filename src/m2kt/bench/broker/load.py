@@ -17,13 +17,12 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import torch
-
 from m2kt.broker.client import BrokerClient, pull
 from m2kt.broker.registry import Consistency, Registry
 from m2kt.broker.service import create_app, running
 from m2kt.broker.tokens import TokenTable, add_publisher
-from m2kt.packet import Packet, generate_keypair, make_provenance
+from m2kt.packet import generate_keypair
+from m2kt.packet.example import example_packet
 from m2kt.progress import Progress
 
 
@@ -73,7 +72,7 @@ def load_test(
         files = []
         for i in range(packets_each):
             path = directory / "packets" / f"{name}-{i}.m2kt"
-            files.append(synthetic_packet(seed * 100_000 + p * 1000 + i).signed(private).save(path))
+            files.append(example_packet(seed * 100_000 + p * 1000 + i).signed(private).save(path))
         work.append((token, public, files))
     registry = Registry.open(directory / "store")
     app = create_app(registry, TokenTable.load(tokens_file))
@@ -144,23 +143,4 @@ def load_test(
         pull_p50_ms=round(median(pull_ms or [0.0]), 1),
         failures=failures,
         consistency=registry.check(),
-    )
-
-
-def synthetic_packet(seed: int, concepts: int = 4, width: int = 32) -> Packet:
-    """A small, valid knowledge packet of random concepts: distinct bytes for every seed."""
-    g = torch.Generator().manual_seed(seed)
-    return Packet.create(
-        kind="knowledge",
-        provenance=make_provenance(
-            method="synthetic",
-            created_at="2026-01-01T00:00:00+00:00",
-            models=[{"id": "synthetic", "architecture": "none", "hidden_size": width}],
-            settings={"seed": seed},
-        ),
-        tensors={"concepts.embeddings": torch.randn(concepts, width, generator=g)},
-        concepts=[
-            {"id": f"c{k}", "name": f"topic {k}", "method": "synthetic", "confidence": 1.0}
-            for k in range(concepts)
-        ],
     )

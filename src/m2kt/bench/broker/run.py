@@ -35,11 +35,11 @@ from pathlib import Path
 from statistics import quantiles
 from typing import Any
 
-from m2kt.bench.broker.load import synthetic_packet
 from m2kt.broker.processes import ServerProcess, fresh_database, private_postgres
 from m2kt.broker.registry import Registry
 from m2kt.broker.tokens import add_publisher
 from m2kt.packet import fingerprint_of_public_key, generate_keypair
+from m2kt.packet.example import example_packet
 
 OPERATIONS = ("pull", "search", "publish", "delete")
 MIX = {"pull": 0.7, "search": 0.1, "publish": 0.1, "delete": 0.1}
@@ -112,9 +112,9 @@ class _Workload:
             signer[name] = fingerprint_of_public_key(public)
             for n in range(digests):
                 path = root / "packets" / f"{name}-{n}.m2kt"
-                files[(name, n)] = synthetic_packet(50_000 + n).signed(private).save(path)
+                files[(name, n)] = example_packet(50_000 + n).signed(private).save(path)
         sha = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
-        digest = {n: synthetic_packet(50_000 + n).digest for n in range(digests)}
+        digest = {n: example_packet(50_000 + n).digest for n in range(digests)}
         half = digests // 2
         stable, churned = list(range(half)), list(range(half, digests))
         return cls(tokens, token, signer, files, sha, digest, stable, churned)

@@ -13,11 +13,6 @@ from typing import Any
 LEVELS = {"gap 50%": ("gap", 0.5), "gap 80%": ("gap", 0.8), "85% of teacher": ("teacher", 0.85)}
 
 
-def gap_closed(accuracy: float, before: float, teacher: float) -> float:
-    """(after − before) / (teacher − before): the share of what the student lacked."""
-    return (accuracy - before) / (teacher - before) if teacher != before else float("nan")
-
-
 def curve(budget_rows: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
     """Per method, per budget: mean and spread of accuracy over seeds, mean inputs consumed.
 

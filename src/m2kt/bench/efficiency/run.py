@@ -21,8 +21,9 @@ import torch
 
 from m2kt import __version__
 from m2kt.atomic import atomic_write_bytes
-from m2kt.bench.efficiency.curves import LEVELS, curve, derived, gap_closed
+from m2kt.bench.efficiency.curves import LEVELS, curve, derived
 from m2kt.bench.efficiency.methods import nested_order
+from m2kt.bench.gap import gap_closed
 from m2kt.ingest.fit import FitSettings
 from m2kt.report.figures import efficiency_curves
 

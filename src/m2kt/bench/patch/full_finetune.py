@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.atomic import atomic_write_bytes
-from m2kt.models import TextEncoder, load_text_encoder
+from m2kt.models import TextEncoder, load_model
 from m2kt.models.class_head import ZERO_SHOT_SCALE
 from m2kt.tasks import TextClassificationTask
 
@@ -53,7 +53,7 @@ def fine_tune_encoder(
     """Tune every weight of `model_id` on `task.train`; write the model to `out_dir` with
     `cost.json`. Keeps the epoch with the best validation accuracy (epoch 0 = not tuned)."""
     torch.manual_seed(seed)
-    encoder = load_text_encoder(model_id, max_length=max_length)
+    encoder = load_model(model_id).encoder(max_length)
     model, tokenizer = encoder.model, encoder.tokenizer
     for parameter in model.parameters():
         parameter.requires_grad_(True)
@@ -85,25 +85,12 @@ def fine_tune_encoder(
     seconds = time.perf_counter() - clock
     model.load_state_dict(best_state)
     flops = 6.0 * compute_parameters(model) * tokens
-    _add_zero_pooler(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     cost = FineTuneCost(seconds, tokens, parameters, flops, epochs, best[1], best[0])
     atomic_write_bytes(out_dir / "cost.json", json.dumps(asdict(cost), indent=1).encode())
     return cost
-
-
-def _add_zero_pooler(model: torch.nn.Module) -> None:
-    """e2 is rebuilt without BERT's pooler, which AutoModel would then fill with random weights on
-    every load: a new weight hash each time (provenance, embedding cache). Mean pooling never
-    reads it, so a zero pooler is saved instead."""
-    if getattr(model, "pooler", "absent") is None:
-        from transformers.models.bert.modeling_bert import BertPooler
-
-        model.pooler = BertPooler(model.config)
-        torch.nn.init.zeros_(model.pooler.dense.weight)
-        torch.nn.init.zeros_(model.pooler.dense.bias)
 
 
 def forward_flops(encoder: TextEncoder, texts: Sequence[str]) -> float:

@@ -24,13 +24,14 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.bench.patch.full_finetune import compute_parameters
-from m2kt.bench.patch.tables import gap_closed
-from m2kt.models import ClassNameHead, TextEncoder, load_text_encoder
+from m2kt.bench.patch.tables import share_of_gain
+from m2kt.concepts.geometry import accuracy
+from m2kt.models import ClassNameHead, TextEncoder, load_model
 from m2kt.models.class_head import fine_tune_head
 from m2kt.models.embedding_cache import timed_cached_encode
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import accuracy, tune_patch
+from m2kt.patch.few_shot import tune_patch
 from m2kt.patch.packet_io import ClassAxes
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap
@@ -61,7 +62,7 @@ class EncodedModel:
 def encode_task(
     model_id: str, task: TextClassificationTask, cache: Path | None, max_length: int
 ) -> EncodedModel:
-    encoder = load_text_encoder(model_id, max_length=max_length)
+    encoder = load_model(model_id).encoder(max_length)
     embeddings, seconds = {}, {}
     for split in SPLITS:
         texts = getattr(task, split).texts
@@ -279,7 +280,7 @@ def run_seed(
         rows |= _full_rows(task, full, axes, z_weak, z_strong, strong, config, seed)
     rows["strong + patch"]["inference_overhead"] = _overhead(moved, z_strong["test"], strong)
     for name, r in rows.items():
-        r["share_of_ft_gain"] = gap_closed(rows, name)
+        r["share_of_ft_gain"] = share_of_gain(rows, name)
     return rows
 
 

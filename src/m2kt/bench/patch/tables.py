@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from m2kt.bench.gap import gap_closed
+
 METHOD_ORDER = (
     "weak zero-shot",
     "weak fine-tuned",
@@ -32,10 +34,10 @@ def methods(seeds: list[dict[str, Any]]) -> list[str]:
     return [m for m in METHOD_ORDER if m in common] + [m for m in common if m not in METHOD_ORDER]
 
 
-def gap_closed(rows: dict[str, Any], method: str) -> float:
+def share_of_gain(rows: dict[str, Any], method: str) -> float:
     """Share of the strong model's own fine-tuning gain that `method` reaches."""
     zs, ft = rows["strong zero-shot"]["accuracy"], rows["strong fine-tuned"]["accuracy"]
-    return (rows[method]["accuracy"] - zs) / (ft - zs) if ft != zs else float("nan")
+    return gap_closed(rows[method]["accuracy"], zs, ft)
 
 
 def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -43,7 +45,7 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for method in methods(seeds):
         acc = [s[method]["accuracy"] for s in seeds]
-        gap = [gap_closed(s, method) for s in seeds]
+        gap = [share_of_gain(s, method) for s in seeds]
         val = [s[method].get("val_accuracy", float("nan")) for s in seeds]
         out[method] = {
             "accuracy_mean": statistics.fmean(acc),

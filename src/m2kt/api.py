@@ -1,0 +1,93 @@
+"""The handful of calls a user needs, as `import m2kt` offers them (docs/python-api.md).
+
+Each call takes what a user has at hand (a model id or path, a spec name or file, a packet path)
+as readily as the library's own objects, and runs exactly what the matching `m2kt` command runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from m2kt.concepts import ConceptSpec, load_spec
+from m2kt.extract import Extraction, ExtractionSettings, pipeline
+from m2kt.ingest import Ingested, Ingestion, IngestSettings, Prediction, ingest, load_ingested
+from m2kt.models import ModelView, load_model
+from m2kt.packet import Packet, load_packet
+from m2kt.safety import audit_export
+
+Model = ModelView | str | Path
+Spec = ConceptSpec | str | Path
+
+
+def extract_packet(
+    teacher: Model,
+    spec: Spec,
+    settings: ExtractionSettings | None = None,
+    *,
+    screen: bool = True,
+    sign: str | Path | None = None,
+) -> Extraction:
+    """A knowledge packet of `spec`'s concepts as `teacher` knows them (`m2kt extract`).
+
+    `screen` audits the concepts by meaning before export; `sign` is a private key file (from
+    `m2kt keygen`) that signs the packet. Save it with `extraction.packet.save(path)`.
+    """
+    view = _model(teacher)
+    concepts = spec if isinstance(spec, ConceptSpec) else load_spec(str(spec))
+    audit = audit_export if screen else None
+    extraction = pipeline.extract_packet(view, concepts, settings, audit=audit)
+    if sign is not None:
+        extraction = Extraction(
+            extraction.packet.signed(str(sign)), extraction.worth, extraction.notes
+        )
+    return extraction
+
+
+def ingest_packet(
+    student: Model,
+    packet: Packet | str | Path,
+    settings: IngestSettings | None = None,
+    *,
+    trusted_keys: Iterable[str | Path] = (),
+    out: str | Path | None = None,
+) -> Ingestion:
+    """`packet` ingested into the frozen `student`, verified, kept or rolled back (`m2kt ingest`).
+
+    A path is opened with its signature checked against `trusted_keys`. With `out`, an accepted
+    adapter is saved there (a PEFT-like folder); a rolled-back one saves nothing.
+    """
+    if not isinstance(packet, Packet):
+        packet = load_packet(packet, trusted_keys=trusted_keys)
+    ingestion = ingest(_model(student), packet, settings)
+    if out is not None and ingestion.accepted:
+        ingestion.save(out)
+    return ingestion
+
+
+@dataclass(frozen=True)
+class AdaptedStudent:
+    """A student with an ingested adapter, in memory: `predict(texts)` answers with concepts."""
+
+    view: ModelView
+    adapter: Ingested
+
+    @property
+    def concepts(self) -> list[str]:
+        return list(self.adapter.memory.config.concepts)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        return self.adapter.predict(self.view, texts)
+
+
+def load_adapter(student: Model, directory: str | Path) -> AdaptedStudent:
+    """The adapter `m2kt ingest` saved in `directory`, on the student it was made for (checked
+    by weight hash: another model is refused with a hint)."""
+    view, adapter = _model(student), load_ingested(directory)
+    adapter.check_student(view)
+    return AdaptedStudent(view, adapter)
+
+
+def _model(model: Model) -> ModelView:
+    return model if isinstance(model, ModelView) else load_model(str(model))
