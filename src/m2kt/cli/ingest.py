@@ -210,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
     out = outcome.save(args.out)
     r = outcome.report
     console.print(
-        f"wrote {out} ({r['verification']}, adapter {r['adapter']}): "
-        f"{r['trainable_parameters']:,} trained parameters, "
+        f"wrote {out} ({r['verification']}): {r['trainable_parameters']:,} trained "
+        f"parameters ({r['adapter']} adapter), "
         f"{r['inputs']['student_training']} packet probes read by the student, "
         f"{r['seconds']:.1f} s"
     )
