@@ -299,6 +299,7 @@ def ingest(
         "adapter": settings.adapter,
         "layer_hints": hint_pairs,  # (student layer, teacher layer) pairs, blocks only
         "trainable_parameters": result.trainable_parameters,
+        "selection": result.selection,  # the steps chosen on the held-out quarter
         "settings": settings.as_dict() | {"fit": fit.as_dict()},
         "checks": [c.as_dict() for c in verdict.checks],
         "final_loss": {t: v[-1] for t, v in result.history.items()},
