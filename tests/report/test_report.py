@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from m2kt.cli import main
-from m2kt.cli._common import write_record
 from m2kt.errors import UsageError
 from m2kt.report import build_report, collect
+from m2kt.report.records import write_packet_record
 
 from conftest import knowledge_packet
 
@@ -46,7 +46,7 @@ def ingestion_report() -> dict:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
     packet_path = knowledge_packet().save(run / "topics.m2kt")
-    write_record(packet_path, "extract", knowledge_packet(), 1.5)
+    write_packet_record(packet_path, "extract", knowledge_packet(), 1.5)
     (run / "adapter").mkdir()
     (run / "adapter" / "ingestion_report.json").write_text(json.dumps(ingestion_report()))
     (run / "bench").mkdir()
