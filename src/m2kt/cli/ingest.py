@@ -2,8 +2,11 @@
 
 The student reads the packet's probes; a small Concept Alignment Layer maps the teacher's
 concepts into the student's space and a concept memory with a low-rank residual is trained on
-the composite loss (geometric, structural, reasoning, KL, safety). The student's own weights
-never change. Verification compares held-out concept probes, the student's own held-in skill
+the composite loss (geometric, structural, reasoning, KL, safety). With --adapter blocks, LoRA
+inside the student's blocks (attention and MLP projections, made by peft) is trained with it,
+through the student, and the packet's layer traces teach the student's own layers; the
+directory then also loads with `PeftModel.from_pretrained`. The student's own weights never
+change. Verification compares held-out concept probes, the student's own held-in skill
 and closeness to unsafe concepts before and after; if any check fails the student is restored
 bit-exactly, nothing is written, and the command exits 1 with the reasons.
 
@@ -16,6 +19,7 @@ batches and the training probes, and process 0 writes DIR (docs/scale.md).
 Examples:
   m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out adapters/topics
   m2kt ingest --student e2 --packet topics.m2kt --allow-unsigned --out a --no-term struct
+  m2kt ingest --student e2 --packet arithmetic.m2kt --key keys/m2kt.pub --out a --adapter blocks
 """
 
 from __future__ import annotations
@@ -74,6 +78,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of a probe or task-input pair against an anchor pair in the closed form",
     )
     parser.add_argument("--residual-rank", type=int, default=8, metavar="R")
+    parser.add_argument(
+        "--adapter",
+        choices=["memory", "blocks"],
+        default="memory",
+        help="memory: a concept memory on the frozen student's state (default, cheaper: no "
+        "backpropagation through the student); blocks: LoRA inside its blocks too",
+    )
+    parser.add_argument(
+        "--block-rank", type=int, default=8, metavar="R", help="LoRA rank (--adapter blocks)"
+    )
+    parser.add_argument(
+        "--block-lr", type=float, default=3e-3, help="LoRA learning rate (--adapter blocks)"
+    )
+    parser.add_argument(
+        "--pairing",
+        choices=["cka", "last"],
+        default="cka",
+        help="which student layer learns from which teacher layer trace (--adapter blocks): "
+        "chosen by linear CKA on the packet's probes, or the last layers only",
+    )
     for term in TERMS:
         parser.add_argument(
             f"--{term}", type=float, default=1.0, metavar="W", help=f"weight of L_{term}"
@@ -144,6 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2kt import distributed
+    from m2kt.ingest.blocks import BlockSettings
     from m2kt.ingest.fit import FitSettings
     from m2kt.ingest.loss import TERMS, LossWeights
     from m2kt.ingest.pipeline import IngestSettings, ingest
@@ -172,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
         unsafe=args.unsafe,
         screen=not args.no_screen,
         batch_size=args.batch_size,
+        adapter=args.adapter,
+        blocks=BlockSettings(rank=args.block_rank, steps=args.steps, lr=args.block_lr),
+        pairing=args.pairing,
     )
     packet = load_packet(
         args.packet,
@@ -200,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     out = outcome.save(args.out)
     r = outcome.report
     console.print(
-        f"wrote {out} ({r['verification']}): {r['trainable_parameters']:,} trained parameters, "
+        f"wrote {out} ({r['verification']}): {r['trainable_parameters']:,} trained "
+        f"parameters ({r['adapter']} adapter), "
         f"{r['inputs']['student_training']} packet probes read by the student, "
         f"{r['seconds']:.1f} s"
     )

@@ -147,10 +147,7 @@ def fit_memory(
     answers = targets.probe_answers()
     chosen: dict[str, float] = {}
     if settings.select_steps and answers is not None and targets.probe_count >= 8:
-        generator = torch.Generator().manual_seed(settings.seed)
-        order = torch.randperm(targets.probe_count, generator=generator)
-        cut = max(2, round(settings.holdout * targets.probe_count))
-        held, kept = order[:cut], order[cut:]
+        held, kept = selection_split(targets.probe_count, settings)
         scores = _train(
             concepts,
             targets.subset(kept),
@@ -161,8 +158,7 @@ def fit_memory(
             evaluate=(targets.subset(held).student_states, answers[held]),
             progress=lambda d, t: stage("choose steps", d, t),
         ).scores
-        best = max(scores.values())
-        steps = min(step for step, score in scores.items() if score >= best)
+        steps, best = fewest_best_steps(scores)
         steps = int(distributed.from_writer(float(steps)))  # every process trains as long
         chosen = {"selected_steps": float(steps), "heldout_agreement": best}
     result = _train(
@@ -176,6 +172,20 @@ def fit_memory(
     )
     result.selection = chosen
     return result
+
+
+def selection_split(count: int, settings: FitSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded held-out quarter (`settings.holdout`) of `count` probes, and the rest."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    order = torch.randperm(count, generator=generator)
+    cut = max(2, round(settings.holdout * count))
+    return order[:cut], order[cut:]
+
+
+def fewest_best_steps(scores: dict[int, float]) -> tuple[int, float]:
+    """The fewest steps with the best held-out agreement, and that agreement."""
+    best = max(scores.values())
+    return min(step for step, score in scores.items() if score >= best), best
 
 
 def _train(

@@ -1,13 +1,22 @@
 """Ingest a knowledge packet into a frozen student: the paper's Algorithm 2, end to end.
 
 checkpoint → read the packet's probes and anchors through the student → judge the map on
-held-out anchors → fit the concept memory on the composite loss → verify (the anchor alignment
+held-out anchors → fit the adapter on the composite loss → verify (the anchor alignment
 against its floor, transfer on the packet's verification probes with a statistical gate,
 held-in on a probe set no packet carries, safety) → accept, or roll back bit-exactly.
 
-The student's weights are frozen and never trained, so the checkpoint is a hash plus an
-in-memory copy of its state: after training the hash is taken again, and on any failure the
-copy is loaded back and the hash re-checked. Files on disk are only ever read; the adapter
+Two adapters (`IngestSettings.adapter`): `memory`, the concept memory on the student's pooled
+state, trained on cached states (no backpropagation through the student); `blocks`, the same
+memory plus LoRA inside the student's blocks (`m2kt.ingest.blocks`), trained through the
+student with the packet's layer traces as hints for its layers. With `blocks` the student's
+modules change during training (wrapped by peft, the base weights untouched); verification
+reads the checks' texts again through the adapted student.
+
+The student's base weights are never trained, so the checkpoint is a hash plus an in-memory
+copy of its state: after training the hash of the base weights is taken again, and on any
+failure the in-block adapter is taken out, the copy loaded back and the hash of the whole
+state re-checked against the one taken before. On success an in-block adapter stays in the
+student (its forward is the adapted one). Files on disk are only ever read; the adapter
 directory is written in one atomic swap, and only when verification passes.
 """
 
@@ -16,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,10 +35,20 @@ from m2kt.align.quality import anchor_alignment
 from m2kt.concepts.probing import read_probes
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
-from m2kt.ingest.fit import FitSettings, fit_memory
-from m2kt.ingest.loss import LossWeights
+from m2kt.ingest.blocks import (
+    BlockAdapter,
+    BlockSettings,
+    base_weight_sha256,
+    has_block_adapter,
+    target_modules,
+)
+from m2kt.ingest.fit import FitResult, FitSettings, fit_memory
+from m2kt.ingest.fit_blocks import BlocksFit, fit_in_blocks
+from m2kt.ingest.hints import PairingKind
+from m2kt.ingest.loss import LossWeights, Targets
 from m2kt.ingest.memory import ConceptMemory
-from m2kt.ingest.student import read_student
+from m2kt.ingest.student import StudentReading, read_student
+from m2kt.ingest.student_blocks import block_read, layer_hints
 from m2kt.ingest.verify import (
     Check,
     Gate,
@@ -44,13 +63,15 @@ from m2kt.ingest.verify import (
 )
 from m2kt.models.fingerprint import weight_sha256
 from m2kt.models.view import ModelView
-from m2kt.packet import Packet
-from m2kt.progress import StageProgress, quiet
+from m2kt.packet import Packet, concept_probes
+from m2kt.progress import Progress, StageProgress, quiet
 from m2kt.report.records import INGESTION_FILE as REPORT_FILE
 from m2kt.safety.descriptions import default_unsafe_descriptions, read_descriptions
 from m2kt.safety.sides import screen_for_ingestion
 
 HELD_IN = Path(__file__).with_name("held_in.yaml")  # the shipped held-in set (speech acts)
+MEMORY_PREFIX = "m2kt.memory."  # a block adapter's file: the memory's tensors beside peft's
+AdapterKind = Literal["memory", "blocks"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +89,17 @@ class IngestSettings:
     )
     batch_size: int = 16
     truncate: bool = False
+    adapter: AdapterKind = "memory"  # or "blocks": LoRA inside the student's blocks too
+    blocks: BlockSettings = field(default_factory=BlockSettings)
+    pairing: PairingKind = "cka"  # how the layer hints pair student and teacher layers
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.adapter not in ("memory", "blocks"):
+            raise UsageError(f"unknown adapter {self.adapter!r}", "choose memory or blocks")
+        if self.pairing not in ("cka", "last"):
+            raise UsageError(f"unknown layer pairing {self.pairing!r}", "choose cka or last")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,17 +113,30 @@ class Ingestion:
     memory: ConceptMemory | None
     verdict: Verdict
     report: dict[str, Any]
+    blocks: BlockAdapter | None = None  # the in-block adapter, in the student, when accepted
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write the adapter directory atomically (config, safetensors weights, report)."""
+        """Write the adapter directory atomically (config, safetensors weights, report).
+
+        A block adapter's directory is peft's: its `adapter_config.json` is the LoRA config
+        (with m2kt's own under the key `m2kt`, which peft ignores) and its safetensors file
+        holds the LoRA matrices under peft's names beside the memory's (`m2kt.memory.*`)."""
         import json
 
         if not self.accepted or self.memory is None:
             raise UsageError("a rolled-back ingestion has no adapter to save")
         out = Path(out_dir)
-        config = self.memory.config.to_dict() | {"student": self.report["student"]}
+        own = self.memory.config.to_dict() | {
+            "student": self.report["student"],
+            "adapter": "blocks" if self.blocks else "memory",
+        }
+        tensors = self.memory.tensors()
+        config: dict[str, Any] = own
+        if self.blocks is not None:
+            config = self.blocks.config_dict() | {"m2kt": own}
+            tensors = self.blocks.tensors() | {MEMORY_PREFIX + k: v for k, v in tensors.items()}
         report = json.dumps(self.report, indent=2, sort_keys=True).encode()
-        save_adapter_dir(out, config, self.memory.tensors(), {REPORT_FILE: report})
+        save_adapter_dir(out, config, tensors, {REPORT_FILE: report})
         return out
 
 
@@ -109,6 +150,11 @@ def ingest(
     progress = progress or quiet
     started = time.perf_counter()
     model = view.model
+    if has_block_adapter(model):
+        raise UsageError(
+            f"{view.name} already carries an adapter inside its blocks",
+            "ingest into a freshly loaded student",
+        )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     checkpoint = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -148,18 +194,12 @@ def ingest(
     unsafe_texts = (
         read_descriptions(settings.unsafe) if settings.unsafe else default_unsafe_descriptions()
     )
-    extra = (
-        read_probes(
-            view,
-            held_texts + unsafe_texts,
-            [reading.layer],
-            poolings=[reading.pooling],
-            batch_size=settings.batch_size,
-            truncate=True,
-            progress=lambda d, t: progress("read held-in and safety probes", d, t),
-        )
-        .states[(reading.pooling, reading.layer)]
-        .float()
+    extra = _read_states(
+        view,
+        held_texts + unsafe_texts,
+        reading,
+        settings.batch_size,
+        lambda d, t: progress("read held-in and safety probes", d, t),
     )
     held_states, unsafe_states = extra[: len(held_texts)], extra[len(held_texts) :]
     targets = reading.targets
@@ -174,7 +214,24 @@ def ingest(
                 targets.anchor_student, targets.anchor_teacher, seed=fit.seed
             ).ridge
         fit = replace(fit, ridge=ridge)
-    result = fit_memory(reading.concepts, targets, settings.weights, fit, progress=progress)
+    result: FitResult | BlocksFit
+    adapted: dict[str, torch.Tensor] = {}  # the checks' texts read through the adapted student
+    hint_pairs: list[list[int]] = []
+    if settings.adapter == "blocks":
+        result, hint_pairs = _fit_in_blocks(view, packet, reading, targets, settings, fit, progress)
+        verification = list(concept_probes(packet).verification_texts)
+        texts = verification + held_texts + unsafe_texts
+        again = _read_states(
+            view,
+            texts,
+            reading,
+            settings.batch_size,
+            lambda d, t: progress("read the checks through the adapted student", d, t),
+        )
+        v, h = len(reading.heldout_labels), len(held_texts)
+        adapted = {"heldout": again[:v], "held": again[v : v + h], "unsafe": again[v + h :]}
+    else:
+        result = fit_memory(reading.concepts, targets, settings.weights, fit, progress=progress)
     memory = result.memory
     m = settings.margins
     verdict = Verdict(
@@ -186,6 +243,15 @@ def ingest(
                 targets.student_anchors,
                 m.transfer,
                 settings.gate,
+                adapted=adapted.get("heldout"),
+            ),
+            held_in_check(memory, held_states, held_labels, m.held_in, adapted.get("held")),
+            safety_check(
+                memory,
+                held_states,
+                unsafe_states,
+                m.safety,
+                (adapted["held"], adapted["unsafe"]) if adapted else None,
             ),
             zero_shot_check(
                 memory,
@@ -194,24 +260,30 @@ def ingest(
                 reading.zero_shot,
                 m.transfer,
                 settings.gate,
+                adapted=adapted.get("heldout"),
             ),
-            held_in_check(memory, held_states, held_labels, m.held_in),
-            safety_check(memory, held_states, unsafe_states, m.safety),
         ]
-        + ([screen_check(memory, held_states, screen, m.safety, audited)] if screen else [])
+        + (
+            [screen_check(memory, held_states, screen, m.safety, audited, adapted.get("held"))]
+            if screen
+            else []
+        )
         + (
             [alignment_check(reading.alignment, settings.alignment_floor)]
             if reading.alignment
             else []
         )
     )
-    hash_after = weight_sha256(model)
+    hash_after = base_weight_sha256(model)
     if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
         verdict.checks.append(
             Check("weights", 0.0, 1.0, False, "the student's weights changed during ingestion")
         )
     accepted = verdict.passed
+    blocks = result.adapter if isinstance(result, BlocksFit) else None
     if not accepted:
+        if blocks is not None:
+            blocks.remove()
         model.load_state_dict(checkpoint)
         hash_after = weight_sha256(model)
         if hash_after != hash_before:
@@ -253,7 +325,10 @@ def ingest(
             "student_safety_screen": screened,
         },
         "alignment": reading.alignment.as_dict() if reading.alignment else None,
+        "adapter": settings.adapter,
+        "layer_hints": hint_pairs,  # (student layer, teacher layer) pairs, blocks only
         "trainable_parameters": result.trainable_parameters,
+        "selection": result.selection,  # the steps chosen on the held-out quarter
         "settings": settings.as_dict() | {"fit": fit.as_dict()},
         "checks": [c.as_dict() for c in verdict.checks],
         "final_loss": {t: v[-1] for t, v in result.history.items()},
@@ -265,7 +340,80 @@ def ingest(
         + [f"the safety auditor dropped {d['name']!r}: {d['reason']}" for d in dropped],
         "seconds": time.perf_counter() - started,
     }
-    return Ingestion(accepted, memory if accepted else None, verdict, report)
+    return Ingestion(
+        accepted, memory if accepted else None, verdict, report, blocks if accepted else None
+    )
+
+
+def _read_states(
+    view: ModelView,
+    texts: list[str],
+    reading: StudentReading,
+    batch_size: int,
+    progress: Progress,
+) -> torch.Tensor:
+    """The student's states [N, d_S] of `texts` at the reading's layer and pooling."""
+    found = read_probes(
+        view,
+        texts,
+        [reading.layer],
+        poolings=[reading.pooling],
+        batch_size=batch_size,
+        truncate=True,
+        progress=progress,
+    )
+    return found.states[(reading.pooling, reading.layer)].float()
+
+
+def _fit_in_blocks(
+    view: ModelView,
+    packet: Packet,
+    reading: StudentReading,
+    targets: Targets,
+    settings: IngestSettings,
+    fit: FitSettings,
+    progress: StageProgress,
+) -> tuple[BlocksFit, list[list[int]]]:
+    """The memory and LoRA in the student's blocks, trained through the student on the
+    packet's training texts, with the packet's layer traces as hints when it has them."""
+    texts = reading.pair_texts
+    hints, pairs, hint_layers = (
+        layer_hints(
+            view,
+            packet,
+            texts,
+            reading.pooling,
+            settings.pairing,
+            batch_size=settings.batch_size,
+            truncate=settings.truncate,
+        )
+        if settings.weights.reason
+        else (None, (), [])
+    )
+    read = block_read(
+        view,
+        texts,
+        reading.layer,
+        reading.pooling,
+        hint_layers,
+        batch_size=settings.batch_size,
+        truncate=settings.truncate,
+    )
+    targets_names = target_modules(view.model, view.layers)
+    result = fit_in_blocks(
+        reading.concepts,
+        targets,
+        read,
+        lambda: BlockAdapter(
+            view.model, targets_names, settings.blocks, seed=fit.seed, base_name=view.name
+        ),
+        settings.weights,
+        fit,
+        settings.blocks,
+        hints=hints,
+        progress=progress,
+    )
+    return result, [list(p) for p in pairs]
 
 
 def _check_independent(held_texts: list[str], packet: Packet, source: str | Path) -> None:

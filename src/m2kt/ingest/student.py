@@ -47,6 +47,7 @@ class StudentReading:
     anchor_inputs: int = 0  # of inputs_read, the anchor texts
     alignment: AnchorAlignment | None = None  # the map judged on held-out anchors
     notes: list[str] = field(default_factory=list)
+    pair_texts: tuple[str, ...] = ()  # the text of each row of targets.student_states
 
 
 def read_student(
@@ -168,6 +169,7 @@ def read_student(
         anchor_inputs=len(carried[0]) if carried is not None else 0,
         alignment=alignment,
         notes=notes,
+        pair_texts=tuple(pair_texts if teacher_states is not None else probes.texts),
     )
 
 

@@ -114,10 +114,22 @@ def transfer_check(
     anchors: torch.Tensor,
     margin: float,
     gate: Gate | None = None,
+    adapted: torch.Tensor | None = None,
 ) -> Check:
-    """The paired before/after comparison on the packet's verification probes [V, d_S]."""
+    """The paired before/after comparison on the packet's verification probes [V, d_S].
+
+    `adapted`: the same probes read through an adapter inside the student's blocks (after);
+    `states` is always the frozen student's reading (before)."""
     return _paired_check(
-        "transfer", "the student's own anchors", memory, states, labels, anchors, margin, gate
+        "transfer",
+        "the student's own anchors",
+        memory,
+        states,
+        labels,
+        anchors,
+        margin,
+        gate,
+        adapted,
     )
 
 
@@ -128,6 +140,7 @@ def zero_shot_check(
     names: torch.Tensor,
     margin: float,
     gate: Gate | None = None,
+    adapted: torch.Tensor | None = None,
 ) -> Check:
     """The packet against the student's zero-shot reading of the concept names [K, d_S] alone,
     on the same verification probes and with the same gate: a packet that does not beat what
@@ -141,6 +154,7 @@ def zero_shot_check(
         names,
         margin,
         gate,
+        adapted,
     )
 
 
@@ -153,11 +167,15 @@ def _paired_check(
     anchors: torch.Tensor,
     margin: float,
     gate: Gate | None,
+    adapted: torch.Tensor | None,
 ) -> Check:
+    """`states`: the frozen student's reading of the probes (before); `adapted`: the same probes
+    read through an adapter inside the student's blocks (after), when there is one."""
     gate = gate or Gate()
+    after_states = states if adapted is None else adapted
     with torch.no_grad():
         before = _correct(F.normalize(states, dim=-1) @ F.normalize(anchors, dim=-1).T, labels)
-        after = _correct(memory(states), labels) if len(labels) else before
+        after = _correct(memory(after_states), labels) if len(labels) else before
     n = len(labels)
     smallest = gate.smallest_detectable_drop(n)
     losses = int((before & ~after).sum())
@@ -204,11 +222,16 @@ def _paired_check(
 
 
 def held_in_check(
-    memory: ConceptMemory, states: torch.Tensor, labels: torch.Tensor, margin: float
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    margin: float,
+    adapted: torch.Tensor | None = None,
 ) -> Check:
+    """`adapted`: the held-in probes read through an in-block adapter (see transfer_check)."""
     with torch.no_grad():
         before = _leave_one_out(states, labels)
-        after = _leave_one_out(memory.adapt(states), labels)
+        after = _leave_one_out(memory.adapt(states if adapted is None else adapted), labels)
     passed = after >= before - margin
     reason = (
         f"held-in probes (the student's own skill): {after:.1%} after against {before:.1%} "
@@ -218,15 +241,24 @@ def held_in_check(
 
 
 def safety_check(
-    memory: ConceptMemory, states: torch.Tensor, unsafe: torch.Tensor, margin: float
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    unsafe: torch.Tensor,
+    margin: float,
+    adapted: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Check:
-    """Mean over probes of the highest cosine to any unsafe description, and the slots' highest."""
+    """Mean over probes of the highest cosine to any unsafe description, and the slots' highest.
+
+    `adapted`: the probes and the unsafe descriptions read through an in-block adapter; after
+    is measured in the adapted student's own space, against its own reading of the harms."""
     unsafe = F.normalize(unsafe, dim=-1)
+    after_states, after_unsafe = (states, unsafe) if adapted is None else adapted
+    after_unsafe = F.normalize(after_unsafe, dim=-1)
     with torch.no_grad():
         before = float((F.normalize(states, dim=-1) @ unsafe.T).max(-1).values.mean())
-        adapted = F.normalize(memory.adapt(states), dim=-1)
-        after = float((adapted @ unsafe.T).max(-1).values.mean())
-        slots = float((memory.slots() @ unsafe.T).max())
+        moved = F.normalize(memory.adapt(after_states), dim=-1)
+        after = float((moved @ after_unsafe.T).max(-1).values.mean())
+        slots = float((memory.slots() @ after_unsafe.T).max())
         anchors = float((memory.anchors @ unsafe.T).max())
     passed = after <= before + margin and slots <= anchors + margin
     reason = (
@@ -242,6 +274,7 @@ def screen_check(
     screen: SafetyScreen,
     margin: float,
     audited: dict[str, float] | None = None,
+    adapted: torch.Tensor | None = None,
 ) -> Check:
     """Did ingestion move the student toward harm, as the calibrated screen sees it?
 
@@ -252,7 +285,8 @@ def screen_check(
     """
     with torch.no_grad():
         before = float(screen.score(states).values.mean())
-        after = float(screen.score(memory.adapt(states)).values.mean())
+        after_states = states if adapted is None else adapted
+        after = float(screen.score(memory.adapt(after_states)).values.mean())
         slots = screen.score(memory.slots())
     names = memory.config.concepts
     audited = audited or {}

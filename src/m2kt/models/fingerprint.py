@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import torch
 
@@ -13,8 +14,13 @@ def weight_sha256(module: torch.nn.Module) -> str:
     Two loads of one checkpoint hash alike whatever the file format (GGUF, safetensors, ONNX),
     which is what a patch or packet needs to refuse a model other than the one it was made for.
     """
+    return state_sha256(module.state_dict())
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors in name order (names and raw bytes)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

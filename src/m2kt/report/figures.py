@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 DPI = 100
+# The efficiency curves drawn bold: each method, not its ablations.
+MAIN_METHODS = ("packet", "logit KD", "logit KD + anchors", "supervised")
 
 
 def efficiency_curves(results: dict[str, Any]) -> bytes:
@@ -25,7 +27,7 @@ def efficiency_curves(results: dict[str, Any]) -> bytes:
         split = all("task_inputs" in p for ps in r["curves"].values() for p in ps)
         count = "task_inputs" if split else "inputs_total"
         for method, points in r["curves"].items():
-            main = method in ("packet", "logit KD", "logit KD + anchors", "supervised")
+            main = method.removesuffix(", blocks") in MAIN_METHODS  # not an ablation
             ax.errorbar(
                 [p[count] for p in points],
                 [100 * p["accuracy_mean"] for p in points],

@@ -39,6 +39,7 @@ def curve(
                 "inputs": rows[0]["inputs"],
                 "labels": rows[0]["labels"],
                 "trained_params": rows[0]["trained_params"],
+                "adapter": rows[0].get("adapter", "memory"),
                 "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
                 "seeds": len(rows),
             }
@@ -79,13 +80,17 @@ def derived(
             target = before + share * (teacher - before) if kind == "gap" else share * teacher
             row[name] = inputs_to_reach(points, target, count or "inputs_total")
         out[method] = row
-    kd_rows = [m for m in out if m.startswith("logit KD")]
-    if "packet" in out and kd_rows:
-        saving = {}
-        for name in LEVELS:
-            ours = out["packet"][name]
-            found = [out[m][name] for m in kd_rows if out[m][name] is not None]
-            theirs = min(found) if found else None
-            saving[name] = theirs / ours if ours and theirs else None
-        out["packet"]["saving over logit KD"] = saving
+    for suffix in ("", ", blocks"):  # each adapter's packet against KD through the same one
+        packet = "packet" + suffix
+        kd_rows = [
+            m for m in out if m.startswith("logit KD") and m.endswith(", blocks") == bool(suffix)
+        ]
+        if packet in out and kd_rows:
+            saving = {}
+            for name in LEVELS:
+                ours = out[packet][name]
+                found = [out[m][name] for m in kd_rows if out[m][name] is not None]
+                theirs = min(found) if found else None
+                saving[name] = theirs / ours if ours and theirs else None
+            out[packet]["saving over logit KD"] = saving
     return out

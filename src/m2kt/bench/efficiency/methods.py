@@ -76,17 +76,41 @@ def score_methods(
             result = fit_memory(concepts, targets, weights, fit, slots=slots, ce_weight=ce)
             with torch.no_grad():
                 predicted = result.memory(evaluation[0]).argmax(-1)
-            seen = inputs[name.split(" − ")[0]]
-            rows[name] = {
-                "accuracy": float((predicted == evaluation[1]).float().mean()),
-                "inputs": seen,
-                "inputs_total": sum(seen.values()),
-                "labels": labels_used if name == "supervised" else 0,
-                "trained_params": result.trainable_parameters,
-                "seconds": time.perf_counter() - started,
-                "final_loss": {t: v[-1] for t, v in result.history.items()},
-                "selection": result.selection,
-            }
+            rows[name] = method_row(
+                float((predicted == evaluation[1]).float().mean()),
+                inputs[name.split(" − ")[0]],
+                labels_used if name == "supervised" else 0,
+                result.trainable_parameters,
+                "memory",
+                started,
+                result.history,
+                result.selection,
+            )
     finally:
         torch.set_num_threads(threads)
     return rows
+
+
+def method_row(
+    accuracy: float,
+    seen: dict[str, int],
+    labels: int,
+    trained_params: int,
+    adapter: str,
+    started: float,
+    history: dict[str, list[float]],
+    selection: dict[str, float],
+) -> dict[str, Any]:
+    """One method's row in results.json: its accuracy, the inputs each model read, the labels
+    it used, what it trained, and how long it took since `started` (perf_counter)."""
+    return {
+        "accuracy": accuracy,
+        "inputs": seen,
+        "inputs_total": sum(seen.values()),
+        "labels": labels,
+        "trained_params": trained_params,
+        "adapter": adapter,
+        "seconds": time.perf_counter() - started,
+        "final_loss": {t: v[-1] for t, v in history.items()},
+        "selection": selection,
+    }

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
+from m2kt.bench.efficiency.blocks import block_methods, run_block_methods
 from m2kt.bench.efficiency.methods import method_runs, score_methods
 from m2kt.concepts.geometry import centroids
 from m2kt.errors import UsageError
@@ -288,8 +289,10 @@ def run_budget(
     settings: FitSettings,
     split: str = "test",
     ablations: bool = True,
+    adapters: tuple[str, ...] = ("memory",),
 ) -> dict[str, dict[str, Any]]:
-    """Every method at one budget (the training inputs `index`); scored on `split`."""
+    """Every method at one budget (the training inputs `index`); scored on `split`. `adapters`:
+    the memory rows, the in-block rows (`m2kt.bench.efficiency.blocks`), or both."""
     s = setting
     b, k = len(index), len(s.task.classes)
     chosen = torch.tensor(index, dtype=torch.long)
@@ -321,15 +324,21 @@ def run_budget(
         "logit KD": {"teacher": b, "student": b},
         "supervised": {"teacher": 0, "student": b},
     }
-    return score_methods(
-        s.task.classes,
-        method_runs(packet_targets, kd_targets, sft_targets, ablations),
-        inputs,
-        settings,
-        seed,
-        (s.student_states[split], getattr(s.task, split).labels),
-        labels_used=b,
-    )
+    rows: dict[str, dict[str, Any]] = {}
+    if "memory" in adapters:
+        rows |= score_methods(
+            s.task.classes,
+            method_runs(packet_targets, kd_targets, sft_targets, ablations),
+            inputs,
+            settings,
+            seed,
+            (s.student_states[split], getattr(s.task, split).labels),
+            labels_used=b,
+        )
+    if "blocks" in adapters:
+        methods = block_methods(packet_targets, kd_targets, sft_targets, ablations)
+        rows |= run_block_methods(s, chosen, methods, inputs, settings, seed, split, b)
+    return rows
 
 
 def class_centroids(states: torch.Tensor, owners: torch.Tensor, k: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class Setting:
     student_name: str
     prepared: Any
     module: Any
+    options: dict[str, Any] = field(default_factory=dict)  # more arguments of run_budget
 
     @property
     def pool(self) -> int:
@@ -55,7 +56,7 @@ class Setting:
         return nested_order(self.pool, seed)
 
     def run(self, index: list[int], seed: int, settings: FitSettings) -> dict[str, Any]:
-        return dict(self.module.run_budget(self.prepared, index, seed, settings))
+        return dict(self.module.run_budget(self.prepared, index, seed, settings, **self.options))
 
     def budgets(self, shares: tuple[float, ...]) -> list[int]:
         """The budgets in inputs; 0 only where the regime can run without task inputs."""
@@ -77,6 +78,7 @@ class EfficiencyPlan:
     quick: bool = False
     fresh_specs: tuple[str, str] | None = None  # (teacher, student) for the fresh spec family
     anchors: int = 1024  # anchor sentences each packet carries (KD + anchors reads the same)
+    adapters: tuple[str, ...] = ("memory",)  # new computation: memory and/or blocks rows
 
 
 PLANS = {
@@ -142,7 +144,12 @@ def prepare_settings(
         prepared = new_computation.prepare(family, family_plan, seed=0)
         title = f"new computation: {family}"
         return Setting(
-            title, prepared.teacher_name, prepared.student_name, prepared, new_computation
+            title,
+            prepared.teacher_name,
+            prepared.student_name,
+            prepared,
+            new_computation,
+            {"adapters": plan.adapters},
         )
 
     makers: list[Callable[[], Setting]] = [partial(latent, *entry) for entry in plan.latent]
@@ -313,13 +320,14 @@ def markdown(record: dict[str, Any]) -> str:
         ]
         for method, row in r["derived"].items():
             lines.append(f"| {method} | " + " | ".join(_count(row[n]) for n in LEVELS) + " |")
-        saving = r["derived"].get("packet", {}).get("saving over logit KD", {})
-        if saving:
-            lines.append(
-                "| **saving of packet over the better logit KD row** | "
-                + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
-                + " |"
-            )
+        for method, row in r["derived"].items():
+            saving = row.get("saving over logit KD", {})
+            if saving:
+                lines.append(
+                    f"| **saving of {method} over the better logit KD row (same adapter)** | "
+                    + " | ".join(f"{v:.1f}×" if v else "n/a" for v in saving.values())
+                    + " |"
+                )
         lines.append("")
     fresh = record.get("fresh_specs")
     if fresh:
