@@ -114,7 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="test",
         help="the frozen test set (default) or the development set to tune on",
     )
-    safety.add_argument("--seeds", type=int, metavar="N", help="in place of the mode's")
+    safety.add_argument(
+        "--seed-count", type=int, metavar="N", help="seeds 0 … N-1 in place of the mode's"
+    )
     safety.add_argument("--teacher", default="e1", type=model_reference, metavar="MODEL")
     merge = parser.add_argument_group("merge only")
     merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")
@@ -231,7 +233,7 @@ def _safety(args: argparse.Namespace, out: Path) -> int:
     plan = replace(
         SAFETY[args.mode],
         concept_set=args.set,
-        seeds=args.seeds or SAFETY[args.mode].seeds,
+        seeds=args.seed_count or SAFETY[args.mode].seeds,
         teacher=args.teacher,
         student=args.student,
     )
