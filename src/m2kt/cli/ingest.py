@@ -219,9 +219,9 @@ def run(args: argparse.Namespace) -> int:
     for note in outcome.report["notes"]:
         error_console.print(f"note: {shown(note)}")
     if not outcome.accepted:
-        weights = outcome.report["student"]["weight_sha256"][:12]
+        unchanged = outcome.report["student"]["weight_sha256"][:12]
         error_console.print(
-            f"rolled back: the student is unchanged (weights {weights}) "
+            f"rolled back: the student is unchanged (weights {unchanged}) "
             f"and {args.out} was not written"
         )
         return 1

@@ -47,6 +47,7 @@ from m2kt.ingest.fit_blocks import BlocksFit, fit_in_blocks
 from m2kt.ingest.hints import PairingKind
 from m2kt.ingest.loss import LossWeights, Targets
 from m2kt.ingest.memory import ConceptMemory
+from m2kt.ingest.report import DroppedConcept, IngestionReport
 from m2kt.ingest.student import StudentReading, read_student
 from m2kt.ingest.student_blocks import block_read, layer_hints
 from m2kt.ingest.verify import (
@@ -112,7 +113,7 @@ class Ingestion:
     accepted: bool
     memory: ConceptMemory | None
     verdict: Verdict
-    report: dict[str, Any]
+    report: IngestionReport
     blocks: BlockAdapter | None = None  # the in-block adapter, in the student, when accepted
 
     def save(self, out_dir: str | Path) -> Path:
@@ -171,7 +172,7 @@ def ingest(
     if audit is None and screen is not None:
         screened = int(screen.calibration["texts_read"])
     audited = {f.name: f.score for f in audit.findings if not f.flagged} if audit else None
-    dropped = (
+    dropped: list[DroppedConcept] = (
         [{"id": f.id, "name": f.name, "reason": f.reasons[0]} for f in audit.flagged]
         if audit
         else []
@@ -290,7 +291,7 @@ def ingest(
             raise RuntimeError("rollback failed to restore the student's weights")
     transfer = verdict.checks[0].statistics or {}
     read = _summed_reads(view.reads_since(counted))
-    report = {
+    report: IngestionReport = {
         "m2kt_version": __version__,
         "accepted": accepted,
         # verified: the gate could judge the transfer; unverifiable: too few probes, refused;
@@ -314,9 +315,7 @@ def ingest(
             "pooling": reading.pooling,
         },
         "inputs": {
-            "teacher": packet.manifest.provenance.measurements.get(
-                "teacher_forward_inputs", sum(packet.manifest.provenance.inputs_seen.values())
-            ),
+            "teacher": _teacher_inputs(packet),
             "student": sum(read.values()),
             "student_task": read["task"],
             "student_anchors": read["anchor"],
@@ -414,6 +413,15 @@ def _fit_in_blocks(
         progress=progress,
     )
     return result, [list(p) for p in pairs]
+
+
+def _teacher_inputs(packet: Packet) -> int:
+    """Texts the teacher read to make the packet, as its provenance records them."""
+    provenance = packet.manifest.provenance
+    recorded = provenance.measurements.get("teacher_forward_inputs")
+    if isinstance(recorded, int | float):
+        return int(recorded)
+    return int(sum(provenance.inputs_seen.values()))
 
 
 def _check_independent(held_texts: list[str], packet: Packet, source: str | Path) -> None:

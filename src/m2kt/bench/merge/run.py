@@ -247,7 +247,7 @@ def _ingested(student: ModelView, packet: Packet, split: Split, name: str) -> di
     }
     if ingestion.memory is None:
         return row | {"accuracy": None}
-    used = Ingested(ingestion.memory, ingestion.report["student"], ingestion.report)
+    used = Ingested(ingestion.memory, dict(ingestion.report["student"]), dict(ingestion.report))
     with torch.no_grad():
         logits = ingestion.memory(used.states(student, split.heldout_texts))
     names = ingestion.memory.config.concepts
