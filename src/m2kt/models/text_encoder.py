@@ -81,7 +81,10 @@ class TextEncoder:
 
 def from_pretrained_dir(path: Path, name: str, max_length: int) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # missing weights are judged below, not by a warning
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model, info = AutoModel.from_pretrained(
@@ -92,6 +95,8 @@ def from_pretrained_dir(path: Path, name: str, max_length: int) -> TextEncoder:
             f"cannot load a Hugging Face model from {path}: {exc}",
             "the directory needs config.json, weights and tokenizer files",
         ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     _drop_unsaved_pooler(model, info.get("missing_keys", []), path)
     return TextEncoder(name=name, model=model, tokenizer=tokenizer, max_length=max_length)
 
