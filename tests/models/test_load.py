@@ -25,6 +25,9 @@ def test_a_saved_embedded_model_reloads_with_the_same_weights(tmp_path: Path, mo
     assert weight_sha256(first.model) == weight_sha256(view.model)  # nothing added, nothing lost
     texts = ["a cat sat on the mat", "interest rates rose again"]
     assert first.encode(texts).allclose(view.encode(texts), atol=1e-5)
+    with first.reading("task"):
+        first.encode(texts)
+    assert first.reads == {"probe": 2, "task": 2}  # encode() counts what it reads, like run()
 
 
 def test_a_directory_missing_real_weights_is_refused(tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ class ModelView:
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None
     ) -> torch.Tensor:
-        """Unit sentence embeddings [N, width] (see `encoder`)."""
+        """Unit sentence embeddings [N, width] (see `encoder`), counted as read like `run`."""
+        self.count_read(len(texts))
         return self.encoder().encode(texts, batch_size, progress)
 
     @property
