@@ -30,6 +30,9 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((scores.argmax(dim=-1) == labels).float().mean())
 
 
+LEAVE_ONE_OUT_ROWS = 256  # rows of vectors scored at once by `leave_one_out_hits`
+
+
 def leave_one_out_hits(vectors: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
     """Whether each vector [N, d] lands nearest its own class's mean (centred cosine, as
     `concept_scores`) when that mean is recomputed without it: [N] booleans.
@@ -38,22 +41,31 @@ def leave_one_out_hits(vectors: torch.Tensor, labels: torch.Tensor, classes: int
     and counts as a miss.
     """
     vectors = vectors.float()
-    n = len(vectors)
     sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, labels, vectors)
     counts = torch.bincount(labels, minlength=classes).float()
-    rows = torch.arange(n)
-    means = (sums / counts.clamp(min=1).unsqueeze(1)).unsqueeze(0).repeat(n, 1, 1)
-    own = counts[labels] - 1
-    means[rows, labels] = (sums[labels] - vectors) / own.clamp(min=1).unsqueeze(1)
+    full = sums / counts.clamp(min=1).unsqueeze(1)
     present = (counts > 0).float()
-    centre = (means * present[None, :, None]).sum(1, keepdim=True) / present.sum()
-    scores = torch.einsum(
-        "nd,nkd->nk",
-        F.normalize(vectors - centre[:, 0], dim=-1),
-        F.normalize(means - centre, dim=-1),
-    )
-    scores[:, counts == 0] = float("-inf")
-    return (scores.argmax(1) == labels) & (own > 0)
+    own = counts[labels] - 1
+    # Each vector sees its own set of means; a block of rows at a time keeps [rows, K, d] small
+    # however many probes a spec has.
+    hits = []
+    for start in range(0, len(vectors), LEAVE_ONE_OUT_ROWS):
+        v, y = (
+            vectors[start : start + LEAVE_ONE_OUT_ROWS],
+            labels[start : start + LEAVE_ONE_OUT_ROWS],
+        )
+        alone = own[start : start + LEAVE_ONE_OUT_ROWS]
+        means = full.unsqueeze(0).repeat(len(v), 1, 1)
+        means[torch.arange(len(v)), y] = (sums[y] - v) / alone.clamp(min=1).unsqueeze(1)
+        centre = (means * present[None, :, None]).sum(1, keepdim=True) / present.sum()
+        scores = torch.einsum(
+            "nd,nkd->nk",
+            F.normalize(v - centre[:, 0], dim=-1),
+            F.normalize(means - centre, dim=-1),
+        )
+        scores[:, counts == 0] = float("-inf")
+        hits.append((scores.argmax(1) == y) & (alone > 0))
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
 def leave_one_out_confidence(
