@@ -101,3 +101,19 @@ def test_extract_on_l1_reads_a_real_decoder(tmp_path: Path, keys, capsys) -> Non
     assert model["architecture"] == "LlamaForCausalLM" and model["num_layers"] == 30
     # Measured 54.2% on 24 held-out probes when written (chance 12.5%).
     assert summary["provenance"]["measurements"]["concept_probe_accuracy"] > 0.25
+
+
+def test_keep_layers_carries_the_concepts_at_each_layer_and_inspect_shows_it(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "topics.m2kt"
+    args = ["extract", "--teacher", "e1", "--concepts", "topics", "--out", str(out)]
+    args += ["--layer", "2", "--layer", "6", "--keep-layers", "--anchor-count", "16"]
+    assert main(args) == 0
+    assert "concepts kept at layers 2, 6 (mean pooling, part L)" in capsys.readouterr().out
+    assert main(["inspect", str(out)]) == 0
+    assert "concepts kept at layers 2, 6" in capsys.readouterr().out
+    assert main(["inspect", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["parts"]["layers"] == {"layers": [2, 6], "pooling": "mean"}
+    assert summary["tensors"]["layers.embeddings"]["shape"] == [2, 10, 384]
