@@ -274,6 +274,9 @@ def test_concepts_kept_at_every_candidate_layer(tiny_bert, tmp_path) -> None:
     assert torch.equal(
         packet.tensors["layers.embeddings"][own], packet.tensors["concepts.embeddings"]
     )
+    assert not torch.equal(
+        packet.tensors["layers.states"][1 - own], packet.tensors["probes.states"]
+    )
     other = packet.tensors["layers.embeddings"][1 - own]
     assert not torch.allclose(other, packet.tensors["concepts.embeddings"])
     assert reading_lines(packet)[-1] == "concepts kept at layers 1, 2 (mean pooling, part L)"

@@ -82,7 +82,9 @@ def test_a_reader_refuses_a_part_it_does_not_know_in_one_line(tmp_path: Path) ->
     )
     with pytest.raises(SchemaError) as caught:
         read_packet(path)
-    assert "hologram" in caught.value.message and "\n" not in caught.value.message
+    message = caught.value.message
+    assert "does not know: 'hologram'" in message and "\n" not in message
+    assert "update m2kt" in caught.value.hint
 
 
 def test_dropping_a_concept_keeps_parts_d_and_l_consistent() -> None:
