@@ -147,6 +147,8 @@ def reading_lines(packet: Packet, runners_up: int = 3) -> list[str]:
         kind = "linear readout" + (" over its layers side by side" if layers else "")
     head = f"reading {chosen}, {kind}"
     if chosen in figures:
-        head += f" (cross-validated on extraction probes: {shown(chosen).split(' ', 1)[1]})"
+        accuracy, loss = figures[chosen]
+        head += f" (cross-validated on extraction probes: {100 * accuracy:.1f}%"
+        head += f", loss {loss:.3f})" if loss >= 0 else ")"
     others = [shown(r) for r in ranked if r != chosen][:runners_up]
     return [head + (f"; runners-up: {', '.join(others)}" if others else ""), *kept]
