@@ -153,6 +153,8 @@ def test_bad_settings_are_refused(tiny_bert) -> None:
         ExtractionSettings(method="telepathy")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot make 40 clusters"):
         _extract(tiny_bert, method="clustering", clusters=40)
+    with pytest.raises(UsageError, match="travel with their probe states"):
+        ExtractionSettings(keep_layers=True, probe_states=False)
 
 
 def test_a_concepts_verification_probes_do_not_depend_on_its_neighbours() -> None:
