@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -10,6 +13,9 @@ from m2kt.concepts.spec import parse_spec
 from m2kt.errors import UsageError
 from m2kt.extract.graph import abstraction_graph
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
+from m2kt.ingest.student import read_student
+from m2kt.models.state_cache import StateCache
+from m2kt.models.view import ModelView
 from m2kt.packet import read_packet
 from m2kt.packet.summary import reading_lines
 
@@ -147,6 +153,8 @@ def test_bad_settings_are_refused(tiny_bert) -> None:
         ExtractionSettings(method="telepathy")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot make 40 clusters"):
         _extract(tiny_bert, method="clustering", clusters=40)
+    with pytest.raises(UsageError, match="travel with their probe states"):
+        ExtractionSettings(keep_layers=True, probe_states=False)
 
 
 def test_a_concepts_verification_probes_do_not_depend_on_its_neighbours() -> None:
@@ -165,13 +173,15 @@ def test_the_reading_is_chosen_by_cross_validation_and_its_runners_up_are_kept(t
     packet = _extract(tiny_llama, anchors=None).packet
     settings = packet.manifest.provenance.settings
     assert settings["candidate_readings"] == ["last@1", "last@2", "mean@1", "mean@2"]
+    losses = dict(zip(settings["candidate_readings"], settings["reading_losses"], strict=True))
     scores = dict(zip(settings["candidate_readings"], settings["reading_scores"], strict=True))
     chosen = f"{settings['pooling']}@{settings['layer']}"
-    assert scores[chosen] == max(scores.values()) > min(scores.values())
+    assert losses[chosen] == min(losses.values()) < max(losses.values())
     (line,) = reading_lines(packet)
-    runner_up = next(r for r in scores if r != chosen)
+    runner_up = min((r for r in losses if r != chosen), key=losses.__getitem__)
     assert line.startswith(f"reading {chosen}, {settings['readout']} readout")
-    assert f"runners-up: {runner_up} {100 * scores[runner_up]:.1f}%" in line
+    shown = f"runners-up: {runner_up} {100 * scores[runner_up]:.1f}% (loss {losses[runner_up]:.3f})"
+    assert shown in line
 
 
 def test_a_linear_readout_travels_in_part_d_and_the_worth_uses_it(tiny_bert, tmp_path) -> None:
@@ -183,3 +193,93 @@ def test_a_linear_readout_travels_in_part_d_and_the_worth_uses_it(tiny_bert, tmp
     assert packet.manifest.provenance.settings["readout"] == "linear"
     with pytest.raises(UsageError, match="bottleneck"):
         ExtractionSettings(method="clustering", readout="linear")
+
+
+WORDS = ["amber", "birch", "cedar", "dune"]
+FOUR = parse_spec(
+    "concepts:\n"
+    + "".join(
+        f"  - name: {w}\n    probes: [{', '.join(f'{w} {i}' for i in range(9))}]\n" for w in WORDS
+    )
+)
+
+
+@contextmanager
+def designed(view: ModelView, states: dict[int, torch.Tensor]) -> Iterator[ModelView]:
+    """`view` reading the states given per layer ([36, width], FOUR's probes in order) for
+    FOUR's probes: the real pipeline on states whose layers hold what the test says."""
+    cache = StateCache()
+    for layer, rows in states.items():
+        cache.store(
+            f"{view.weight_sha256}:{view.context}:mean:{layer}:False", FOUR.all_probes(), rows
+        )
+    view.state_cache = cache
+    try:
+        yield view
+    finally:
+        view.state_cache = None
+
+
+def _half_in_each_layer(width: int) -> dict[int, torch.Tensor]:
+    """Layer 1 tells {amber, birch} from {cedar, dune}, layer 2 {amber, cedar} from {birch,
+    dune}: no one layer tells the four apart, the two side by side do."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(9)
+    found = {}
+    for layer, bit in ((1, labels // 2), (2, labels % 2)):
+        rows = torch.randn(len(labels), width, generator=generator)
+        rows[:, :4] += 3.0 * (2 * bit[:, None].float() - 1)
+        found[layer] = rows
+    return found
+
+
+def test_a_readout_over_several_layers_where_no_one_layer_holds_the_concepts(
+    tiny_bert, tmp_path
+) -> None:
+    settings = ExtractionSettings(layers=[1, 2], attention=False, anchors=None, created_at=CREATED)
+    with designed(tiny_bert, _half_in_each_layer(32)) as view:
+        result = extract_packet(view, FOUR, settings)
+        again = extract_packet(view, FOUR, settings)
+    assert result.packet.to_bytes() == again.packet.to_bytes()
+    packet = read_packet(result.packet.save(tmp_path / "p.m2kt"))
+    m = packet.manifest
+    assert m.readout is not None and m.readout.layers == [1, 2]
+    assert packet.tensors["readout.weight"].shape == (4, 64)
+    assert m.layers is not None and m.layers.layers == [1, 2]
+    assert packet.tensors["layers.states"].shape == (2, 24, 32)
+    assert result.worth is not None and result.worth.packet_accuracy >= 0.9
+    assert result.worth.linear_probe_accuracy <= 0.75  # one layer alone
+    settings_record = m.provenance.settings
+    assert settings_record["readout_layers"] == [1, 2]
+    assert "mean@1+2" in settings_record["candidate_readings"]
+    line = reading_lines(packet)[0]
+    assert line.startswith("reading mean@1+2, linear readout over its layers side by side")
+    # the student's targets on part P's rows are the readout over part L's states side by side
+    targets = read_student(tiny_bert, packet, layer=2).targets
+    side = torch.cat(list(packet.tensors["layers.states"].float()), dim=-1)
+    weight, bias = packet.tensors["readout.weight"], packet.tensors["readout.bias"]
+    expected = torch.softmax(side @ weight.T + bias, dim=-1)
+    assert targets.teacher_probs is not None
+    torch.testing.assert_close(targets.teacher_probs, expected)
+    labels = torch.arange(4).repeat_interleave(6)
+    assert float((expected.argmax(1) == labels).float().mean()) >= 0.9
+
+
+def test_concepts_kept_at_every_candidate_layer(tiny_bert, tmp_path) -> None:
+    packet = read_packet(
+        _extract(tiny_bert, anchors=None, keep_layers=True).packet.save(tmp_path / "p.m2kt")
+    )
+    m = packet.manifest
+    assert m.layers is not None and m.layers.layers == [1, 2] and m.probes is not None
+    own = m.layers.layers.index(m.probes.layer)
+    assert torch.equal(packet.tensors["layers.states"][own], packet.tensors["probes.states"])
+    assert torch.equal(
+        packet.tensors["layers.embeddings"][own], packet.tensors["concepts.embeddings"]
+    )
+    assert not torch.equal(
+        packet.tensors["layers.states"][1 - own], packet.tensors["probes.states"]
+    )
+    other = packet.tensors["layers.embeddings"][1 - own]
+    assert not torch.allclose(other, packet.tensors["concepts.embeddings"])
+    assert reading_lines(packet)[-1] == "concepts kept at layers 1, 2 (mean pooling, part L)"
+    assert _extract(tiny_bert, anchors=None).packet.manifest.layers is None

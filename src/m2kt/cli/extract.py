@@ -7,7 +7,8 @@ worth, printed at the end and kept in the packet.
 
 Methods:
   bottleneck    a concept is the mean pooled state of its probes at one layer (default),
-                with a linear readout where one vector a concept loses what it knows
+                with a linear readout for the concepts one vector loses (on several
+                layers side by side where that classifies left-out probes better)
   clustering    discover concepts with k-means over the probes' states (--clusters K)
   attribution   integrated gradients: probe states pooled where the concept is carried,
                 with each concept's top tokens and hidden units
@@ -20,6 +21,7 @@ process 0 writes the packet (docs/scale.md).
 Examples:
   m2kt extract --teacher e1 --concepts topics --out topics.m2kt --sign keys/m2kt.key
   m2kt extract --teacher l1 --concepts arithmetic --out arithmetic.m2kt --method attribution
+  m2kt extract --teacher e1 --concepts topics --out t.m2kt --layer 2 --layer 6 --keep-layers
   torchrun --standalone --nproc_per_node 2 --no-python m2kt extract --teacher e1 ...
 """
 
@@ -75,7 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "centroid", "linear"],
         default="auto",
         help="how the concepts classify a state (bottleneck): one centroid each, a linear "
-        "readout (packet part D), or whichever classifies left-out extraction probes better",
+        "readout (packet part D), or (auto) whichever classifies left-out extraction probes "
+        "better, per concept, on one layer or on every --layer side by side",
+    )
+    parser.add_argument(
+        "--keep-layers",
+        action="store_true",
+        help="keep the concepts and probe states at every candidate --layer (packet part L), "
+        "not only at the chosen one",
     )
     parser.add_argument(
         "--clusters", type=int, metavar="K", help="clusters for --method clustering"
@@ -154,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         layers=args.layer,
         readout=args.readout,
+        keep_layers=args.keep_layers,
         attention=not args.no_attention,
         probe_states=not args.no_probe_states,
         anchors=None if args.no_anchors else args.anchors,

@@ -1,4 +1,4 @@
-"""How a packet's concepts classify a state: one centroid each, or a linear readout.
+"""How a packet's concepts classify a state: one centroid each, a linear readout, or both.
 
 A concept's mean state (its centroid) is the simplest reading, and where the teacher keeps a
 concept in one compact region it is as good as anything. Where it does not (a decoder's
@@ -8,15 +8,18 @@ concept its own direction and bias: shrinkage linear discriminant analysis on th
 probes, with features standardised, folded back to the raw space so that a reader needs no
 statistics but `weight` [K, d] and `bias` [K] (part D of the packet format).
 
-Which reading a packet carries, and at which layer and pooling, is chosen by stratified
-cross-validation on the extraction probes alone: the centroid stays unless the linear readout
-classifies the left-out extraction probes better. Verification probes take no part.
+The form is chosen per concept: a concept keeps its centroid unless its linear row tells it
+apart better on left-out extraction probes (a `mixed` readout, each concept scored by the
+log-probability of its own form). Where no single layer holds a concept set well, the linear
+readout may read the states of several layers side by side (`layers`). Which readout a packet
+carries, and at which layer and pooling, is chosen by stratified cross-validation on the
+extraction probes alone. Verification probes take no part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -26,37 +29,67 @@ from m2kt.concepts.geometry import accuracy, centroids, concept_scores
 from m2kt.packet import Packet, concept_readout
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 
-Kind = Literal["centroid", "linear"]
+Kind = Literal["centroid", "linear"]  # the form of one concept (and of a readout fitted whole)
+Readouts = Literal["centroid", "linear", "mixed"]  # a packet's readout: one form, or per concept
 KINDS: tuple[Kind, ...] = ("centroid", "linear")
-SHRINKAGE = 0.5  # weight of the identity in the pooled covariance, tuned on the shipped specs
+SHRINKAGE = 0.8  # weight of the identity in the pooled covariance, tuned on the shipped specs
 FOLDS = 6  # with six extraction probes a concept, leave one out of each concept
 
 
 @dataclass(frozen=True)
 class Readout:
     """A concept classifier. `linear`: logits = states @ weight.T + bias; `centroid`: the
-    centred cosine with each concept's embedding (`m2kt.concepts.geometry.concept_scores`)."""
+    centred cosine with each concept's embedding (`m2kt.concepts.geometry.concept_scores`);
+    `mixed`: concept k scored by the log-probability of its own form `forms[k]`, the centroid
+    family's logits being `centroid_scale` times the cosines. `layers`, when given, are the
+    layers whose states (one pooling), concatenated in that order, a linear readout reads."""
 
-    kind: Kind
-    weight: torch.Tensor | None = None  # [K, d]
+    kind: Readouts
+    weight: torch.Tensor | None = None  # [K, d · max(1, len(layers))]
     bias: torch.Tensor | None = None  # [K]
+    forms: tuple[Kind, ...] = ()  # mixed only
+    centroid_scale: float = 1.0  # mixed only
+    layers: tuple[int, ...] = ()
 
     def scores(self, states: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """[N, d] states → [N, K] scores whose arg-max is the predicted concept."""
+        """[N, d] states (or the `layers`' states side by side) → [N, K] scores whose arg-max
+        is the predicted concept; a mixed readout's are log-probabilities."""
         if self.weight is None or self.bias is None:
             return concept_scores(states, embeddings)
-        return states.float() @ self.weight.T + self.bias
+        logits = states.float() @ self.weight.T + self.bias
+        if self.kind != "mixed":
+            return logits
+        centroid = self.centroid_scale * concept_scores(states.float(), embeddings)
+        return mix(self.forms, logits, centroid)
+
+
+def mix(forms: Sequence[Kind], linear: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+    """Concept k's log-probability under its own form's logits [N, K]: each family normalised
+    on its own, so the two can share one arg-max whatever their offsets."""
+    own = torch.tensor([form == "linear" for form in forms])
+    return torch.where(own, F.log_softmax(linear, dim=-1), F.log_softmax(centroid, dim=-1))
 
 
 def packet_readout(packet: Packet) -> Readout:
     """The readout a packet carries: part D when present, else its centroids."""
     found = concept_readout(packet)
-    return Readout("centroid") if found is None else Readout("linear", *found)
+    if found is None:
+        return Readout("centroid")
+    part = packet.manifest.readout
+    assert part is not None
+    return Readout(
+        part.kind,
+        *found,
+        forms=tuple(part.forms or ()),
+        centroid_scale=part.centroid_scale or 1.0,
+        layers=tuple(part.layers or ()),
+    )
 
 
 def packet_scores(packet: Packet, states: torch.Tensor) -> torch.Tensor:
-    """The teacher's concept scores [N, K] of states [N, d_T] read at the packet's layer and
-    pooling: what `m2kt inspect`, the benchmark and a student's targets classify by."""
+    """The teacher's concept scores [N, K] of states read at the packet's pooling: [N, d_T] at
+    its layer, or for a readout over several layers those layers' states side by side. What
+    `m2kt inspect`, the benchmark and a student's targets classify by."""
     embeddings = packet.tensors[CONCEPTS_TENSOR].float()
     return packet_readout(packet).scores(states.float(), embeddings)
 
@@ -73,15 +106,26 @@ def fit_readout(
     z = (x - mean) / std
     means = centroids(z.float(), labels, classes).double()
     residual = z - means[labels]
-    covariance = residual.T @ residual / max(1, len(z) - classes)
-    scale = covariance.diagonal().mean().clamp(min=1e-12)
-    covariance = (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * torch.eye(z.shape[1]).double()
-    directions = torch.linalg.solve(covariance, means.T)  # [d, K] in standardised units
+    directions = _shrunk_solve(residual, max(1, len(z) - classes), means.T)  # [d, K]
     bias = -0.5 * (means * directions.T).sum(1)
     weight = directions / std[:, None]
     return Readout(
         "linear", (temperature * weight.T).float(), (temperature * (bias - mean @ weight)).float()
     )
+
+
+def _shrunk_solve(residual: torch.Tensor, dof: int, right: torch.Tensor) -> torch.Tensor:
+    """Σ⁻¹ · right for the shrunk pooled covariance Σ = (1 − s) RᵀR / dof + s · v · I (v the
+    mean variance), by the Woodbury identity through an N × N system where there are fewer
+    probes than features (several layers side by side run to thousands)."""
+    n, d = residual.shape
+    scale = (residual.pow(2).sum() / dof / d).clamp(min=1e-12)
+    a, b = SHRINKAGE * scale, (1 - SHRINKAGE) / dof
+    if d <= n:
+        covariance = b * residual.T @ residual + a * torch.eye(d, dtype=residual.dtype)
+        return torch.linalg.solve(covariance, right)
+    inner = torch.eye(n, dtype=residual.dtype) * (a / b) + residual @ residual.T
+    return (right - residual.T @ torch.linalg.solve(inner, residual @ right)) / a
 
 
 def folds(labels: torch.Tensor, count: int = FOLDS) -> list[torch.Tensor]:
@@ -94,12 +138,10 @@ def folds(labels: torch.Tensor, count: int = FOLDS) -> list[torch.Tensor]:
     return [torch.nonzero(fold == f).flatten() for f in range(count)]
 
 
-def cross_validated(
+def left_out_scores(
     kind: Kind, states: torch.Tensor, labels: torch.Tensor, classes: int
-) -> tuple[float, float, float]:
-    """A `kind` readout fitted without each fold, judged on it: the share of extraction probes
-    classified right, the mean margin (own concept's score minus the best other's), and the
-    temperature that makes its softmax honest on the left-out probes (`calibrate`)."""
+) -> torch.Tensor:
+    """[N, K] scores of each extraction probe by a `kind` readout fitted without its fold."""
     scores = torch.empty(len(labels), classes)
     for held in folds(labels):
         keep = torch.ones(len(labels), dtype=torch.bool)
@@ -107,55 +149,103 @@ def cross_validated(
         train, train_labels = states[keep], labels[keep]
         readout = fit_readout(kind, train, train_labels, classes)
         scores[held] = readout.scores(states[held], centroids(train.float(), train_labels, classes))
-    own = scores.gather(1, labels[:, None])
-    others = scores.scatter(1, labels[:, None], float("-inf")).max(1, keepdim=True).values
-    margin = float((own - others).mean()) if len(labels) else 0.0
-    return accuracy(scores, labels), margin, calibrate(scores, labels)
+    return scores
 
 
-def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """The factor t (on a log grid, 10⁻⁴ to 10) whose softmax(t · scores) gives left-out probes
-    the highest likelihood, each label smoothed by 1/N as if one more probe of unknown concept
-    had been left out: N probes cannot show a readout is surer than about 1 − 1/N, and where
-    they are all classified right the plain likelihood would push t without bound.
+def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """The factor t (on a log grid, 10⁻⁴ to 10³) whose softmax(t · scores) gives left-out
+    probes the highest likelihood, each label smoothed by 1/N as if one more probe of unknown
+    concept had been left out: N probes cannot show a readout is surer than about 1 − 1/N, and
+    where they are all classified right the plain likelihood would push t without bound. With
+    it, that likelihood's mean negative log (the calibrated left-out loss).
+
     Discriminant logits fitted on a few probes in hundreds of dimensions are far too sure of
-    themselves (±200 on e1); a student matching them would learn one-hot targets."""
-    grid = torch.logspace(-4, 1, 101)
+    themselves (±200 on e1); a student matching them would learn one-hot targets. Cosines
+    (within ±1) need factors above 10."""
+    grid = torch.logspace(-4, 3, 141)
     smoothing = 1 / max(1, len(labels))
     losses = [float(F.cross_entropy(t * scores, labels, label_smoothing=smoothing)) for t in grid]
-    return float(grid[min(range(len(grid)), key=lambda i: (losses[i], i))])
+    best = min(range(len(grid)), key=lambda i: (losses[i], i))
+    return float(grid[best]), losses[best]
+
+
+def f1_by_concept(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """[K] F1 of each concept's predictions: how well it is told apart, both ways."""
+    hit = torch.zeros(classes).index_add_(0, labels, (predicted == labels).float())
+    said = torch.bincount(predicted, minlength=classes).float()
+    true = torch.bincount(labels, minlength=classes).float()
+    return 2 * hit / (said + true).clamp(min=1)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One readout's fit on left-out extraction probes: accuracy and calibrated loss."""
+
+    accuracy: float
+    loss: float
+    temperature: float = 1.0
+
+
+NOT_TRIED = Fit(-1.0, float("inf"))
 
 
 @dataclass(frozen=True)
 class ReadingScore:
-    """Cross-validated accuracy of each readout kind at one (pooling, layer), and a mean margin
-    that breaks ties between readings of equal accuracy (a few probes a concept often classify
-    every left-out probe right at several layers)."""
+    """How each readout at one reading classifies left-out extraction probes.
 
-    centroid: float
-    linear: float
-    margin: float = 0.0
-    temperature: float = 1.0  # the linear readout's calibration factor
+    The readings and readouts are compared on the calibrated left-out loss (the negative log
+    likelihood of the right concept, `calibrate`): it tracks held-out accuracy better than the
+    accuracy itself, which on 36-48 left-out probes moves in steps of 2-3 points and ties at
+    several layers. `forms` are each concept's form in the mixed readout."""
 
-    @property
-    def kind(self) -> Kind:
-        """The centroid unless the linear readout is strictly better on left-out probes."""
-        return "linear" if self.linear > self.centroid else "centroid"
+    centroid: Fit = NOT_TRIED
+    linear: Fit = NOT_TRIED
+    mixed: Fit = NOT_TRIED
+    forms: tuple[Kind, ...] = ()
 
     @property
-    def best(self) -> float:
-        return max(self.centroid, self.linear)
+    def fits(self) -> dict[Readouts, Fit]:
+        return {"centroid": self.centroid, "mixed": self.mixed, "linear": self.linear}
+
+    @property
+    def kind(self) -> Readouts:
+        """The readout with the lowest loss; on a tie the fewer linear rows (a single vector a
+        concept stays the default where it is as good)."""
+        fits = self.fits
+        return min(fits, key=lambda k: fits[k].loss)
+
+    @property
+    def chosen(self) -> Fit:
+        return self.fits[self.kind]
 
 
 def score_reading(
     states: torch.Tensor, labels: torch.Tensor, classes: int, kinds: Sequence[Kind] = KINDS
 ) -> ReadingScore:
-    """Both readouts' cross-validated accuracy (a kind not in `kinds` scores -1), the margin
-    that breaks ties (the centroids', cosines on one scale at every layer, where they compete)
-    and the linear readout's calibration."""
-    found = {
-        k: cross_validated(k, states, labels, classes) if k in kinds else (-1.0, 0.0, 1.0)
-        for k in KINDS
-    }
-    margin = found["centroid" if "centroid" in kinds else "linear"][1]
-    return ReadingScore(found["centroid"][0], found["linear"][0], margin, found["linear"][2])
+    """Each readout of `kinds` fitted without each fold and judged on it.
+
+    With both kinds allowed, each concept takes the linear form where its left-out F1 is
+    strictly higher with the linear readout than with the centroids; when that leaves some
+    concepts in each form, the mixed readout is judged on the same left-out probes."""
+    left_out = {k: left_out_scores(k, states, labels, classes) for k in KINDS if k in kinds}
+    fits = {}
+    for kind, scores in left_out.items():
+        temperature, loss = calibrate(scores, labels)
+        fits[kind] = Fit(accuracy(scores, labels), loss, temperature)
+    found = ReadingScore(fits.get("centroid", NOT_TRIED), fits.get("linear", NOT_TRIED))
+    if len(left_out) < 2:
+        return found
+    f1 = {k: f1_by_concept(s.argmax(1), labels, classes) for k, s in left_out.items()}
+    forms: tuple[Kind, ...] = tuple(
+        "linear" if f1["linear"][k] > f1["centroid"][k] else "centroid" for k in range(classes)
+    )
+    if len(set(forms)) < 2:
+        return found
+    combined = mix(
+        forms,
+        fits["linear"].temperature * left_out["linear"],
+        fits["centroid"].temperature * left_out["centroid"],
+    )
+    smoothing = 1 / max(1, len(labels))
+    loss = float(F.cross_entropy(combined, labels, label_smoothing=smoothing))
+    return replace(found, mixed=Fit(accuracy(combined, labels), loss), forms=forms)

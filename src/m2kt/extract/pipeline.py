@@ -1,9 +1,11 @@
 """Teacher side, the paper's Algorithm 1: a teacher and a concept spec in, a packet out.
 
 Read top to bottom: resolve layers → split each concept's probes into extraction and
-verification probes → read every probe once → pick the layer → extract concepts by the chosen
-method → measure their worth → anchors, attention, traces, graph → provenance → packet. Same
-seed, inputs and creation time give the same bytes.
+verification probes → read every probe once → pick the layer (and the readout: per concept a
+centroid or a linear row, on one layer or several side by side) → extract concepts by the
+chosen method → measure their worth → concepts at every candidate layer where kept (part L),
+anchors, attention, traces, graph → provenance → packet. Same seed, inputs and creation time
+give the same bytes.
 
 The split comes first: the layer choice, the concepts, their confidence, attention and the probe
 states a student aligns on (part P) see only extraction probes. The verification probes travel
@@ -26,7 +28,14 @@ from torch.nn import functional as F
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
 from m2kt.concepts.probing import ProbeReadings, Reading, read_probes
-from m2kt.concepts.readout import KINDS, Kind, ReadingScore, Readout, fit_readout, score_reading
+from m2kt.concepts.readout import (
+    KINDS,
+    Kind,
+    ReadingScore,
+    Readout,
+    fit_readout,
+    score_reading,
+)
 from m2kt.concepts.sets import ConceptSet, Group
 from m2kt.concepts.spec import ConceptSpec
 from m2kt.concepts.split import Split, holdout_split
@@ -39,6 +48,8 @@ from m2kt.models.view import ModelView, NoAttentionError, Pooling, Purpose
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
+    LAYER_EMBEDDINGS_TENSOR,
+    LAYER_STATES_TENSOR,
     MAX_TEXT,
     PROBE_STATES_TENSOR,
     READOUT_BIAS_TENSOR,
@@ -73,6 +84,7 @@ class ExtractionSettings:
     layers: list[int] | None = None
     pooling: Literal["auto", "mean", "last"] = "auto"
     readout: Literal["auto", "centroid", "linear"] = "auto"  # bottleneck only; see concepts.readout
+    keep_layers: bool = False  # carry the concepts at every candidate layer (part L)
     attention: bool = True
     attention_length: int = 16
     clusters: int | None = None
@@ -94,6 +106,11 @@ class ExtractionSettings:
             raise UsageError(f"unknown pooling {self.pooling!r}; choose auto, mean or last")
         if self.readout not in ("auto", *KINDS):
             raise UsageError(f"unknown readout {self.readout!r}; choose auto, centroid or linear")
+        if self.keep_layers and not self.probe_states:
+            raise UsageError(
+                "concepts kept at several layers travel with their probe states",
+                "keep probe states, or drop keep_layers",
+            )
         if self.readout == "linear" and (self.method != "bottleneck" or not self.probe_states):
             raise UsageError(
                 "a linear readout is fitted on the bottleneck method's probe states",
@@ -194,7 +211,15 @@ def extract_packet(
     )
     kinds = _readout_kinds(settings)
     (pooling, layer), scores = _choose_reading(readings, split.train, kinds)
+    stack = _choose_stack(readings, split.train, settings, scores)
+    if stack is not None and stack[0] != pooling:  # parts P and L share one pooling
+        pooling, layer = min(
+            (key for key in scores if key[0] == stack[0]), key=lambda key: scores[key].chosen.loss
+        )
     states = readings.states[(pooling, layer)]
+    kept_layers = sorted(n for p, n in readings.states if p == pooling)
+    if not (settings.keep_layers or stack is not None) or not settings.probe_states:
+        kept_layers = []
 
     # Concepts by the chosen method from extraction probes, a linear readout where it classifies
     # left-out extraction probes better than the centroids, their worth on verification probes.
@@ -208,10 +233,17 @@ def extract_packet(
         )
     scale = head.scale if head is not None else settings.logit_scale
     task_states, task_answers = _read_task_inputs(
-        view, task_texts, (pooling, layer), concepts.embeddings, settings, progress
+        view, task_texts, pooling, [layer, *kept_layers], concepts.embeddings, settings, progress
     )
-    readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
-    worth = measure_worth(states, split, concepts.embeddings, cluster_labels, readout)
+    if stack is not None:
+        readout_states = _side_by_side(readings, pooling, stack[1])
+        readout = _fit_readout(readout_states, split, stack[2], kinds, stack[1])
+    else:
+        readout_states = states
+        readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
+    worth = measure_worth(
+        states, split, concepts.embeddings, cluster_labels, readout, readout_states
+    )
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
     safety: dict[str, float] = {}
@@ -221,10 +253,31 @@ def extract_packet(
 
     # Attention, traces, graph.
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
-    readout_part = None
+    readout_part: dict[str, Any] | None = None
     if readout.weight is not None and readout.bias is not None:
         tensors |= {READOUT_WEIGHT_TENSOR: readout.weight, READOUT_BIAS_TENSOR: readout.bias}
         readout_part = {"kind": readout.kind}
+        if readout.kind == "mixed":
+            readout_part |= {"forms": list(readout.forms), "centroid_scale": readout.centroid_scale}
+        if readout.layers:
+            readout_part["layers"] = list(readout.layers)
+    layers_part = None
+    if kept_layers:
+        # Each concept's centroid and each extraction probe's state (task inputs after a
+        # concept's spec probes, as in part P) at every candidate layer of the chosen pooling.
+        tensors[LAYER_EMBEDDINGS_TENSOR] = torch.stack(
+            [
+                bottleneck.bottleneck(readings.states[(pooling, n)], n, concepts.groups).embeddings
+                for n in kept_layers
+            ]
+        )
+        tensors[LAYER_STATES_TENSOR] = torch.stack(
+            [
+                _probe_rows(readings.states[(pooling, n)], task_states[n], task_answers, concepts)
+                for n in kept_layers
+            ]
+        ).to(torch.float16)
+        layers_part = {"layers": kept_layers, "pooling": pooling}
     attention_part = None
     if readings.attention is not None:
         tensors["attention.patterns"] = torch.stack(
@@ -242,8 +295,8 @@ def extract_packet(
     anchors_part, anchor_inputs = None, 0
     if anchor_set is not None and settings.probe_states:
         anchor_texts = anchor_set.subset(settings.anchor_count, settings.seed)
-        read = _read_at(view, anchor_texts, (pooling, layer), "anchor", settings, progress)
-        tensors[ANCHOR_STATES_TENSOR] = read.to(torch.float16)
+        read = _read_at(view, anchor_texts, pooling, [layer], "anchor", settings, progress)
+        tensors[ANCHOR_STATES_TENSOR] = read[layer].to(torch.float16)
         anchors_part = {
             "set": anchor_set.name,
             "version": anchor_set.version,
@@ -256,11 +309,8 @@ def extract_packet(
         # Each extraction probe's own state (half precision is plenty for fitting a map): the
         # pairs a student fits its alignment layer on.
         # A concept's task inputs follow its spec probes, as in part C.
-        rows = [
-            torch.cat([states[g.probes], task_states[task_answers == k]])
-            for k, g in enumerate(concepts.groups)
-        ]
-        tensors[PROBE_STATES_TENSOR] = torch.cat(rows).to(torch.float16)
+        rows = _probe_rows(states, task_states[layer], task_answers, concepts)
+        tensors[PROBE_STATES_TENSOR] = rows.to(torch.float16)
         probes_part = {"layer": layer, "pooling": pooling, "logit_scale": scale}
     graph = abstraction_graph(concepts, spec)
 
@@ -285,7 +335,7 @@ def extract_packet(
         settings=_settings_record(
             view, spec, settings, candidates, pooling, concepts, readings, notes
         )
-        | _reading_record(scores, readout)
+        | _reading_record(scores, readout, stack)
         | evidence,
         inputs_seen={"teacher": len(texts) + trace_inputs}
         | ({"teacher_anchors": anchor_inputs} if anchor_inputs else {})
@@ -314,6 +364,7 @@ def extract_packet(
         ),
         probes=probes_part,
         readout=readout_part,
+        layers=layers_part,
         anchors=anchors_part,
         graph=graph,
         attention=attention_part,
@@ -366,41 +417,55 @@ def _check_head(
 def _read_task_inputs(
     view: ModelView,
     texts: list[str],
-    reading: Reading,
+    pooling: Pooling,
+    layers: list[int],
     concepts: torch.Tensor,
     settings: ExtractionSettings,
     progress: StageProgress,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's states of the task inputs [T, d] and the concept it answers for each [T]."""
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """The teacher's states of the task inputs at each of `layers` ([T, d] each) and the
+    concept it answers for each [T], by the concepts at `layers[0]`."""
     if not texts:
-        return torch.zeros(0, concepts.shape[1]), torch.zeros(0, dtype=torch.long)
-    states = _read_at(view, texts, reading, "task", settings, progress)
-    answers = (F.normalize(states.float(), dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)
+        empty = torch.zeros(0, concepts.shape[1])
+        return {n: empty for n in layers}, torch.zeros(0, dtype=torch.long)
+    states = _read_at(view, texts, pooling, layers, "task", settings, progress)
+    first = states[layers[0]].float()
+    answers = (F.normalize(first, dim=-1) @ F.normalize(concepts, dim=-1).T).argmax(-1)
     return states, answers
 
 
 def _read_at(
     view: ModelView,
     texts: list[str],
-    reading: Reading,
+    pooling: Pooling,
+    layers: list[int],
     purpose: Purpose,
     settings: ExtractionSettings,
     progress: StageProgress,
-) -> torch.Tensor:
-    """States [N, d] of texts beyond the spec (anchors, task inputs) at the concepts' reading,
-    cut at the context, counted under `purpose`."""
-    pooling, layer = reading
+) -> dict[int, torch.Tensor]:
+    """States [N, d] of texts beyond the spec (anchors, task inputs) at `layers` with the
+    concepts' pooling, cut at the context, counted under `purpose`."""
     with view.reading(purpose):
         read = read_probes(
             view,
             texts,
-            [layer],
+            sorted(set(layers)),
             poolings=[pooling],
             batch_size=settings.batch_size,
             truncate=True,
             progress=lambda d, t: progress(f"read {purpose} texts", d, t),
         )
-    return read.states[reading]
+    return {n: read.states[(pooling, n)] for n in layers}
+
+
+def _probe_rows(
+    states: torch.Tensor, task: torch.Tensor, answers: torch.Tensor, concepts: ConceptSet
+) -> torch.Tensor:
+    """Part P's rows from one layer's states: each concept's extraction probes, then the task
+    inputs the teacher answered it for."""
+    return torch.cat(
+        [torch.cat([states[g.probes], task[answers == k]]) for k, g in enumerate(concepts.groups)]
+    )
 
 
 def default_layers(view: ModelView, count: int = 5) -> list[int]:
@@ -448,13 +513,15 @@ def _readout_kinds(settings: ExtractionSettings) -> tuple[Kind, ...]:
 def _choose_reading(
     readings: ProbeReadings, train: list[Group], kinds: tuple[Kind, ...]
 ) -> tuple[Reading, dict[Reading, ReadingScore]]:
-    """The candidate (pooling, layer) whose readout classifies left-out extraction probes best,
-    with every candidate's cross-validated scores (`m2kt.concepts.readout`).
+    """The candidate (pooling, layer) whose readout classifies left-out extraction probes best
+    (the lowest calibrated loss, `m2kt.concepts.readout.ReadingScore`), with every candidate's
+    cross-validated scores.
 
-    Cross-validated accuracy tracks what held-out probes see; the leave-one-out consistency of
-    centroids chosen before could prefer a layer where one vector a concept looks tidy but a
-    linear probe finds more. Equal accuracies are told apart by the mean margin. Verification
-    probes take no part, so the worth measured on them stays an honest estimate.
+    The left-out loss tracks what held-out probes see: the leave-one-out consistency of
+    centroids chosen first could prefer a layer where one vector a concept looks tidy but a
+    linear probe finds more, and left-out accuracy, chosen next, moves in steps of a probe and
+    ties at several layers. Verification probes take no part, so the worth measured on them
+    stays an honest estimate.
     """
     candidates = list(readings.states)
     if len(train) < 2 or not any(len(g.probes) > 1 for g in train):
@@ -465,24 +532,69 @@ def _choose_reading(
         key: score_reading(states[index], labels, len(train), kinds)
         for key, states in readings.states.items()
     }
-    best = max(
-        candidates, key=lambda key: (scores[key].best, scores[key].margin, -candidates.index(key))
-    )
+    best = min(candidates, key=lambda key: (scores[key].chosen.loss, candidates.index(key)))
     return best, scores
 
 
+Stack = tuple[Pooling, tuple[int, ...], ReadingScore]  # a linear readout over layers side by side
+
+
+def _choose_stack(
+    readings: ProbeReadings,
+    train: list[Group],
+    settings: ExtractionSettings,
+    scores: dict[Reading, ReadingScore],
+) -> Stack | None:
+    """A linear readout over every candidate layer of one pooling, side by side, where it
+    classifies left-out extraction probes strictly better than any one reading: a concept set
+    no single layer holds well (l1's arithmetic operations) may still be told apart by several
+    together. Judged like one reading (its calibrated left-out loss) and taken only where
+    strictly lower than every one reading's. Only with `readout="auto"` and 2+ layers."""
+    if settings.readout != "auto" or not scores:
+        return None
+    if settings.method != "bottleneck" or not settings.probe_states:
+        return None
+    index = torch.tensor([i for g in train for i in g.probes])
+    labels = torch.tensor([k for k, g in enumerate(train) for _ in g.probes])
+    best: Stack | None = None
+    for pooling in dict.fromkeys(p for p, _ in readings.states):
+        layers = tuple(sorted(n for p, n in readings.states if p == pooling))
+        if len(layers) < 2:
+            continue
+        side = _side_by_side(readings, pooling, layers)[index]
+        score = score_reading(side, labels, len(train), ("linear",))
+        if best is None or score.linear.loss < best[2].linear.loss:
+            best = (pooling, layers, score)
+    floor = min(s.chosen.loss for s in scores.values())
+    return best if best is not None and best[2].linear.loss < floor else None
+
+
+def _side_by_side(readings: ProbeReadings, pooling: Pooling, layers: Sequence[int]) -> torch.Tensor:
+    """[N, len(layers) · d]: every probe's states at `layers`, concatenated in that order."""
+    return torch.cat([readings.states[(pooling, n)] for n in layers], dim=-1)
+
+
 def _fit_readout(
-    states: torch.Tensor, split: Split, score: ReadingScore | None, kinds: tuple[Kind, ...]
+    states: torch.Tensor,
+    split: Split,
+    score: ReadingScore | None,
+    kinds: tuple[Kind, ...],
+    layers: tuple[int, ...] = (),
 ) -> Readout:
     """The chosen reading's readout, fitted on every extraction probe, its logits scaled by the
-    calibration found in cross-validation."""
+    calibration found in cross-validation; a mixed one keeps each concept's form."""
     kind = score.kind if score is not None else kinds[0]
     if kind == "centroid":
         return Readout("centroid")
     index = torch.tensor([i for g in split.train for i in g.probes])
     labels = torch.tensor([k for k, g in enumerate(split.train) for _ in g.probes])
-    temperature = score.temperature if score is not None else 1.0
-    return fit_readout(kind, states[index], labels, len(split.train), temperature)
+    temperature = score.linear.temperature if score is not None else 1.0
+    linear = fit_readout("linear", states[index], labels, len(split.train), temperature)
+    if kind == "linear" or score is None:
+        return replace(linear, layers=layers)
+    return replace(
+        linear, kind="mixed", forms=score.forms, centroid_scale=score.centroid.temperature
+    )
 
 
 def _extract_concepts(
@@ -617,12 +729,25 @@ def _settings_record(
     return record
 
 
-def _reading_record(scores: dict[Reading, ReadingScore], readout: Readout) -> dict[str, Any]:
-    """Every candidate reading's cross-validated score, so `m2kt inspect` can show runners-up."""
+def _reading_record(
+    scores: dict[Reading, ReadingScore], readout: Readout, stack: Stack | None
+) -> dict[str, Any]:
+    """Every candidate reading's cross-validated score (a readout over several layers written
+    `pooling@a+b+c`), so `m2kt inspect` can show runners-up."""
+    record: dict[str, Any] = {"readout": readout.kind}
+    if readout.layers:
+        record["readout_layers"] = list(readout.layers)
+    if readout.kind == "mixed":
+        record["linear_concepts"] = sum(form == "linear" for form in readout.forms)
     if not scores:
-        return {"readout": readout.kind}
-    return {
-        "readout": readout.kind,
-        "candidate_readings": [f"{pooling}@{layer}" for pooling, layer in scores],
-        "reading_scores": [round(score.best, 6) for score in scores.values()],
+        return record
+    names = [f"{p}@{layer}" for p, layer in scores]
+    fits = [score.chosen for score in scores.values()]
+    if stack is not None:
+        names.append(f"{stack[0]}@{'+'.join(map(str, stack[1]))}")
+        fits.append(stack[2].linear)
+    return record | {
+        "candidate_readings": names,
+        "reading_scores": [round(fit.accuracy, 6) for fit in fits],
+        "reading_losses": [round(fit.loss, 6) for fit in fits],
     }

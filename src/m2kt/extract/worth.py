@@ -40,18 +40,22 @@ def measure_worth(
     train_embeddings: torch.Tensor,
     cluster_labels: list[int] | None = None,
     readout: Readout | None = None,
+    readout_states: torch.Tensor | None = None,
 ) -> Worth | None:
     """Held-out accuracy of `train_embeddings` [K', d] and of the linear-probe ceiling.
 
     `cluster_labels` maps each of K' discovered concepts to the spec concept most of its
     extraction probes belong to (clustering); without it, row k is spec concept k. `readout`
-    (default: the centroids) is how the packet classifies a state.
+    (default: the centroids) is how the packet classifies a state, reading `readout_states`
+    (default `states`; a readout over several layers reads them side by side). The ceiling
+    is a linear probe on `states`, the packet's own layer.
     """
     if not split.heldout or len(split.train) < 2:
         return None
     held = states[split.heldout]
     truth = torch.tensor(split.heldout_labels)
-    predicted = (readout or Readout("centroid")).scores(held, train_embeddings).argmax(1)
+    read = held if readout_states is None else readout_states[split.heldout]
+    predicted = (readout or Readout("centroid")).scores(read, train_embeddings).argmax(1)
     if cluster_labels is not None:
         predicted = torch.as_tensor(cluster_labels)[predicted]
     index = [i for g in split.train for i in g.probes]

@@ -26,7 +26,7 @@ from m2kt.errors import UsageError
 from m2kt.ingest.loss import Targets, concept_probabilities
 from m2kt.ingest.prior import NamePrior, blend_with_names
 from m2kt.models.view import ModelView, Pooling, Purpose
-from m2kt.packet import Packet, anchor_states, concept_probes
+from m2kt.packet import Packet, anchor_states, concept_layers, concept_probes
 from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
 from m2kt.progress import Progress
 
@@ -177,8 +177,10 @@ def read_student(
 def _teacher_probabilities(
     packet: Packet, states: torch.Tensor | None, concepts: torch.Tensor, scale: float
 ) -> torch.Tensor | None:
-    """The teacher's concept distribution on its carried states [N, d_T]: the softmax of part
-    D's linear logits where the packet has a readout, else of scaled cosines with the concepts.
+    """The teacher's concept distribution on its carried states [N, d_T], part P's rows first:
+    the softmax of part D's scores where the packet has a readout, else of scaled cosines with
+    the concepts. A readout over several layers reads part P's rows from part L, side by side;
+    the other rows (traces, one layer each) fall back to the cosines.
 
     A trace state read at another layer than the concepts' is scored the same way; the readout,
     like the cosine, is only a guide there.
@@ -188,7 +190,16 @@ def _teacher_probabilities(
     readout = packet_readout(packet)
     if readout.kind == "centroid":
         return concept_probabilities(states, concepts, scale)
-    return torch.softmax(readout.scores(states, concepts), dim=-1)
+    layered = concept_layers(packet)
+    if not readout.layers or layered is None:
+        return torch.softmax(readout.scores(states, concepts), dim=-1)
+    probes = layered.side_by_side(readout.layers)
+    return torch.cat(
+        [
+            torch.softmax(readout.scores(probes, concepts), dim=-1),
+            concept_probabilities(states[len(probes) :], concepts, scale),
+        ]
+    )
 
 
 def _read_by_purpose(

@@ -12,6 +12,7 @@ from m2kt.packet.manifest import (
     Graph,
     GraphEdge,
     GraphNode,
+    Layers,
     Manifest,
     ModelRef,
     Patch,
@@ -23,9 +24,12 @@ from m2kt.packet.manifest import (
 from m2kt.packet.packet import Packet, load_packet, make_provenance, read_packet, verify_packet
 from m2kt.packet.probes import (
     ConceptProbes,
+    LayerConcepts,
     anchor_states,
+    concept_layers,
     concept_probes,
     concept_readout,
+    kept_concept_parts,
     text_states,
 )
 from m2kt.packet.signing import (
@@ -45,6 +49,8 @@ __all__ = [
     "Graph",
     "GraphEdge",
     "GraphNode",
+    "LayerConcepts",
+    "Layers",
     "Limits",
     "Manifest",
     "ModelRef",
@@ -57,9 +63,11 @@ __all__ = [
     "Trace",
     "fingerprint_of_public_key",
     "anchor_states",
+    "concept_layers",
     "concept_probes",
     "concept_readout",
     "generate_keypair",
+    "kept_concept_parts",
     "load_packet",
     "make_provenance",
     "read_packet",

@@ -2,7 +2,8 @@
 
 The manifest is the JSON half of a packet: it names every tensor with its dtype and shape and
 describes the parts C (concepts, with their extraction and verification probes), P (the
-teacher's states of the extraction probes), D (a linear concept readout), G (abstraction graph),
+teacher's states of the extraction probes), D (a linear concept readout), L (the concepts and
+probe states at several layers), G (abstraction graph),
 A (attention), R (reasoning traces), M (provenance) and, for model patches, the patch payload.
 Models are strict: unknown fields, wrong types and inconsistent cross-references are refused, so
 that a packet means one thing.
@@ -29,12 +30,24 @@ JSONScalar = str | int | float | bool
 Settings = dict[Annotated[str, Field(max_length=128)], JSONScalar | list[JSONScalar]]
 
 # the optional parts
-PARTS = ("concepts", "probes", "readout", "anchors", "graph", "attention", "traces", "patch")
+PARTS = (
+    "concepts",
+    "probes",
+    "readout",
+    "layers",
+    "anchors",
+    "graph",
+    "attention",
+    "traces",
+    "patch",
+)
 CONCEPTS_TENSOR = "concepts.embeddings"
 PROBE_STATES_TENSOR = "probes.states"
 ANCHOR_STATES_TENSOR = "anchors.states"
 READOUT_WEIGHT_TENSOR = "readout.weight"
 READOUT_BIAS_TENSOR = "readout.bias"
+LAYER_EMBEDDINGS_TENSOR = "layers.embeddings"
+LAYER_STATES_TENSOR = "layers.states"
 ATTENTION_TENSOR = "attention.patterns"
 TRACE_PREFIX = "traces."
 PATCH_PREFIX = "patch."
@@ -102,13 +115,33 @@ class Probes(_Strict):
 
 
 class Readout(_Strict):
-    """Part D: the concepts' linear readout, `readout.weight` [K, d_T] and `readout.bias` [K].
+    """Part D: the concepts' readout, `readout.weight` [K, d_T · n] and `readout.bias` [K].
 
-    The teacher's concept logits of a state read like part P's are state · weightᵀ + bias; a
-    packet without part D classifies by the nearest concept embedding (centred cosine).
+    `linear`: the teacher's concept logits of a state read like part P's are
+    state · weightᵀ + bias. `mixed`: each concept in its own form, `forms[k]`; concept k's
+    score is its log-probability under the linear logits' softmax where its form is `linear`,
+    under softmax(`centroid_scale` · centred cosine with the embeddings) where it is `centroid`.
+    `layers` (a linear readout only): the weight reads the states of these layers, concatenated
+    in this order (n of them, each carried by part L); absent, part P's layer alone (n = 1).
+    A packet without part D classifies by the nearest concept embedding (centred cosine).
     """
 
-    kind: Literal["linear"]
+    kind: Literal["linear", "mixed"]
+    forms: list[Literal["centroid", "linear"]] | None = Field(default=None, max_length=1_000_000)
+    centroid_scale: float | None = Field(default=None, gt=0.0, lt=1e4)
+    layers: list[int] | None = Field(default=None, min_length=2, max_length=1024)
+
+
+class Layers(_Strict):
+    """Part L: the concepts kept at several layers, read with one pooling.
+
+    `layers.embeddings` [len(layers), K, d_T]: each concept's centroid at each layer;
+    `layers.states` [len(layers), P, d_T]: each extraction probe's state at each layer, rows as
+    in part P. Part C's embeddings and part P stay those of the packet's own layer.
+    """
+
+    layers: list[int] = Field(min_length=1, max_length=1024)
+    pooling: Literal["mean", "last"]
 
 
 class Anchors(_Strict):
@@ -219,6 +252,7 @@ class Manifest(_Strict):
     concepts: list[Concept] | None = Field(default=None, max_length=1_000_000)
     probes: Probes | None = None
     readout: Readout | None = None
+    layers: Layers | None = None
     anchors: Anchors | None = None
     graph: Graph | None = None
     attention: Attention | None = None
@@ -241,6 +275,8 @@ class Manifest(_Strict):
             names.add(PROBE_STATES_TENSOR)
         if self.readout is not None:
             names.update((READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR))
+        if self.layers is not None:
+            names.update((LAYER_EMBEDDINGS_TENSOR, LAYER_STATES_TENSOR))
         if self.anchors is not None:
             names.add(ANCHOR_STATES_TENSOR)
         if self.attention is not None:
@@ -261,11 +297,11 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
     if m.kind == "patch":
         if m.patch is None:
             problems.append("a patch packet needs a `patch` part")
-        knowledge = (m.concepts, m.probes, m.readout, m.anchors, m.attention, m.traces)
+        knowledge = (m.concepts, m.probes, m.readout, m.layers, m.anchors, m.attention, m.traces)
         if any(p is not None for p in knowledge):
             problems.append(
-                "a patch packet must not carry concepts, probes, a readout, anchors, attention "
-                "or traces"
+                "a patch packet must not carry concepts, probes, a readout, layers, anchors, "
+                "attention or traces"
             )
     elif m.patch is not None:
         problems.append("a knowledge packet must not carry a `patch` part")
@@ -308,15 +344,10 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
             shape = m.tensors[PROBE_STATES_TENSOR].shape
             if len(shape) != 2 or shape[0] != rows or (width and shape[1] != width):
                 problems.append(f"{PROBE_STATES_TENSOR} must have shape [{rows}, {width}]")
+    if m.layers is not None:
+        problems.extend(_layers_problems(m, width))
     if m.readout is not None:
-        weight = m.tensors[READOUT_WEIGHT_TENSOR].shape
-        bias = m.tensors[READOUT_BIAS_TENSOR].shape
-        if m.concepts is None or m.probes is None:
-            problems.append("a readout needs the concepts and probes parts (its layer and pooling)")
-        elif len(weight) != 2 or weight[0] != len(m.concepts) or (width and weight[1] != width):
-            problems.append(f"{READOUT_WEIGHT_TENSOR} must have shape [{len(m.concepts)}, {width}]")
-        elif bias != [len(m.concepts)]:
-            problems.append(f"{READOUT_BIAS_TENSOR} must have shape [{len(m.concepts)}]")
+        problems.extend(_readout_problems(m, width))
     if m.anchors is not None:
         shape = m.tensors[ANCHOR_STATES_TENSOR].shape
         if m.probes is None:
@@ -355,6 +386,56 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
         classes = m.patch.task_classes + m.patch.aux_classes
         if len(set(classes)) != len(classes):
             problems.append("patch class names (task and auxiliary) must be unique")
+    return problems
+
+
+def _layers_problems(m: Manifest, width: int | None) -> list[str]:
+    assert m.layers is not None
+    if m.concepts is None or m.probes is None:
+        return ["concepts at several layers need the concepts and probes parts"]
+    problems = []
+    if len(set(m.layers.layers)) != len(m.layers.layers):
+        problems.append("part L's layers are not unique")
+    count, rows = len(m.layers.layers), sum(len(c.probes) for c in m.concepts)
+    want = [count, len(m.concepts), width]
+    if m.tensors[LAYER_EMBEDDINGS_TENSOR].shape != want:
+        problems.append(f"{LAYER_EMBEDDINGS_TENSOR} must have shape {want}")
+    if m.tensors[LAYER_STATES_TENSOR].shape != [count, rows, width]:
+        problems.append(f"{LAYER_STATES_TENSOR} must have shape {[count, rows, width]}")
+    return problems
+
+
+def _readout_problems(m: Manifest, width: int | None) -> list[str]:
+    """Part D against parts C, P and L: its kind's fields, its layers, its tensors' shapes."""
+    part = m.readout
+    assert part is not None
+    if m.concepts is None or m.probes is None:
+        return ["a readout needs the concepts and probes parts (its layer and pooling)"]
+    problems = []
+    concepts = len(m.concepts)
+    if part.kind == "mixed":
+        if part.forms is None or len(part.forms) != concepts or part.centroid_scale is None:
+            problems.append(f"a mixed readout needs {concepts} forms and a centroid_scale")
+        if part.layers is not None:
+            problems.append("a mixed readout reads one layer; only a linear one has layers")
+    elif part.forms is not None or part.centroid_scale is not None:
+        problems.append("forms and centroid_scale belong to a mixed readout")
+    count = 1
+    if part.layers is not None:
+        count = len(part.layers)
+        kept = m.layers.layers if m.layers is not None else []
+        missing = [n for n in part.layers if n not in kept]
+        if len(set(part.layers)) != count or missing:
+            problems.append(
+                f"the readout's layers must be distinct and carried by part L (missing {missing})"
+            )
+        if m.layers is not None and m.layers.pooling != m.probes.pooling:
+            problems.append("part L must be read with part P's pooling for a readout over layers")
+    weight = m.tensors[READOUT_WEIGHT_TENSOR].shape
+    if width is None or weight != [concepts, width * count]:
+        problems.append(f"{READOUT_WEIGHT_TENSOR} must have shape [{concepts}, {width} × {count}]")
+    elif m.tensors[READOUT_BIAS_TENSOR].shape != [concepts]:
+        problems.append(f"{READOUT_BIAS_TENSOR} must have shape [{concepts}]")
     return problems
 
 

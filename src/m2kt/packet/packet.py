@@ -139,6 +139,14 @@ def decode_manifest(data: bytes) -> Manifest:
             if type(version) is int and version == 1
             else "",
         )
+    unknown = sorted(set(raw) - set(Manifest.model_fields))
+    if unknown:
+        raise SchemaError(
+            f"manifest.json has parts this m2kt {__version__} does not know: "
+            f"{', '.join(map(repr, unknown[:5]))}",
+            "the packet was written by a later m2kt: update m2kt to read it, or have it "
+            "written without those parts (docs/packet-format.md §8)",
+        )
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:

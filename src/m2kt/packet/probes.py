@@ -3,19 +3,24 @@
 Every reader of a packet's probes (ingestion, the safety audit, merging) goes through
 `concept_probes`: which texts each concept was extracted from, the teacher's state of each
 (part P), and which texts were held out for verification; `anchor_states` reads part N, and
-`text_states` both, for whoever pairs texts across models; `concept_readout` reads part D.
+`text_states` both, for whoever pairs texts across models; `concept_readout` reads part D and
+`concept_layers` part L.
 Before format version 2 the states travelled as one-step traces named `probe{i}` that each
 reader recognised by its own rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
+    LAYER_EMBEDDINGS_TENSOR,
+    LAYER_STATES_TENSOR,
     PROBE_STATES_TENSOR,
     READOUT_BIAS_TENSOR,
     READOUT_WEIGHT_TENSOR,
@@ -104,6 +109,56 @@ def concept_readout(packet: Packet) -> tuple[torch.Tensor, torch.Tensor] | None:
         packet.tensors[READOUT_WEIGHT_TENSOR].float(),
         packet.tensors[READOUT_BIAS_TENSOR].float(),
     )
+
+
+@dataclass(frozen=True)
+class LayerConcepts:
+    """Part L: the concepts and extraction probes' states at several layers (float32)."""
+
+    layers: list[int]
+    pooling: str
+    embeddings: torch.Tensor  # [L, K, d_T]
+    states: torch.Tensor  # [L, P, d_T], rows as part P's
+
+    def side_by_side(self, layers: Sequence[int]) -> torch.Tensor:
+        """[P, len(layers) · d_T]: each probe's states at `layers`, concatenated in that order
+        (what a readout over several layers reads)."""
+        return torch.cat([self.states[self.layers.index(n)] for n in layers], dim=-1)
+
+
+def concept_layers(packet: Packet) -> LayerConcepts | None:
+    """Part L, or None for a packet that keeps its concepts at one layer."""
+    part = packet.manifest.layers
+    if part is None:
+        return None
+    return LayerConcepts(
+        list(part.layers),
+        part.pooling,
+        packet.tensors[LAYER_EMBEDDINGS_TENSOR].float(),
+        packet.tensors[LAYER_STATES_TENSOR].float(),
+    )
+
+
+def kept_concept_parts(
+    packet: Packet, keep: Sequence[int]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Parts D and L restricted to the concepts `keep` (indices in part C's order): their
+    tensors, and the parts as a writer that drops the other concepts passes them on."""
+    m = packet.manifest
+    index = torch.tensor(list(keep), dtype=torch.long)
+    tensors: dict[str, torch.Tensor] = {}
+    parts: dict[str, Any] = {}
+    if m.readout is not None:
+        for name in (READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR):
+            tensors[name] = packet.tensors[name][index]
+        forms = [m.readout.forms[k] for k in keep] if m.readout.forms else None
+        parts["readout"] = m.readout.model_copy(update={"forms": forms})
+    if m.layers is not None:
+        rows = torch.isin(concept_probes(packet).labels, index).nonzero().flatten()
+        tensors[LAYER_EMBEDDINGS_TENSOR] = packet.tensors[LAYER_EMBEDDINGS_TENSOR][:, index]
+        tensors[LAYER_STATES_TENSOR] = packet.tensors[LAYER_STATES_TENSOR][:, rows]
+        parts["layers"] = m.layers
+    return tensors, parts
 
 
 def anchor_states(packet: Packet) -> tuple[list[str], torch.Tensor] | None:

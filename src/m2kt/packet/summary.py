@@ -28,7 +28,10 @@ def summarize(packet: Packet) -> dict[str, Any]:
         else m.probes.model_dump(mode="json", exclude_none=True)
         | {"states": sum(len(c.probes) for c in m.concepts or [])},
         "verification_probes": sum(len(c.verification) for c in m.concepts or []),
-        "readout": None if m.readout is None else m.readout.model_dump(mode="json"),
+        "readout": None
+        if m.readout is None
+        else m.readout.model_dump(mode="json", exclude_none=True),
+        "layers": None if m.layers is None else m.layers.model_dump(mode="json"),
         "anchors": None
         if m.anchors is None
         else m.anchors.model_dump(mode="json", exclude={"texts"}) | {"texts": len(m.anchors.texts)},
@@ -99,21 +102,53 @@ def worth_lines(packet: Packet) -> list[str]:
 
 
 def reading_lines(packet: Packet, runners_up: int = 3) -> list[str]:
-    """The layer and pooling extraction chose, with the runner-up readings and their scores.
+    """The layer and pooling extraction chose, with the runner-up readings and their scores,
+    and the layers part L keeps the concepts at.
 
-    The scores are cross-validated accuracies on the extraction probes alone (settings
-    `candidate_readings` and `reading_scores`), the criterion the choice was made on.
+    The figures are cross-validated on the extraction probes alone (settings
+    `candidate_readings`, `reading_scores`: accuracy, `reading_losses`: the calibrated loss
+    the choice was made on, lowest first); a readout over several layers is the reading
+    `pooling@a+b+c`.
     """
-    settings = packet.manifest.provenance.settings
+    m = packet.manifest
+    settings = m.provenance.settings
+    kept = []
+    if m.layers is not None:
+        kept = [
+            f"concepts kept at layers {', '.join(map(str, m.layers.layers))} "
+            f"({m.layers.pooling} pooling, part L)"
+        ]
     readings, scores = settings.get("candidate_readings"), settings.get("reading_scores")
     if not isinstance(readings, list) or not isinstance(scores, list) or not readings:
-        return []
-    ranked = sorted(zip(readings, scores, strict=True), key=lambda pair: -float(pair[1]))
-    chosen = f"{settings.get('pooling')}@{settings.get('layer')}"
-    shown = [f"{r} {100 * float(v):.1f}%" for r, v in ranked if r != chosen][:runners_up]
-    own = dict(ranked).get(chosen)
-    readout = packet.manifest.readout.kind if packet.manifest.readout else "centroid"
-    head = f"reading {chosen}, {readout} readout"
-    if own is not None:
-        head += f" (cross-validated on extraction probes {100 * float(own):.1f}%)"
-    return [head + (f"; runners-up: {', '.join(shown)}" if shown else "")]
+        return kept
+    losses = settings.get("reading_losses")
+    if not isinstance(losses, list) or len(losses) != len(readings):
+        losses = [-float(v) for v in scores]  # before the loss was recorded: by accuracy
+    figures = {
+        str(r): (float(v), float(loss)) for r, v, loss in zip(readings, scores, losses, strict=True)
+    }
+    ranked = sorted(figures, key=lambda r: figures[r][1])
+
+    def shown(reading: str) -> str:
+        accuracy, loss = figures[reading]
+        text = f"{reading} {100 * accuracy:.1f}%"
+        return text + (f" (loss {loss:.3f})" if loss >= 0 else "")
+
+    readout = m.readout
+    layers = readout.layers if readout is not None and readout.layers else None
+    chosen = f"{settings.get('pooling')}@"
+    chosen += "+".join(map(str, layers)) if layers else str(settings.get("layer"))
+    if readout is None:
+        kind = "centroid readout"
+    elif readout.kind == "mixed":
+        linear = sum(form == "linear" for form in readout.forms or [])
+        kind = f"mixed readout ({linear} of {len(readout.forms or [])} concepts linear)"
+    else:
+        kind = "linear readout" + (" over its layers side by side" if layers else "")
+    head = f"reading {chosen}, {kind}"
+    if chosen in figures:
+        accuracy, loss = figures[chosen]
+        head += f" (cross-validated on extraction probes: {100 * accuracy:.1f}%"
+        head += f", loss {loss:.3f})" if loss >= 0 else ")"
+    others = [shown(r) for r in ranked if r != chosen][:runners_up]
+    return [head + (f"; runners-up: {', '.join(others)}" if others else ""), *kept]

@@ -28,11 +28,9 @@ from m2kt.packet.manifest import (
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
     PROBE_STATES_TENSOR,
-    READOUT_BIAS_TENSOR,
-    READOUT_WEIGHT_TENSOR,
     TRACE_PREFIX,
 )
-from m2kt.packet.probes import concept_probes
+from m2kt.packet.probes import concept_probes, kept_concept_parts
 from m2kt.safety.screen import SafetyScreen
 
 CONSISTENCY_MARGIN = 0.1
@@ -189,9 +187,8 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
         tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     if ANCHOR_STATES_TENSOR in packet.tensors:
         tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
-    for name in (READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR):
-        if name in packet.tensors:  # a linear readout restricted to the kept concepts
-            tensors[name] = packet.tensors[name][index]
+    kept_tensors, kept_parts = kept_concept_parts(packet, keep)  # parts D and L
+    tensors |= kept_tensors
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes and t.id not in trace_ids]
     for trace in traces:
         tensors[TRACE_PREFIX + trace.id] = packet.tensors[TRACE_PREFIX + trace.id]
@@ -205,6 +202,7 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
         concepts=[m.concepts[k] for k in keep],
         graph=graph,
         traces=traces or None,
+        **kept_parts,
     )
 
 

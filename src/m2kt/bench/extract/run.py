@@ -16,7 +16,9 @@ probes. Per run:
 Beside them, how many probes a concept needs: the frozen family extracted from n probes a
 concept (a seeded subset of its 8), judged on the same held-out sentences (`probe_curve`).
 
-The benchmark skips what concept accuracy does not read (anchors, attention, the safety audit).
+The benchmark skips what concept accuracy does not read (anchors, attention, the safety audit),
+and keeps every pooled state it reads in `<out>/states` (`m2kt.models.state_cache`): the
+per-layer packets and a second run read no probe twice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from m2kt.concepts.spec import ConceptSpec, load_spec
 from m2kt.errors import M2KTError
 from m2kt.extract.pipeline import ExtractionSettings, Method, default_layers, extract_packet
 from m2kt.models.load import load_model
+from m2kt.models.state_cache import StateCache
 from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet, concept_probes, read_packet
 
@@ -83,6 +86,7 @@ def run_extract_bench(
     runs: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []
     skipped: list[str] = []
+    cache = StateCache(out_dir / "states")
     for teacher in plan.teachers:
         try:
             view = load_model(teacher)
@@ -90,6 +94,7 @@ def run_extract_bench(
             skipped.append(f"{teacher}: {exc.message}")
             log(f"skip {teacher}: {exc.message}")
             continue
+        view.state_cache = cache
         for name, (spec, heldout) in specs.items():
             for method in plan.methods:
                 for seed in plan.seeds:
@@ -105,6 +110,7 @@ def run_extract_bench(
                     curve += [
                         _fewer(view, teacher, name, spec, heldout, count, s) for s in plan.seeds
                     ]
+        cache.flush()
     result = {
         "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()},
         "runs": runs,
@@ -162,6 +168,7 @@ def _one(
         "layer": packet.manifest.probes.layer if packet.manifest.probes else None,
         "pooling": packet.manifest.probes.pooling if packet.manifest.probes else None,
         "readout": packet.manifest.readout.kind if packet.manifest.readout else "centroid",
+        "readout_layers": packet.manifest.readout.layers if packet.manifest.readout else None,
     }
     if plan.best_layer:
         per_layer = {}
@@ -248,9 +255,14 @@ def judge(
         [max(set(v), key=lambda k: (v.count(k), -k)) if v else -1 for v in votes]
     )
     pooling: Pooling = "last" if part.pooling == "last" else "mean"
-    read = read_probes(view, texts, [part.layer], poolings=[pooling])
+    layers = (packet.manifest.readout.layers if packet.manifest.readout else None) or []
+    read = read_probes(view, texts, sorted({part.layer, *layers}), poolings=[pooling])
     states = read.states[(pooling, part.layer)]
-    predicted = stands_for[packet_scores(packet, states).argmax(1)]
+    if layers:  # a readout over several layers reads their states side by side
+        scores = packet_scores(packet, torch.cat([read.states[(pooling, n)] for n in layers], 1))
+    else:
+        scores = packet_scores(packet, states)
+    predicted = stands_for[scores.argmax(1)]
     labelled = [n for n, t in enumerate(probes.texts) if t in concept_of]
     labels = torch.tensor([concept_of[probes.texts[n]] for n in labelled])
     classes = len(spec.concepts)
@@ -285,10 +297,18 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["pooling"] = [r["pooling"] for r in rows]
         entry["best_layer"] = [r.get("best_layer") for r in rows]
         entry["readout"] = [r["readout"] for r in rows]
+        entry["readout_layers"] = [r.get("readout_layers") for r in rows]
         entry["family"] = rows[0]["family"]
         entry["seeds"] = len(rows)
         summary.append(entry)
     return summary
+
+
+def _reading(entry: dict[str, Any], seed: int) -> str:
+    """One seed's reading: `pooling@layer`, or `pooling@a+b+c` for a readout over layers."""
+    layers = (entry.get("readout_layers") or [None] * len(entry["layer"]))[seed]
+    shown = "+".join(map(str, layers)) if layers else entry["layer"][seed]
+    return f"{entry['pooling'][seed]}@{shown}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -311,7 +331,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {s['teacher']} | {spec} | {s['method']} | {pct(s['concept_accuracy'])} "
             f"| {pct(s['linear_probe_accuracy'])} | {pct(s['chance'])} "
-            f"| {', '.join(f'{p}@{n}' for p, n in zip(s['pooling'], s['layer'], strict=True))} "
+            f"| {', '.join(_reading(s, i) for i in range(len(s['layer'])))} "
             f"| {best} | {pct(s.get('best_layer_accuracy'))} | {fixed} "
             f"| {', '.join(sorted(set(s['readout'])))} |"
         )
