@@ -69,6 +69,11 @@ def test_full_fine_tuning_tunes_every_weight_and_feeds_the_benchmark(tmp_path: P
     assert rows[short]["transfer"]["fit_length"] == 16
     # 16 tokens cost less than 256 in FLOPs, with the weak model's pass added
     assert rows[short]["flops"] < rows["strong + patch (full teacher)"]["flops"]
+    # its passes timed before and after the slice of fine-tuning; its time is their mean
+    first, second = rows[short]["passes_seconds"], rows[short]["passes_seconds_again"]
+    assert rows[short]["seconds"] == pytest.approx(
+        (first + second) / 2 + rows[short]["step_seconds"]
+    )
     timed = rows[short]["strong_full_ft_timed"]
     assert timed["seconds"] == pytest.approx(
         2 * timed["seconds_per_step"] + 3 * timed["seconds_per_validation"]

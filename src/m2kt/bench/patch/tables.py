@@ -65,7 +65,13 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if "share_of_full_ft_gain" in seeds[0][method]:
             gains = [s[method]["share_of_full_ft_gain"] for s in seeds]
             out[method]["full_gap_closed_mean"] = statistics.fmean(gains)
-        for key in ("flops", "strong_full_ft_estimate", "strong_full_ft_timed"):
+        for key in (
+            "flops",
+            "strong_full_ft_estimate",
+            "strong_full_ft_timed",
+            "passes_seconds",
+            "passes_seconds_again",
+        ):
             if key in seeds[0][method]:
                 out[method][key] = seeds[0][method][key]
     patched = [s["strong + patch"] for s in seeds]
@@ -141,12 +147,14 @@ def _full_fine_tuning_line(
     if timed:  # short passes and a slice of the strong model's fine-tuning, back to back
         t = next(iter(timed.values()))["strong_full_ft_timed"]
         ratios = "; ".join(
-            f"{m}: {t['seconds'] / s['seconds_mean']:.1f}×" for m, s in timed.items()
+            f"{m}: {t['seconds'] / r['seconds_mean']:.1f}× (its forward passes "
+            f"{r['passes_seconds']:.0f} s before, {r['passes_seconds_again']:.0f} s after)"
+            for m, r in timed.items()
         )
         line += (
             f" Timed back to back in this run (the short passes, then {t['steps_timed']:.0f} "
             f"steps and a validation pass of the strong model's full fine-tuning, scaled to the "
-            f"whole run: {t['seconds']:.0f} s; the strong model's first short pass again after it: "
-            f"{t['short_pass_again_seconds']:.0f} s): {ratios}."
+            f"whole run: {t['seconds']:.0f} s, then the short passes again; a transfer's time is "
+            f"the mean of both): {ratios}."
         )
     return line
