@@ -67,6 +67,8 @@ def test_train_transfer_apply_with_signatures(tmp_path: Path, bbc_csv: str, caps
                 pub,
                 "--identity-weight",
                 "1.0",
+                "--fit-length",
+                "32",
                 *common,
             ]
         )
@@ -87,6 +89,10 @@ def test_train_transfer_apply_with_signatures(tmp_path: Path, bbc_csv: str, caps
     assert record["step"] == "patch transfer" and record["seconds"] > 0
     assert record["inputs_seen"] == {"source": 30, "target": 30}
     assert record["settings"]["map"] == "orthogonal" and len(record["parents"]) == 1
+    assert record["settings"]["fit_length"] == 32
+    short = ["patch", "transfer", weak, "--to", "e1", "--out", strong, "--key", pub]
+    assert main([*short, "--fit-length", "2", *common]) == 2
+    assert "fit length 2 is too short" in capsys.readouterr().err
     assert (
         main(
             [

@@ -36,6 +36,7 @@ def test_train_transfer_apply(small_task, tmp_path: Path) -> None:
     strong = transfer_patch_packet(weak, "e1", small_task, cache=tmp_path)
     assert strong.manifest.provenance.parents == [weak.digest]
     assert strong.manifest.provenance.inputs_seen["validation_labels"] == len(small_task.val)
+    assert strong.manifest.provenance.settings["fit_length"] == 256  # the models' full length
     plus = transfer_patch_packet(weak, "e1", small_task, few_shot=2, cache=tmp_path)
     assert plus.manifest.provenance.inputs_seen["few_shot_labels"] == 2 * 5
     model = load_patched_model(strong, "e1")
@@ -45,3 +46,20 @@ def test_train_transfer_apply(small_task, tmp_path: Path) -> None:
         load_patched_model(strong, "e2")
     with pytest.raises(UsageError, match="classes"):
         transfer_patch_packet(weak, "e1", load_task("tweets").limited(10), cache=tmp_path)
+
+
+def test_a_short_fit_reads_nothing_past_its_length(small_task, tmp_path: Path) -> None:
+    """With `fit_length`, words after the first tokens of an input cannot change the transfer:
+    the same inputs with every text's tail rewritten give byte-identical patches."""
+    weak = train_patch("e2", small_task, config=PatchConfig(logit_dim=32, epochs=2), cache=tmp_path)
+    retold = {
+        name: Split([" ".join(t.split()[:30]) + " the end." for t in split.texts], split.labels)
+        for name, split in (("train", small_task.train), ("val", small_task.val))
+    }
+    other = type(small_task)(**{**small_task.__dict__, **retold})
+    a = transfer_patch_packet(weak, "e1", small_task, fit_length=16, cache=tmp_path)
+    b = transfer_patch_packet(weak, "e1", other, fit_length=16, cache=tmp_path)
+    assert a.tensor_bytes == b.tensor_bytes
+    assert a.manifest.provenance.settings["fit_length"] == 16
+    with pytest.raises(UsageError, match="too short"):
+        transfer_patch_packet(weak, "e1", small_task, fit_length=2, cache=tmp_path)

@@ -101,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and learn the patch from the weak one (slow on a CPU; kept in OUT/finetuned, reused)",
     )
     parser.add_argument(
+        "--fit-length",
+        action="append",
+        type=int,
+        metavar="TOKENS",
+        help="patch only: also transfer with the models reading its inputs truncated to this "
+        "many tokens (repeatable; as patch transfer --fit-length)",
+    )
+    parser.add_argument(
         "--kills",
         type=int,
         default=0,
@@ -286,6 +294,8 @@ def _patch(args: argparse.Namespace, out: Path) -> int:
         plan = replace(plan, pairs=tuple(args.pair))
     if args.full_finetune:
         plan = replace(plan, full_finetune=args.full_finetune)
+    if args.fit_length:
+        plan = replace(plan, fit_lengths=tuple(args.fit_length))
     config = PatchConfig() if args.logit_dim is None else PatchConfig(logit_dim=args.logit_dim)
     sweep = () if args.no_sweep else plan.logit_dims
     plan = replace(plan, logit_dims=tuple(k for k in sweep if k != config.logit_dim))

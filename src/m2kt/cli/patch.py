@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="Patch+ tunes all the patch's weights, or only its output bias (K values)",
     )
+    transfer.add_argument(
+        "--fit-length",
+        type=int,
+        metavar="TOKENS",
+        help="both models read the transfer's inputs (training and validation) truncated to "
+        "this many tokens: a fraction of the cost on long texts (e.g. 64; default: full length)",
+    )
     add_trust_arguments(transfer)
     add_limit_arguments(transfer)
     _common(transfer)
@@ -220,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
                 transfer_map=args.map,
                 few_shot=args.few_shot,
                 few_shot_tunes=args.few_shot_tunes,
+                fit_length=args.fit_length,
                 seed=args.seed,
                 cache=cache,
                 progress=progress,

@@ -37,6 +37,8 @@ from m2kt.patch.workflow import (
 from m2kt.progress import StageProgress, quiet
 from m2kt.tasks import TextClassificationTask
 
+MIN_FIT_LENGTH = 8  # tokens: [CLS], [SEP] and a few words
+
 
 @dataclass(frozen=True)
 class PatchedModel:
@@ -120,6 +122,7 @@ def transfer_patch_packet(
     transfer_map: TransferMap | None = None,
     few_shot: int = 0,
     few_shot_tunes: Literal["all", "bias"] = "all",
+    fit_length: int | None = None,
     seed: int = 0,
     cache: Path | None = None,
     progress: StageProgress | None = None,
@@ -134,8 +137,18 @@ def transfer_patch_packet(
     split. With an `UnlabelledTask` there is no validation split: the
     settings are chosen on agreement with the patch on its own model, on held-out unlabelled
     inputs (`select_transfer_unlabelled`), and Patch+ is refused.
+
+    `fit_length`: both models read every input of the transfer (and the validation inputs it
+    selects on) truncated to this many tokens, not the models' full length. The map lives in
+    logit space, where the two models' relation holds on short inputs much as on long ones, and
+    a forward pass over 64 tokens costs a fraction of one over 256 (README, "Model patches").
+    The moved patch then reads the target's logits of full-length inputs, as any patch does.
     """
     progress = progress or quiet
+    if fit_length is not None and fit_length < MIN_FIT_LENGTH:
+        raise UsageError(
+            f"fit length {fit_length} is too short", f"pass at least {MIN_FIT_LENGTH} tokens"
+        )
     if few_shot > 0 and isinstance(task, UnlabelledTask):
         raise UsageError("Patch+ (--few-shot) needs labels", "pass a labelled --task, or drop it")
     patch, axes = patch_from_packet(packet)
@@ -144,8 +157,9 @@ def transfer_patch_packet(
     source_id = source or (recorded if isinstance(recorded, str) else None)
     if source_id is None:
         raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
-    weak = load_model(source_id).encoder()
-    strong = load_model(target).encoder()
+    length = {} if fit_length is None else {"max_length": fit_length}
+    weak = load_model(source_id).encoder(**length)
+    strong = load_model(target).encoder(**length)
     inputs = _inputs(task)
     z_weak = zero_shot_head(weak, axes).logits(
         cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))
@@ -157,18 +171,18 @@ def transfer_patch_packet(
     classes = len(axes.task_classes)
     seen = {"source": len(inputs), "target": len(inputs)}
     maps = TRANSFER_MAPS if transfer_map is None else (transfer_map,)
-    settings: dict[str, str | float | int]
+    settings: dict[str, str | float | int] = {"fit_length": strong.max_length}
     if isinstance(task, UnlabelledTask):
         if identity_weight is None:
             moved, choice = select_transfer_unlabelled(patch, z_weak, z_strong, classes, maps)
-            settings = choice.settings() | {
+            settings |= choice.settings() | {
                 "selection": "unlabelled: agreement with the patch on its own model, "
                 f"held-out 1 in {HELD_OUT_EVERY} inputs",
                 "held_out_agreement": choice.val_accuracy,
             }
         else:
             moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=maps[0])
-            settings = {"map": maps[0], "identity_weight": identity_weight, "blend": 1.0}
+            settings |= {"map": maps[0], "identity_weight": identity_weight, "blend": 1.0}
         settings |= {"labels": 0}
         return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, 0)
     if identity_weight is None or few_shot > 0:  # both choose on the validation split
@@ -179,7 +193,7 @@ def transfer_patch_packet(
         moved, choice = select_transfer(
             patch, z_weak, z_strong, z_val, task.val.labels, classes, maps=maps
         )
-        settings = choice.settings() | {
+        settings |= choice.settings() | {
             "selection": "validation labels",
             "val_accuracy_before": accuracy(z_val[:, :classes], task.val.labels),
             "val_accuracy_after": choice.val_accuracy,
@@ -187,7 +201,7 @@ def transfer_patch_packet(
     else:
         kind = transfer_map or "orthogonal"
         moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=kind)
-        settings = {"map": kind, "identity_weight": identity_weight, "blend": 1.0}
+        settings |= {"map": kind, "identity_weight": identity_weight, "blend": 1.0}
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
         moved, _ = tune_patch(

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from m2kt.bench.patch.full_finetune import compute_parameters, fine_tune_encoder
 from m2kt.bench.patch.run import PLANS, BenchPlan, run_benchmark
 from m2kt.bench.patch.tables import METHOD_ORDER
@@ -50,10 +52,31 @@ def test_full_fine_tuning_tunes_every_weight_and_feeds_the_benchmark(tmp_path: P
     assert after.weight_sha256 != before.weight_sha256 or cost.best_epoch == 0
     again = load_model(str(tmp_path / "e2")).encoder(32)
     assert again.weight_sha256 == after.weight_sha256  # nothing left to random initialisation
-    plan = BenchPlan(("bbc",), (("e2", "e1"),), (0,), per_split_limit=10, full_finetune="both")
+    plan = BenchPlan(
+        ("bbc",),
+        (("e2", "e1"),),
+        (0,),
+        per_split_limit=10,
+        full_finetune="both",
+        fit_lengths=(16,),
+        ft_timing_steps=1,
+    )
     result = run_benchmark(plan, tmp_path / "out", tmp_path / "cache", log=lambda _: None)
     rows = result["runs"]["bbc e2→e1"]["seeds"][0]
-    assert set(rows) >= FULL
+    short = "strong + patch (full teacher, fit 16 tokens)"
+    assert set(rows) >= FULL | {short, "strong + patch, fit 16 tokens"}
     assert all("share_of_full_ft_gain" in rows[m] and rows[m]["flops"] > 0 for m in FULL)
+    assert rows[short]["transfer"]["fit_length"] == 16
+    # 16 tokens cost less than 256 in FLOPs, with the weak model's pass added
+    assert rows[short]["flops"] < rows["strong + patch (full teacher)"]["flops"]
+    # its passes timed before and after the slice of fine-tuning; its time is their mean
+    first, second = rows[short]["passes_seconds"], rows[short]["passes_seconds_again"]
+    assert rows[short]["seconds"] == pytest.approx(
+        (first + second) / 2 + rows[short]["step_seconds"]
+    )
+    timed = rows[short]["strong_full_ft_timed"]
+    assert timed["seconds"] == pytest.approx(
+        2 * timed["seconds_per_step"] + 3 * timed["seconds_per_validation"]
+    )
     assert (tmp_path / "out" / "finetuned" / "bbc-e1" / "cost.json").is_file()
-    assert "cheaper in wall-clock" in (tmp_path / "out" / "results.md").read_text()
+    assert "× in wall-clock" in (tmp_path / "out" / "results.md").read_text()

@@ -52,45 +52,101 @@ def fine_tune_encoder(
 ) -> FineTuneCost:
     """Tune every weight of `model_id` on `task.train`; write the model to `out_dir` with
     `cost.json`. Keeps the epoch with the best validation accuracy (epoch 0 = not tuned)."""
-    torch.manual_seed(seed)
-    encoder = load_model(model_id).encoder(max_length)
-    model, tokenizer = encoder.model, encoder.tokenizer
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    parameters = sum(p.numel() for p in model.parameters())
-    prompts = [t.format(name) for name in task.class_names for t in task.templates]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    run = _Run(model_id, task, lr, max_length, seed)
     rng = random.Random(seed)
     clock, tokens = time.perf_counter(), 0
-    best = (_val_accuracy(encoder, task, prompts), 0)
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    best = (run.val_accuracy(), 0)
+    best_state = {k: v.clone() for k, v in run.model.state_dict().items()}
     for epoch in range(1, epochs + 1):
-        model.train()
         order = list(range(len(task.train)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            texts = [task.train.texts[i] for i in index]
-            x, used = encoder.embed_batch(texts)
-            classes, prompt_tokens = _prototypes(encoder, prompts, len(task.class_names))
-            tokens += used + prompt_tokens
-            loss = F.cross_entropy(ZERO_SHOT_SCALE * x @ classes.T, task.train.labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        score = _val_accuracy(encoder, task, prompts)
+            tokens += run.step(order[start : start + batch_size])
+        score = run.val_accuracy()
         if score > best[0]:
-            best, best_state = (score, epoch), {k: v.clone() for k, v in model.state_dict().items()}
+            best = (score, epoch)
+            best_state = {k: v.clone() for k, v in run.model.state_dict().items()}
     seconds = time.perf_counter() - clock
-    model.load_state_dict(best_state)
-    flops = 6.0 * compute_parameters(model) * tokens
+    run.model.load_state_dict(best_state)
+    flops = 6.0 * compute_parameters(run.model) * tokens
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    run.model.save_pretrained(out_dir)
+    run.encoder.tokenizer.save_pretrained(out_dir)
+    parameters = sum(p.numel() for p in run.model.parameters())
     cost = FineTuneCost(seconds, tokens, parameters, flops, epochs, best[1], best[0])
     atomic_write_bytes(out_dir / "cost.json", json.dumps(asdict(cost), indent=1).encode())
     return cost
+
+
+def time_fine_tuning(
+    model_id: str,
+    task: TextClassificationTask,
+    steps: int,
+    *,
+    epochs: int = 2,
+    batch_size: int = 16,
+    max_length: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The wall-clock `fine_tune_encoder` would take, from `steps` of its training steps and
+    one of its validation passes timed now: a run is epochs · ⌈N / batch⌉ steps and epochs + 1
+    validation passes. For setting a cheaper method against full fine-tuning on the same
+    machine under the same load, without paying for the whole run."""
+    run = _Run(model_id, task, 3e-5, max_length, seed)
+    order = random.Random(seed).sample(range(len(task.train)), len(task.train))
+    clock = time.perf_counter()
+    for i in range(steps):
+        start = i * batch_size % len(order)
+        run.step(order[start : start + batch_size])
+    per_step = (time.perf_counter() - clock) / steps
+    clock = time.perf_counter()
+    run.val_accuracy()
+    per_val = time.perf_counter() - clock
+    run_steps = epochs * -(-len(task.train) // batch_size)
+    return {
+        "seconds": run_steps * per_step + (epochs + 1) * per_val,
+        "steps_timed": steps,
+        "seconds_per_step": per_step,
+        "seconds_per_validation": per_val,
+    }
+
+
+class _Run:
+    """One full fine-tuning: the model, its optimizer and the task's class prompts.
+
+    The model classifies as its zero-shot head does (scaled cosine with the mean of its class
+    prompts' embeddings, recomputed by the model being tuned at every step)."""
+
+    def __init__(
+        self, model_id: str, task: TextClassificationTask, lr: float, max_length: int, seed: int
+    ) -> None:
+        torch.manual_seed(seed)
+        self.task = task
+        self.encoder = load_model(model_id).encoder(max_length)
+        self.model = self.encoder.model
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(True)
+        self.prompts = [t.format(name) for name in task.class_names for t in task.templates]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+
+    def step(self, index: list[int]) -> int:
+        """One optimizer step on these training inputs; returns the tokens it read."""
+        self.model.train()
+        x, used = self.encoder.embed_batch([self.task.train.texts[i] for i in index])
+        classes, prompt_tokens = _prototypes(self.encoder, self.prompts, len(self.task.class_names))
+        logits = ZERO_SHOT_SCALE * x @ classes.T
+        loss = F.cross_entropy(logits, self.task.train.labels[index])
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return used + prompt_tokens
+
+    @torch.no_grad()
+    def val_accuracy(self) -> float:
+        self.model.eval()
+        classes, _ = _prototypes(self.encoder, self.prompts, len(self.task.class_names))
+        x = self.encoder.encode(self.task.val.texts)
+        return float(((x @ classes.T).argmax(dim=-1) == self.task.val.labels).float().mean())
 
 
 def forward_flops(encoder: TextEncoder, texts: Sequence[str]) -> float:
@@ -108,10 +164,3 @@ def compute_parameters(model: torch.nn.Module) -> int:
 def _prototypes(encoder: TextEncoder, prompts: list[str], classes: int) -> tuple[torch.Tensor, int]:
     embedded, tokens = encoder.embed_batch(prompts)
     return F.normalize(embedded.view(classes, -1, embedded.shape[-1]).mean(dim=1), dim=-1), tokens
-
-
-@torch.no_grad()
-def _val_accuracy(encoder: TextEncoder, task: TextClassificationTask, prompts: list[str]) -> float:
-    classes, _ = _prototypes(encoder, prompts, len(task.class_names))
-    x = encoder.encode(task.val.texts)
-    return float(((x @ classes.T).argmax(dim=-1) == task.val.labels).float().mean())

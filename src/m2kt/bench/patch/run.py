@@ -14,8 +14,15 @@ import torch
 
 from m2kt import __version__
 from m2kt.atomic import atomic_write_bytes
-from m2kt.bench.patch.full_finetune import fine_tune_encoder, forward_flops
-from m2kt.bench.patch.seed import EncodedModel, FullyFineTuned, encode_task, run_seed
+from m2kt.bench.patch.full_finetune import fine_tune_encoder, time_fine_tuning
+from m2kt.bench.patch.seed import (
+    SPLITS,
+    EncodedModel,
+    FullyFineTuned,
+    ShortInputs,
+    encode_task,
+    run_seed,
+)
 from m2kt.bench.patch.tables import markdown_table, summarise
 from m2kt.patch.config import PatchConfig
 from m2kt.report.figures import patch_bars
@@ -29,7 +36,11 @@ class BenchPlan:
     """Tasks (embedded names or CSV paths) × (weak, strong) pairs × seeds; `logit_dims` are
     widths K tried beside the config's, as extra rows (the K sweep). `full_finetune`: also
     fine-tune both encoders end to end (seed 0; kept under `finetuned/` and reused) and learn
-    the patch from the fully fine-tuned weak one ("weak": that one only)."""
+    the patch from the fully fine-tuned weak one ("weak": that one only). `fit_lengths`: also
+    transfer with both models reading the transfer's inputs truncated to each length (tasks
+    whose own length is not longer skip it); with `full_finetune`, `ft_timing_steps` of the
+    strong model's full fine-tuning are timed back to back with them (of BBC's 160 steps, 10
+    time a step at 6% of the cost)."""
 
     tasks: tuple[str, ...]
     pairs: tuple[tuple[str, str], ...]
@@ -37,6 +48,8 @@ class BenchPlan:
     per_split_limit: int | None = None
     logit_dims: tuple[int, ...] = ()
     full_finetune: Literal["", "weak", "both"] = ""
+    fit_lengths: tuple[int, ...] = ()
+    ft_timing_steps: int = 10
 
 
 PLANS = {
@@ -57,14 +70,19 @@ def _fully_fine_tuned(
     cache: Path | None,
     max_length: int,
     log: Callable[[str], None],
+    splits: tuple[str, ...],
 ) -> tuple[EncodedModel, dict[str, Any]]:
-    """`model_id` fine-tuned end to end on `task` (reused if `where` has it) and encoded."""
+    """`model_id` fine-tuned end to end on `task` (reused if `where` has it), `splits` encoded."""
     directory = where / f"{task.name}-{Path(model_id).name}"
     if not (directory / "cost.json").is_file():
         log(f"{task.name}: fully fine-tuning {model_id} (every weight)")
         fine_tune_encoder(model_id, task, directory, max_length=max_length)
     cost = json.loads((directory / "cost.json").read_text())
-    return encode_task(str(directory), task, cache, max_length), cost
+    return encode_task(str(directory), task, cache, max_length, splits), cost
+
+
+def _pass_seconds(weak: EncodedModel, strong: EncodedModel) -> float:
+    return sum(weak.seconds.values()) + sum(strong.seconds.values())
 
 
 def run_benchmark(
@@ -95,22 +113,40 @@ def run_benchmark(
             if plan.full_finetune:
                 where = finetuned_dir or out_dir / "finetuned"
                 sides = (weak_id,) if plan.full_finetune == "weak" else (weak_id, strong_id)
-                tuned = {
-                    m: _fully_fine_tuned(m, task, where, cache, max_length, log) for m in sides
+                tuned = {  # the weak one teaches on the training split; the strong one is scored
+                    m: _fully_fine_tuned(m, task, where, cache, max_length, log, splits)
+                    for m, splits in zip(sides, (SPLITS, ("val", "test")), strict=False)
                 }
                 weak_full, weak_cost = tuned[weak_id]
                 strong_full, strong_cost = tuned.get(strong_id, (None, None))
-                full = FullyFineTuned(
-                    weak_full,
-                    weak_cost,
-                    strong_full,
-                    strong_cost,
-                    forward_flops(strong.encoder, task.train.texts),
+                full = FullyFineTuned(weak_full, weak_cost, strong_full, strong_cost)
+            # Set against full fine-tuning, the short passes are timed now, not read from the
+            # cache, back to back with a timed slice of the strong model's full fine-tuning.
+            live = None if full else cache
+            shorts = tuple(
+                ShortInputs(
+                    length,
+                    encode_task(weak_id, task, live, length, ("train",)),
+                    encode_task(strong_id, task, live, length, ("train", "val")),
                 )
+                for length in plan.fit_lengths
+                if length < max_length
+            )
+            if full and shorts:  # then the short passes once more: the load may drift
+                steps = plan.ft_timing_steps
+                log(f"{key}: timing {steps} steps of fully fine-tuning {strong_id}")
+                full.strong_timed = time_fine_tuning(strong_id, task, steps, max_length=max_length)
+                for short in shorts:
+                    short.again = _pass_seconds(
+                        encode_task(weak_id, task, None, short.length, ("train",)),
+                        encode_task(strong_id, task, None, short.length, ("train", "val")),
+                    )
             seeds = []
             for seed in plan.seeds:
                 log(f"{key}: seed {seed}")
-                seeds.append(run_seed(task, weak, strong, config, seed, plan.logit_dims, full))
+                seeds.append(
+                    run_seed(task, weak, strong, config, seed, plan.logit_dims, full, shorts)
+                )
             summaries[key] = summarise(seeds)
             records[key] = {
                 "task": task.name,

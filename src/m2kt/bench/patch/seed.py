@@ -12,6 +12,7 @@ prediction: the ensemble runs two models, logit arithmetic three, a patch adds n
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from m2kt.bench.patch.full_finetune import compute_parameters
+from m2kt.bench.patch.full_finetune import compute_parameters, forward_flops
 from m2kt.bench.patch.tables import share_of_gain
 from m2kt.concepts.geometry import accuracy
 from m2kt.models import ClassNameHead, TextEncoder, load_model
@@ -60,11 +61,16 @@ class EncodedModel:
 
 
 def encode_task(
-    model_id: str, task: TextClassificationTask, cache: Path | None, max_length: int
+    model_id: str,
+    task: TextClassificationTask,
+    cache: Path | None,
+    max_length: int,
+    splits: tuple[str, ...] = SPLITS,
 ) -> EncodedModel:
+    """`model_id`'s embeddings of `splits` at `max_length` tokens, each with its seconds."""
     encoder = load_model(model_id).encoder(max_length)
     embeddings, seconds = {}, {}
-    for split in SPLITS:
+    for split in splits:
         texts = getattr(task, split).texts
         embeddings[split], seconds[split] = timed_cached_encode(encoder, texts, cache)
     return EncodedModel(encoder, embeddings, seconds)
@@ -73,14 +79,24 @@ def encode_task(
 @dataclass
 class FullyFineTuned:
     """The encoders fine-tuned end to end (every weight) on the task and their costs as
-    `full_finetune.fine_tune_encoder` measured them; `strong` may be missing (too slow to run),
-    and the FLOPs of the transfer's forward pass over the training inputs."""
+    `full_finetune.fine_tune_encoder` measured them; `strong` may be missing (too slow to run)."""
 
     weak: EncodedModel
     weak_cost: dict[str, Any]
     strong: EncodedModel | None
     strong_cost: dict[str, Any] | None
-    transfer_flops: float
+    strong_timed: dict[str, float] | None = None  # full_finetune.time_fine_tuning, this run
+
+
+@dataclass
+class ShortInputs:
+    """The transfer's inputs read truncated to `length` tokens (`patch transfer --fit-length`):
+    the weak model's training split, the strong model's training and validation splits."""
+
+    length: int
+    weak: EncodedModel
+    strong: EncodedModel
+    again: float | None = None  # seconds of the same passes timed once more, later in the run
 
 
 def run_seed(
@@ -91,12 +107,15 @@ def run_seed(
     seed: int,
     logit_dims: tuple[int, ...] = (),
     full: FullyFineTuned | None = None,
+    shorts: tuple[ShortInputs, ...] = (),
 ) -> dict[str, Any]:
     """All methods for one seed; returns {method: {accuracy, seconds, trained_params, ...}}.
 
     `logit_dims`: other widths K to learn and transfer the patch with (rows "strong + patch,
     K=…"), each selected on validation as the main one is. `full`: the patch is also learned
     from the fully fine-tuned weak encoder, and compared with the fully fine-tuned strong one.
+    `shorts`: the transfer is also fitted and selected on inputs truncated to each length (rows
+    "…, fit L tokens"), the moved patch scored on full-length inputs as every other row.
     """
     c = len(task.class_names)
     y = {split: getattr(task, split).labels for split in SPLITS}
@@ -210,7 +229,7 @@ def run_seed(
         row(
             name,
             on(partial(_patched_logits, moved, z_strong, c)),
-            strong.seconds["train"] + transfer_seconds,
+            strong.seconds["train"] + strong.seconds["val"] + transfer_seconds,
             patch.parameter_count(),
             labels=n["val"],
             inputs_seen=3 * n["train"] + n["val"],
@@ -244,6 +263,28 @@ def run_seed(
         labels=n["val"],
         inputs_seen=3 * n["train"] + n["val"],
     )
+    # Still two models, the log-probabilities' weights chosen on validation, for the baseline
+    # as for the patch; the patched and the zero-shot strong logits come from one forward pass.
+    patched = on(partial(_patched_logits, moved, z_strong, c))
+    zero_shot = on(lambda s: z_strong[s][:, :c])
+    weighted = {
+        "ensemble (weights on validation)": [weak_ft_z, zero_shot],
+        "patch + weak ensemble (weights on validation)": [weak_ft_z, patched],
+        "patch + weak + zero-shot (weights on validation)": [weak_ft_z, patched, zero_shot],
+    }
+    for name, parts in weighted.items():
+        logits, weights = _weighted_on_validation(parts, y["val"])
+        with_patch = parts[1] is patched
+        row(
+            name,
+            logits,
+            rows["strong + patch"]["seconds"] if with_patch else 0.0,
+            patch.parameter_count() if with_patch else 0,
+            cost=2,
+            labels=n["val"],
+            inputs_seen=3 * n["train"] + n["val"] if with_patch else 2 * n["val"],
+            weights=weights,
+        )
 
     index = task.few_shot(FEW_SHOT, seed)
     plus_variants: tuple[tuple[str, Literal["all", "bias"]], ...] = (
@@ -271,13 +312,21 @@ def run_seed(
             best_epoch=epoch,
         )
 
+    heads = (head_weak, head_strong)
+    for short in shorts:
+        fitted = _short_fit(patch, short, heads, z_strong, task)
+        del fitted["flops"]  # FLOPs are set against full fine-tuning, in the full rows only
+        rows[f"strong + patch, fit {short.length} tokens"] = fitted | {
+            "inputs_seen": 3 * n["train"] + n["val"]
+        }
+
     for width in logit_dims:
         rows[f"strong + patch, K={width}"] = _other_width(
             task, weak_ft, weak, strong, replace(config, logit_dim=width), seed
         ) | {"labels": n["val"], "inputs_seen": 3 * n["train"] + n["val"]}
 
     if full is not None:
-        rows |= _full_rows(task, full, axes, z_weak, z_strong, strong, config, seed)
+        rows |= _full_rows(task, full, axes, z_weak, z_strong, strong, config, seed, shorts)
     rows["strong + patch"]["inference_overhead"] = _overhead(moved, z_strong["test"], strong)
     for name, r in rows.items():
         r["share_of_ft_gain"] = share_of_gain(rows, name)
@@ -293,9 +342,12 @@ def _full_rows(
     strong: EncodedModel,
     config: PatchConfig,
     seed: int,
+    shorts: tuple[ShortInputs, ...],
 ) -> dict[str, dict[str, Any]]:
     """The fully fine-tuned weak encoder as the teacher; the fully fine-tuned strong encoder, if
-    it ran, as the reference for `share_of_full_ft_gain`. `flops` are estimates (full_finetune)."""
+    it ran, as the reference for `share_of_full_ft_gain`. `flops` are estimates (full_finetune):
+    a transfer's are its forward passes, the strong model's over the training and validation
+    inputs and, fitted on short inputs, the weak model's over the training inputs."""
     c, n = len(task.class_names), len(task.train)
     tuned = {"weak": (full.weak, full.weak_cost)}
     if full.strong is not None and full.strong_cost is not None:
@@ -303,7 +355,7 @@ def _full_rows(
     rows: dict[str, dict[str, Any]] = {}
     for side, (model, cost) in tuned.items():
         head = ClassNameHead.from_names(model.encoder, axes.task_classes, axes.templates)
-        logits = {s: head.logits(model.embeddings[s]) for s in SPLITS}
+        logits = {s: head.logits(x) for s, x in model.embeddings.items()}
         rows[f"{side} fine-tuned (full)"] = {
             "accuracy": accuracy(logits["test"], task.test.labels),
             "val_accuracy": accuracy(logits["val"], task.val.labels),
@@ -326,14 +378,23 @@ def _full_rows(
         "accuracy": accuracy(predict(moved, z_strong["test"], c), task.test.labels),
         "val_accuracy": choice.val_accuracy,
         "inference_cost": 1,
-        "seconds": strong.seconds["train"] + transfer_seconds,
-        "flops": full.transfer_flops,
+        "seconds": strong.seconds["train"] + strong.seconds["val"] + transfer_seconds,
+        "flops": forward_flops(strong.encoder, task.train.texts + task.val.texts),
         "trained_params": patch.parameter_count(),
         "labels": len(task.val),
         "inputs_seen": 3 * n + len(task.val),
         "transfer": choice.settings(),
         "step_seconds": transfer_seconds,
     }
+    heads = (zero_shot_head(full.weak.encoder, axes), zero_shot_head(strong.encoder, axes))
+    for short in shorts:
+        rows[f"strong + patch (full teacher, fit {short.length} tokens)"] = _short_fit(
+            patch, short, heads, z_strong, task
+        ) | {"inputs_seen": 3 * n + len(task.val)}
+    if full.strong_timed is not None:
+        for name in rows:
+            if name.startswith("strong + patch (full teacher, fit"):  # timed in the same run
+                rows[name]["strong_full_ft_timed"] = full.strong_timed
     if "strong fine-tuned (full)" not in rows:  # scaled by compute per token, same tokens
         ratio = compute_parameters(strong.encoder.model) / compute_parameters(
             full.weak.encoder.model
@@ -348,6 +409,43 @@ def _full_rows(
         for r in rows.values():
             r["share_of_full_ft_gain"] = (r["accuracy"] - zero_shot) / span if span else nan
     return rows
+
+
+def _short_fit(
+    patch: LogitPatch,
+    short: ShortInputs,
+    heads: tuple[ClassNameHead, ClassNameHead],
+    z_strong: dict[str, torch.Tensor],
+    task: TextClassificationTask,
+) -> dict[str, Any]:
+    """`patch` moved with both models reading truncated inputs, selected on validation inputs
+    truncated alike; scored on the full-length test and validation logits `z_strong`. Costs
+    are every truncated forward pass the transfer needs, measured and estimated."""
+    c = len(task.class_names)
+    clock = time.perf_counter()
+    z_weak = heads[0].logits(short.weak.embeddings["train"])
+    z_train, z_val = (heads[1].logits(short.strong.embeddings[s]) for s in ("train", "val"))
+    moved, choice = select_transfer(patch, z_weak, z_train, z_val, task.val.labels, c)
+    step = time.perf_counter() - clock
+    passes = short.weak.seconds["train"] + sum(short.strong.seconds.values())
+    timings = {"passes_seconds": passes}
+    if short.again is not None:  # the mean of both timings, each kept
+        timings["passes_seconds_again"] = short.again
+        passes = (passes + short.again) / 2
+    flops = forward_flops(short.weak.encoder, task.train.texts) + forward_flops(
+        short.strong.encoder, task.train.texts + task.val.texts
+    )
+    return {
+        "accuracy": accuracy(predict(moved, z_strong["test"], c), task.test.labels),
+        "val_accuracy": accuracy(predict(moved, z_strong["val"], c), task.val.labels),
+        "inference_cost": 1,
+        "seconds": passes + step,
+        "flops": flops,
+        "trained_params": patch.parameter_count(),
+        "labels": len(task.val),
+        "transfer": choice.settings() | {"fit_length": short.length},
+        "step_seconds": step,
+    } | timings
 
 
 def _other_width(
@@ -387,6 +485,29 @@ def _fine_tune(
     clock = time.perf_counter()
     tuned = fine_tune_head(head.first(classes), embeddings, labels, seed=seed)
     return tuned, time.perf_counter() - clock
+
+
+def _weighted_on_validation(
+    parts: list[dict[str, torch.Tensor]], val_labels: torch.Tensor, step: float = 0.1
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Σ wᵢ · log-softmax(partᵢ) with weights on the simplex (a grid of `step`) that score best
+    on the validation split; ties go to the weights nearest equal. Test logits are only combined."""
+    ticks = round(1 / step)
+    best: tuple[float, float] | None = None
+    for point in itertools.product(range(ticks + 1), repeat=len(parts) - 1):
+        if sum(point) > ticks:
+            continue
+        weights = [i / ticks for i in point] + [1 - sum(point) / ticks]
+        score = accuracy(_mixed(parts, weights, "val"), val_labels)
+        key = (score, -sum(abs(w - 1 / len(parts)) for w in weights))
+        if best is None or key > best:
+            best, chosen = key, weights
+    return {s: _mixed(parts, chosen, s) for s in ("val", "test")}, chosen
+
+
+def _mixed(parts: list[dict[str, torch.Tensor]], weights: list[float], split: str) -> torch.Tensor:
+    logs = [w * F.log_softmax(p[split], dim=-1) for w, p in zip(weights, parts, strict=True)]
+    return torch.stack(logs).sum(dim=0)
 
 
 def _overhead(patch: torch.nn.Module, logits: torch.Tensor, strong: EncodedModel) -> float:
