@@ -39,6 +39,7 @@ from m2kt.concepts.geometry import centroids
 from m2kt.errors import UsageError
 from m2kt.ingest.fit import FitSettings
 from m2kt.ingest.loss import Targets, concept_probabilities
+from m2kt.reproducible import one_thread
 from m2kt.tasks.symbolic import FAMILIES, SymbolicSplit, SymbolicTask, symbolic_task
 from m2kt.tasks.tiny_transformer import (
     TinyTransformer,
@@ -263,7 +264,7 @@ def prepare(family: str, plan: FamilyPlan, seed: int = 0) -> NewComputationSetti
     seconds["student_pretraining"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    with torch.no_grad():
+    with one_thread(), torch.no_grad():  # the states, as the weights, whatever the threads
         raw = {s: student_features(student, getattr(task, s).tokens, FEATURES) for s in SPLITS}
         mean, std = raw["train"].mean(0), raw["train"].std(0) + 1e-6
         setting = NewComputationSetting(
