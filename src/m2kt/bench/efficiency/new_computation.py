@@ -158,16 +158,20 @@ class FamilyPlan:
     student_training: TrainSettings = TrainSettings(epochs=60)
 
 
+# The full plan's networks and their training, the same for every family.
+_NETWORKS: dict[str, Any] = {
+    "teacher": {"width": 128, "layers": 2, "heads": 4, "ff": 512, "activation": "relu"},
+    "student": {"width": 96, "layers": 3, "heads": 3, "ff": 384, "activation": "gelu"},
+    "teacher_training": TrainSettings(epochs=100),
+    "student_training": TrainSettings(epochs=100),
+}
 # Full: (a + b + c) mod 17, 3,000 / 500 / 1,000 of its 4,913 problems; sized so that its
 # benchmark (3 seeds, 7 budgets, 7 methods) runs in well under an hour on 2 cores.
 FULL = {
     "modsum": FamilyPlan(
         sizes=(3000, 500, 1000),
         options={"p": 17},
-        teacher={"width": 128, "layers": 2, "heads": 4, "ff": 512, "activation": "relu"},
-        student={"width": 96, "layers": 3, "heads": 3, "ff": 384, "activation": "gelu"},
-        teacher_training=TrainSettings(epochs=100),
-        student_training=TrainSettings(epochs=100),
+        **_NETWORKS,
     ),
     # Two-digit addition with carries, 3,000 / 500 / 1,000 of its 10,000 problems, 199
     # answers; the same networks and training as modsum (teacher 99.8% on test, the student
@@ -175,10 +179,7 @@ FULL = {
     "addition": FamilyPlan(
         sizes=(3000, 500, 1000),
         options={"digits": 2},
-        teacher={"width": 128, "layers": 2, "heads": 4, "ff": 512, "activation": "relu"},
-        student={"width": 96, "layers": 3, "heads": 3, "ff": 384, "activation": "gelu"},
-        teacher_training=TrainSettings(epochs=100),
-        student_training=TrainSettings(epochs=100),
+        **_NETWORKS,
     ),
 }
 # Quick: (a + b + c) mod 11, 700 / 300 / 300 of its 1,331 problems, small networks; the teacher
