@@ -67,7 +67,7 @@ PIN = nc.FamilyPlan(
 PINNED = {
     "teacher": 17,
     "student": 17,
-    "packet": 10,
+    "packet": 7,  # 10 before ingestion chose the teacher's share in the slots per packet
     "logit KD": 7,
     "supervised": 10,
     "packet, blocks": 10,
