@@ -20,7 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(names.split())
     for names in (
         "__init__ errors faults progress",
-        "atomic inputs resources distributed",
+        "atomic inputs resources distributed reproducible",
         "packet anchors tasks models",
         "adapter_files report",
         "align concepts",

@@ -142,3 +142,50 @@ def test_a_student_that_already_carries_blocks_is_refused(tokenizer, packet) -> 
     BlockAdapter(student.model, target_modules(student.model, student.layers), BlockSettings())
     with pytest.raises(UsageError, match="already carries an adapter"):
         ingest(student, packet, settings())
+
+
+def test_the_decoder_l1_trains_lora_in_its_blocks_and_is_put_back(packet) -> None:
+    """SmolLM2-135M as the frozen student, through the functions `ingest --adapter blocks`
+    runs (hints paired on the packet's worked problems, the reader, the fit): LoRA on every
+    attention and MLP projection of its 30 blocks, two steps, then taken out bit for bit."""
+    from m2kt.ingest.fit_blocks import fit_in_blocks
+    from m2kt.ingest.loss import LossWeights, Targets
+    from m2kt.ingest.student_blocks import block_read, layer_hints
+    from m2kt.models.load import load_model
+
+    try:
+        student = load_model("l1", max_length=64)
+    except UsageError as error:
+        pytest.skip(f"l1 is not installed: {error}")
+    names = target_modules(student.model, student.layers)
+    assert len(names) == 30 * 7 and "model.layers.29.mlp.down_proj" in names
+    frozen = weight_sha256(student.model)
+    texts = [t.probe for t in packet.manifest.traces or [] if t.steps[0] == "layer 0"][:4]
+    hints, pairs, hint_layers = layer_hints(student, packet, texts, "last", "last")
+    assert pairs == ((30, max(t for _, t in pairs)),) and hint_layers == [30]
+    read = block_read(student, texts, 30, "last", hint_layers)
+    with torch.no_grad():
+        states, _ = read(torch.arange(len(texts)))
+    labels = torch.tensor([0, 1, 0, 1])
+    targets = Targets(student_anchors=states[:2], student_states=states, probe_labels=labels)
+    result = fit_in_blocks(
+        ("even", "odd"),
+        targets,
+        read,
+        lambda: BlockAdapter(student.model, names, BlockSettings(steps=2), base_name=student.name),
+        LossWeights(),
+        FitSettings(select_steps=False),
+        BlockSettings(steps=2),
+        hints=hints,
+        slots="free",
+        ce_weight=1.0,
+    )
+    assert len(result.history["hint"]) == 2 and has_block_adapter(student.model)
+    assert any(
+        float(p.detach().abs().sum()) > 0
+        for n, p in student.model.named_parameters()
+        if "lora_B" in n
+    )
+    assert base_weight_sha256(student.model) == frozen
+    result.adapter.remove()
+    assert not has_block_adapter(student.model) and weight_sha256(student.model) == frozen

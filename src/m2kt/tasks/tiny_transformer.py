@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from m2kt.errors import UsageError
+from m2kt.reproducible import one_thread
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,22 @@ def train_classifier(
     seed: int,
 ) -> TinyTransformer:
     """Cross-entropy on (tokens, labels) for `settings.epochs` epochs; returns the model in eval
-    mode with its gradients switched off."""
+    mode with its gradients switched off. Trains on one thread (`m2kt.reproducible`), so the
+    same seed gives the same weights whatever thread count the caller runs with."""
+    with one_thread():
+        _train(model, tokens, labels, settings, seed)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _train(
+    model: TinyTransformer,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    seed: int,
+) -> None:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98)
@@ -145,6 +161,3 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             schedule.step()
-    model.eval()
-    model.requires_grad_(False)
-    return model

@@ -64,8 +64,36 @@ def test_boolean_pretraining_swaps_and_with_or(text: str, swapped: int) -> None:
 
 
 def test_plans_and_regimes() -> None:
-    assert PLANS["quick"].symbolic == ("modsum",) and PLANS["full"].symbolic == ("modsum",)
+    assert PLANS["quick"].symbolic == ("modsum",)
+    assert PLANS["full"].symbolic == ("modsum", "addition")  # a second family: not one task's
+    assert nc.plan_for("addition", quick=False).options == {"digits": 2}
     assert only_regime(PLANS["full"], "latent").symbolic == ()
     assert only_regime(PLANS["full"], "new-computation").latent == ()
     with pytest.raises(UsageError, match="no quick plan"):
         nc.plan_for("binding", quick=True)
+
+
+def test_the_second_family_runs_every_row_the_same_way() -> None:
+    """Addition with carries (one digit here: 19 answers) through both adapters."""
+    from m2kt.ingest.blocks import BlockSettings
+
+    tiny = nc.FamilyPlan(
+        sizes=(40, 10, 20),
+        options={"digits": 1},
+        teacher=TINY.teacher,
+        student=TINY.student,
+        teacher_training=TrainSettings(epochs=2),
+        student_training=TrainSettings(epochs=2),
+    )
+    setting = nc.prepare("addition", tiny, seed=0)
+    assert setting.student.config.classes == 10  # pretrained on |x − y|
+    index = nested_order(40, seed=0)[:16]
+    fit = nc.FitSettings(steps=4, select_steps=False)
+    rows = nc.run_budget(setting, index, 0, fit, ablations=False, adapters=("memory",))
+    blocks = nc.run_budget(
+        setting, index, 0, fit, ablations=False, adapters=("blocks",), blocks=BlockSettings(steps=2)
+    )
+    assert {r["adapter"] for r in rows.values()} == {"memory"}
+    assert {r["adapter"] for r in blocks.values()} == {"blocks"}
+    for row in [*rows.values(), *blocks.values()]:
+        assert {"accuracy", "inputs_total", "trained_params", "adapter"} <= set(row)

@@ -37,6 +37,7 @@ from m2kt.ingest.hints import LayerHints, PairingKind, pair_layers
 from m2kt.ingest.loss import LossWeights, Targets
 from m2kt.ingest.memory import SlotSource
 from m2kt.models.fingerprint import weight_sha256
+from m2kt.reproducible import one_thread
 from m2kt.tasks.tiny_transformer import TinyTransformer, at_last
 
 # Set by hand before the measurement (the memory's lr ×3; minibatches; steps chosen on a
@@ -139,10 +140,8 @@ def run_block_methods(
     evaluate = student_read(student, getattr(s.task, split).tokens, family, scale)
     names = target_modules(student, list(student.blocks))
     fit = replace(settings, seed=seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows: dict[str, dict[str, Any]] = {}
-    try:
+    with one_thread():
         for name, (targets, weights, slots, ce, pairing) in methods.items():
             started = time.perf_counter()
             pairs = pair_layers(student_layers, teacher_layers, pairing) if pairing else ()
@@ -185,8 +184,6 @@ def run_block_methods(
                 result.history,
                 result.selection,
             ) | {"layer_pairs": [list(p) for p in pairs]}
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 

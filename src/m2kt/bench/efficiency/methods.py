@@ -17,6 +17,7 @@ import torch
 from m2kt.ingest.fit import FitSettings, fit_memory
 from m2kt.ingest.loss import TERMS, LossWeights, Targets
 from m2kt.ingest.memory import SlotSource
+from m2kt.reproducible import one_thread
 
 Run = tuple[Targets, LossWeights, SlotSource, float]  # targets, weights, slots, CE weight
 
@@ -62,15 +63,13 @@ def score_methods(
     evaluation: tuple[torch.Tensor, torch.Tensor],
     labels_used: int,
 ) -> dict[str, dict[str, Any]]:
-    """Train every method on one thread (the fits are small; more threads only contend) and
-    score it on `evaluation` (student states, labels). `inputs[method]` counts what each model
-    read for it; an ablation reads what the packet reads. The supervised row used
-    `labels_used` labels, every other none."""
+    """Train every method on one thread (the fits are small; more threads only contend, and
+    change the sums: `m2kt.reproducible`) and score it on `evaluation` (student states,
+    labels). `inputs[method]` counts what each model read for it; an ablation reads what the
+    packet reads. The supervised row used `labels_used` labels, every other none."""
     fit = replace(settings, seed=seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows: dict[str, dict[str, Any]] = {}
-    try:
+    with one_thread():
         for name, (targets, weights, slots, ce) in runs.items():
             started = time.perf_counter()
             result = fit_memory(concepts, targets, weights, fit, slots=slots, ce_weight=ce)
@@ -86,8 +85,6 @@ def score_methods(
                 result.history,
                 result.selection,
             )
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 

@@ -97,7 +97,7 @@ PLANS = {
             ("bbc", "e2", "e1"),
             ("tweets", "e2", "e1"),
         ),
-        symbolic=("modsum",),
+        symbolic=("modsum", "addition"),
         seeds=(0, 1, 2),
         fresh_specs=("e1", "e2"),
     ),
