@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -60,6 +62,33 @@ def test_aligned_memory_carries_the_teachers_concepts() -> None:
     after = _accuracy(packet.memory, test_s, test_y)
     assert after > 0.9 and after > before + 0.1, (before, after)
     assert packet.trainable_parameters == packet.memory.num_trainable() > D_T * D_S
+
+
+def test_the_gate_gives_concepts_that_miss_the_teachers_answers_no_weight() -> None:
+    """Chosen on a held-out quarter of the probes: concepts that point nowhere (a packet
+    whose vectors disagree with its own answers) get gate 0, and the memory is the student's
+    own view; concepts that carry what the student's poor anchors lack get weight."""
+    targets, test_s, test_y, probe_y = _world()
+    names = tuple(f"c{k}" for k in range(K))
+    good = fit_memory(names, targets, LossWeights(), FitSettings(steps=0))
+    assert good.selection["selected_gate"] > 0
+    own = F.normalize(
+        targets.student_states.new_zeros(K, D_S).index_add_(
+            0, probe_y, F.normalize(targets.student_states, dim=-1)
+        ),
+        dim=-1,
+    )
+    generator = torch.Generator().manual_seed(5)
+    lost = replace(
+        targets,
+        student_anchors=own,
+        teacher_concepts=torch.randn(K, D_T, generator=generator),
+    )
+    chosen = fit_memory(names, lost, LossWeights(), FitSettings(steps=0))
+    assert chosen.selection["selected_gate"] == 0.0
+    with torch.no_grad():
+        expected = (F.normalize(test_s, dim=-1) @ own.T).argmax(-1)
+        assert torch.equal(chosen.memory(test_s).argmax(-1), expected)
 
 
 def test_switched_off_terms_are_not_computed() -> None:

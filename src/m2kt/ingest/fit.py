@@ -12,8 +12,10 @@ from m2kt import distributed
 from m2kt.align.cal import CALConfig, CALKind, ConceptAlignmentLayer
 from m2kt.errors import UsageError
 from m2kt.ingest.loss import TERMS, LossWeights, Targets, loss_terms
-from m2kt.ingest.memory import ConceptMemory, MemoryConfig, SlotSource
+from m2kt.ingest.memory import ConceptMemory, MemoryConfig, SlotSource, gate_logit
 from m2kt.progress import Progress, StageProgress, quiet
+
+GATES = (0.0, 0.2, 0.5, 0.8, 1.0)  # the teacher's share in the slots, chosen per packet
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class FitSettings:
     cal_init: str = "least_squares"
     ridge: float = 0.1
     residual_rank: int = 8
-    gate: float = 0.8
+    gate: float = 0.8  # the teacher's share at the start; chosen from GATES with the steps
     steps: int = 200
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -138,7 +140,11 @@ def fit_memory(
     number of steps is chosen on a held-out quarter of the probes themselves (agreement with
     the teacher's answers, or with labels for supervised tuning; ties go to fewer steps, 0
     meaning the closed form), then the memory is trained again on all probes for that many
-    steps. Nothing is chosen on data the benchmark scores.
+    steps. The gate, how much the teacher's concepts weigh against the student's own
+    anchors, is chosen first, on the closed form and the same held-out quarter, from `GATES`:
+    0 is the student's own view, so a packet whose concepts agree with the teacher's answers
+    less than the student's anchors do gets no weight rather than the default's trust.
+    Nothing is chosen on data the benchmark scores.
     """
     settings = settings or FitSettings()
     slots = slots or settings.slots
@@ -146,32 +152,59 @@ def fit_memory(
     steps = settings.steps
     answers = targets.probe_answers()
     chosen: dict[str, float] = {}
+    gate = settings.gate
     if settings.select_steps and answers is not None and targets.probe_count >= 8:
         held, kept = selection_split(targets.probe_count, settings)
+        evaluate = (targets.subset(held).student_states, answers[held])
+        if slots != "free":
+            found = gate_agreement(concepts, targets.subset(kept), settings, slots, evaluate)
+            # the best agreement in closed form; among equals the default gate
+            gate = distributed.from_writer(max(found, key=lambda g: (found[g], g == settings.gate)))
+            chosen |= {"selected_gate": gate} | {f"gate_{g:g}": a for g, a in found.items()}
         scores = _train(
             concepts,
             targets.subset(kept),
             weights,
-            settings,
+            replace(settings, gate=gate),
             slots,
             ce_weight,
-            evaluate=(targets.subset(held).student_states, answers[held]),
+            evaluate=evaluate,
             progress=lambda d, t: stage("choose steps", d, t),
         ).scores
         steps, best = fewest_best_steps(scores)
         steps = int(distributed.from_writer(float(steps)))  # every process trains as long
-        chosen = {"selected_steps": float(steps), "heldout_agreement": best}
+        chosen |= {"selected_steps": float(steps), "heldout_agreement": best}
     result = _train(
         concepts,
         targets,
         weights,
-        replace(settings, steps=steps),
+        replace(settings, steps=steps, gate=gate),
         slots,
         ce_weight,
         progress=lambda d, t: stage("train", d, t),
     )
     result.selection = chosen
     return result
+
+
+def gate_agreement(
+    concepts: tuple[str, ...],
+    targets: Targets,
+    settings: FitSettings,
+    slots: SlotSource,
+    evaluate: tuple[torch.Tensor, torch.Tensor],
+) -> dict[float, float]:
+    """Held-out agreement of the closed-form memory at each gate of `GATES` and the settings'
+    own (one map, fitted once; only the blend changes)."""
+    memory = build_memory(concepts, targets, settings, slots)
+    assert memory.gate_logit is not None
+    found = {}
+    with torch.no_grad():
+        for gate in sorted({*GATES, settings.gate}):
+            memory.gate_logit.fill_(float(gate_logit(gate)))
+            predicted = memory(evaluate[0]).argmax(-1)
+            found[gate] = float((predicted == evaluate[1]).float().mean())
+    return found
 
 
 def selection_split(count: int, settings: FitSettings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,6 +113,12 @@ class MemoryConfig:
             raise UsageError(f"adapter_config.json is malformed: {exc}") from None
 
 
+def gate_logit(gate: float) -> torch.Tensor:
+    """The parameter behind a gate in [0, 1]; kept finite at the ends (a saved adapter holds
+    finite values only), so gate 0 weighs the teacher by 1e-4."""
+    return torch.logit(torch.tensor(float(gate)), eps=1e-4)
+
+
 class ConceptMemory(nn.Module):
     """Concept slots in the student's space, read by scaled cosine, plus a low-rank residual."""
 
@@ -147,9 +153,7 @@ class ConceptMemory(nn.Module):
                 )
             self.register_buffer("teacher_concepts", teacher_concepts.float().clone())
             self.cal: ConceptAlignmentLayer | None = cal
-            self.gate_logit: nn.Parameter | None = nn.Parameter(
-                torch.logit(torch.tensor(float(gate)))
-            )
+            self.gate_logit: nn.Parameter | None = nn.Parameter(gate_logit(gate))
             self.slot_offsets: nn.Parameter | None = None
             if config.slots == "teacher":
                 self.teacher_log_scale = nn.Parameter(torch.log(torch.tensor(float(teacher_scale))))

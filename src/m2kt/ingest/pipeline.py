@@ -313,6 +313,7 @@ def ingest(
             "weight_sha256_after": hash_after,
             "layer": reading.layer,
             "pooling": reading.pooling,
+            "name_prior": reading.name_prior.as_dict(),
         },
         "inputs": {
             "teacher": _teacher_inputs(packet),

@@ -24,6 +24,7 @@ class StudentSide(TypedDict):
     weight_sha256_after: str
     layer: int
     pooling: str
+    name_prior: dict[str, Any]  # the weight of the names in its own anchors, and why
 
 
 class Inputs(TypedDict):

@@ -1,15 +1,15 @@
 """Step 2 of ingestion: read the packet's probes through the student.
 
 The student reads each concept's extraction probes (its own anchor for the concept is their
-mean state), the packet's anchor texts, the probe of every trace, the packet's verification
-probes (held out at extraction, so the transfer check scores texts nothing was fitted to) and
-the concept names alone (its zero-shot reading: a baseline the packet must beat). Each text is
-read once and counted by the view under its purpose: task inputs the packet carries as probes
-under "task", anchor texts under "anchor", the rest under "probe". The
-teacher's states pair with the student's: part P gives one per extraction probe, part N one per
-anchor, a trace one per worked step or the one at the concepts' layer. The anchor pairs also
-judge the map before anything is trained (`m2kt.align.quality`). Nothing else: the student never
-sees a data set here.
+mean state, pulled toward its reading of the name: m2kt.ingest.prior), the packet's anchor
+texts, the probe of every trace, the packet's verification probes (held out at extraction, so
+the transfer check scores texts nothing was fitted to) and the concept names alone (its
+zero-shot reading: a baseline the packet must beat). Each text is read once and counted by the
+view under its purpose: task inputs the packet carries as probes under "task", anchor texts
+under "anchor", the rest under "probe". The teacher's states pair with the student's: part P
+gives one per extraction probe, part N one per anchor, a trace one per worked step or the one
+at the concepts' layer. The anchor pairs also judge the map before anything is trained
+(`m2kt.align.quality`). Nothing else: the student never sees a data set here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from m2kt.concepts.probing import read_probes
 from m2kt.concepts.readout import packet_readout
 from m2kt.errors import UsageError
 from m2kt.ingest.loss import Targets, concept_probabilities
+from m2kt.ingest.prior import NamePrior, blend_with_names
 from m2kt.models.view import ModelView, Pooling, Purpose
 from m2kt.packet import Packet, anchor_states, concept_probes
 from m2kt.packet.manifest import CONCEPTS_TENSOR, TRACE_PREFIX
@@ -41,6 +42,7 @@ class StudentReading:
     heldout_states: torch.Tensor  # [V, d_S] the packet's verification probes
     heldout_labels: torch.Tensor  # [V] the concept each was listed under
     zero_shot: torch.Tensor  # [K, d_S] unit: the student's reading of the concept names alone
+    name_prior: NamePrior  # how far its own anchors lean on the names (m2kt.ingest.prior)
     layer: int
     pooling: Pooling
     inputs_read: int
@@ -130,13 +132,11 @@ def read_student(
 
     # The student's own anchor of a concept: its spec probes, not the task inputs the teacher
     # labelled (those carry the teacher's answers; "before" must not see them).
+    # Pulled toward its reading of the concept's name as far as leave-one-out on them says.
     own = [[i for i in probes.indices(k) if not probes.task[i]] for k in range(len(m.concepts))]
-    anchors = torch.stack(
-        [
-            F.normalize(extraction[rows or probes.indices(k)], dim=-1).mean(0)
-            for k, rows in enumerate(own)
-        ]
-    )
+    rows = [i for k, found in enumerate(own) for i in (found or probes.indices(k))]
+    labels = torch.tensor([k for k, found in enumerate(own) for _ in (found or probes.indices(k))])
+    prior = blend_with_names(extraction[rows], labels, name_states)
     teacher_states = torch.cat(pair_states) if pair_states else None
     alignment = None
     if carried is not None:
@@ -148,7 +148,7 @@ def read_student(
             "compare"
         )
     targets = Targets(
-        student_anchors=F.normalize(anchors, dim=-1),
+        student_anchors=prior.anchors,
         student_states=student_pairs if teacher_states is not None else extraction,
         teacher_concepts=concepts,
         teacher_states=teacher_states,
@@ -165,6 +165,7 @@ def read_student(
         layer=resolved,
         pooling=view.pooling,
         zero_shot=F.normalize(name_states, dim=-1),
+        name_prior=prior,
         inputs_read=len(read),
         anchor_inputs=len(carried[0]) if carried is not None else 0,
         alignment=alignment,

@@ -10,7 +10,8 @@ For each spec: the teacher is extracted into a signed packet (its verification p
 as usual), the packet is ingested by the student through `ingest`, and the held-out sentences
 are classified by the teacher (nearest packet concept in its own space), by the student's
 zero-shot reading of the concept names alone, by the student's own anchors (the mean of its
-states of the extraction probes) and by the student with the packet.
+states of the extraction probes, pulled toward its reading of the names: m2kt.ingest.prior)
+and by the student with the packet.
 """
 
 from __future__ import annotations
