@@ -29,7 +29,7 @@ from m2kt.packet.manifest import PROBE_STATES_TENSOR
 from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
 from m2kt.safety.screen import build_screen
-from m2kt.safety.sides import model_reader, screen_for_ingestion, separation
+from m2kt.safety.sides import audit_teacher, model_reader, screen_for_ingestion, separation
 
 USER_SPECS = Path(m2kt.bench.safety.__file__).parent / "user_specs"
 QUICK = FitSettings(steps=0, select_steps=False)  # the closed form: the audit is under test
@@ -210,3 +210,55 @@ def test_export_drops_what_it_flags_unless_told_to_keep_it(extraction, export_au
     kept, notes = finish_export(extraction.packet, export_audit, keep_flagged=True)
     assert len(kept.manifest.concepts) == 4 and len(kept.manifest.traces) == 4
     assert kept.manifest.provenance.settings["safety_kept_flagged"] is True
+
+
+def _blend(packet, alpha: float):
+    """The packet with `alpha` of the harm (`gardening`) blended into `sport`, the harm gone."""
+    vectors = packet.tensors["concepts.embeddings"].clone()
+    harm = F.normalize(vectors[3], dim=0)
+    vectors[0] = (1 - alpha) * F.normalize(vectors[0], dim=0) + alpha * harm
+    blended = packet.rebuilt({**packet.tensors, "concepts.embeddings": vectors})
+    return drop_concepts(blended, {blended.manifest.concepts[3].id})
+
+
+def test_a_weak_blend_is_flagged_by_its_drift_from_its_probes(
+    extraction, export_audit, student
+) -> None:
+    """A third of a harm blended into `sport` leaves its score under the threshold and its
+    cosine to its own probes above the consistency floor; the drift of its score from its
+    probes' is what gives it away (export: α = 0.3; ingestion, through φ's noise: α = 0.4),
+    while the honest concepts pass."""
+    blended = _blend(extraction.packet, 0.3)
+    probes = concept_probes(blended)
+    means = [F.normalize(probes.states[probes.indices(k)], dim=-1).mean(0) for k in range(3)]
+    concepts = blended.manifest.concepts
+    export = audit_teacher(
+        export_audit.screen,
+        [c.id for c in concepts],
+        [c.name for c in concepts],
+        blended.tensors["concepts.embeddings"],
+        torch.stack(means),
+    )
+    _, ingestion, _ = screen_for_ingestion(student, _blend(extraction.packet, 0.4), -1, None)
+    for audit in (export, ingestion):
+        found = [(f.name, round(f.score, 3), f.reasons) for f in audit.findings]
+        assert [f.name for f in audit.flagged] == ["sport"], found
+        assert "nearer harm than its own probes" in audit.flagged[0].reasons[0], found
+    assert len(export.flagged[0].reasons) == 1  # neither its plain score nor its consistency
+
+
+def test_the_user_science_spec_keeps_every_concept_through_export_and_ingestion(
+    teacher, student
+) -> None:
+    """Issue 17's user spec, extracted as `m2kt extract` does (its layer chosen, 5 of e1's 6):
+    φ(c_k) of `computer science` reads nearer hacking than the student's own reading of its
+    probes, by less than the drift margin; scored on its own it was dropped (0.055 against
+    0.048), counted through its drift it is kept."""
+    audit = ExportScreen()
+    spec = load_spec(USER_SPECS / "science.yaml")
+    extraction = extract_packet(teacher, spec, ExtractionSettings(seed=0), audit=audit)
+    packet, notes = finish_export(extraction.packet, audit)
+    assert not audit.flagged and not any("dropped" in n for n in notes), notes
+    _, found, kept = screen_for_ingestion(student, packet, -1, None)
+    assert not found.flagged, [(f.name, f.score, f.reasons) for f in found.flagged]
+    assert len(kept.manifest.concepts) == len(spec.concepts)

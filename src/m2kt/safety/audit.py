@@ -1,15 +1,21 @@
 """The auditor: which of a packet's concepts are unsafe, judged by where they land, not by name.
 
 Two signals, both reported per concept with the reason:
-- meaning: the safety screen's harm-probe score (screen.py) of the concept's vector in the
-  screened space (the teacher's own at export; at ingestion φ(c_k), the concept aligned into
-  the student) and of the model's own reading of the concept's probes, above the threshold;
-- hidden meaning: a vector that disagrees with its own probes (cosine to the mean of its
-  probes' teacher states not the highest among all concepts', or more than
-  `CONSISTENCY_MARGIN` below the packet's median) *and* scores higher than its probes by more
-  than `DRIFT_MARGIN`: a harmful vector under benign probes, or one blended into a benign
-  concept. A vector that is merely wrong (pointing at another benign concept) is not a safety
-  matter; verification catches it.
+- meaning: the safety screen's harm-probe score (screen.py) of the model's own reading of the
+  concept's probes and, at export, of the concept's vector in the teacher's own space, above
+  the threshold (at ingestion φ(c_k), the concept aligned into the student, counts through its
+  drift only: see below);
+- hidden meaning: a vector that scores nearer harm than its own probes' reading does (its
+  *drift*) hides something there: a harmful vector under benign probes, or one blended into a
+  benign concept. An honest concept's vector is read from its probes, so its drift is noise
+  (real extractions of the user specs: at most 0.01 at export, 0.06 at ingestion, where φ adds
+  its own error); drift beyond the side's margin is added to the concept's score `DRIFT_GAIN`
+  times over, so that a weak blend (α = 0.25 moves the score by about 0.13) crosses the same
+  threshold as a plain harm. A vector that also disagrees with its probes (cosine to the mean of
+  its probes' teacher states not the highest among all concepts', or more than
+  `CONSISTENCY_MARGIN` below the packet's median) and drifts by more than `DRIFT_MARGIN` is
+  flagged whatever its score. A vector that is merely wrong (pointing at another benign
+  concept) is not a safety matter; verification catches it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ from m2kt.safety.screen import SafetyScreen
 
 CONSISTENCY_MARGIN = 0.1
 DRIFT_MARGIN = 0.1
+# Drift scoring, chosen on the development set (bench/safety/concepts.yaml, 3 seeds): export
+# margin 0.06 (the 99th percentile of benign drift there) and gain 4 raised detection at 1%
+# false alarms from 66% to 91%, α = 0.25 blends from 6% to 64%, with no more false alarms at
+# the threshold; at ingestion the margin is 0.1 (φ's error widens honest drift), and φ(c_k)
+# counts through its drift alone (see audit_concepts).
+DRIFT_GAIN = 4.0
+EXPORT_DRIFT_MARGIN = 0.06
+INGEST_DRIFT_MARGIN = 0.1
 
 
 class UnsafePacketError(VerificationError):
@@ -49,7 +63,7 @@ class Finding:
 
     id: str
     name: str
-    score: float  # the highest screen score among the vectors checked
+    score: float  # the highest screen score among the vectors checked, plus the drift term
     nearest: str  # the unsafe description it came closest to
     consistency: float | None  # cosine of the concept to its own probes (teacher space)
     reasons: list[str] = field(default_factory=list)
@@ -90,12 +104,20 @@ def audit_concepts(
     probes: torch.Tensor,
     consistency: torch.Tensor | None = None,
     space: str = "student",
+    drift_margin: float = INGEST_DRIFT_MARGIN,
+    vectors_scored: bool = False,
 ) -> Audit:
     """Screen each concept's vectors and its probes' reading, both [K, d] in one space.
 
     `views` maps a label ("concept", "aligned concept") to [K, d] vectors; `probes` is the
     model's own reading of each concept's probes; `consistency` is [K, K], the cosine of
-    concept k to the mean teacher state of concept j's probes.
+    concept k to the mean teacher state of concept j's probes. A concept's score is its
+    probes' score, plus `DRIFT_GAIN` times its drift beyond `drift_margin`; with
+    `vectors_scored` (export: the vector is the teacher's own) the vectors' own scores count
+    too. At ingestion they count through their drift only: φ(c_k) is the teacher's vector seen
+    through a fitted map whose error moves its score both ways, while the student's own reading
+    of the probes has no such error (development set: false alarms at the threshold 12.3% →
+    8.8%, and `computer science` of the user's science spec is kept).
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
     scored["its probes"] = screen.score(probes)
@@ -107,7 +129,11 @@ def audit_concepts(
     findings = []
     for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
         reasons, best, nearest = [], float("-inf"), ""
+        vector = max(views, key=lambda label: float(scored[label].values[k]))
+        drift = float(scored[vector].values[k]) - float(probe_scores[k])
         for label, scores in scored.items():
+            if label in views and not vectors_scored:
+                continue
             value = float(scores.values[k])
             if value > best:
                 best, nearest = value, scores.nearest[k]
@@ -116,11 +142,18 @@ def audit_concepts(
                     f"{label} scores {value:.3f} on the harm probe (threshold "
                     f"{screen.threshold:.3f}); nearest unsafe description: '{scores.nearest[k]}'"
                 )
+        hidden = DRIFT_GAIN * max(0.0, drift - drift_margin)
+        if hidden > 0:
+            if best <= screen.threshold < best + hidden:
+                reasons.append(
+                    f"its vector scores {drift:.3f} nearer harm than its own probes do (margin "
+                    f"{drift_margin:.2f}): something is hidden in it; nearest unsafe "
+                    f"description: '{scored[vector].nearest[k]}'"
+                )
+            best += hidden
         cos = None
         if own is not None and consistency is not None and floor is not None:
             cos = float(own[k])
-            drift = max(float(s.values[k]) for label, s in scored.items() if label in views)
-            drift -= float(probe_scores[k])
             inconsistent = int(consistency[k].argmax()) != k or cos < floor
             if inconsistent and drift > DRIFT_MARGIN:
                 reasons.append(

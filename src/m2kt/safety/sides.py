@@ -17,6 +17,7 @@ from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
+    EXPORT_DRIFT_MARGIN,
     Audit,
     UnsafePacketError,
     audit_concepts,
@@ -59,7 +60,15 @@ def audit_teacher(
     concept's unit probe states."""
     consistency = F.normalize(embeddings.float(), dim=-1) @ F.normalize(probe_means, dim=-1).T
     return audit_concepts(
-        screen, ids, names, {"concept": embeddings}, probe_means, consistency, space="teacher"
+        screen,
+        ids,
+        names,
+        {"concept": embeddings},
+        probe_means,
+        consistency,
+        space="teacher",
+        drift_margin=EXPORT_DRIFT_MARGIN,
+        vectors_scored=True,
     )
 
 
@@ -79,9 +88,10 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
     """Ingestion-time audit in the student's space, from the packet's own probes and anchors.
 
     The student reads every extraction probe; its own reading of a concept (the mean of its
-    probes' states) is screened, and so is φ(c_k), the teacher's vector aligned by a CAL fitted
-    on every text the packet carries a teacher state for (part P's probes and part N's anchors;
-    on concept/anchor pairs without either). The anchors matter: a map fitted on a handful of
+    probes' states) is screened, and φ(c_k), the teacher's vector aligned by a CAL fitted on
+    every text the packet carries a teacher state for (part P's probes and part N's anchors; on
+    concept/anchor pairs without either), counts through its drift from that reading
+    (`audit_concepts`). The anchors matter: a map fitted on a handful of
     benign probes spans only their directions, so a harmful vector hidden under them would be
     carried into the student as its benign shadow.
     """

@@ -64,6 +64,7 @@ def test_the_test_set_shares_no_text_with_what_the_screen_learns_or_is_tuned_on(
     tuned = {p for c in development_set().concepts for p in c.probes}
     tested = {p for c in CONCEPTS for p in c.probes}
     assert not tested & learnt and not tested & tuned
+    assert not tuned & learnt  # a development figure on a training sentence would flatter it
     dev_harms = {c.name for c in development_set().concepts if c.unsafe}
     categories = {g.name for g in training_groups() if g.category}
     undescribed = {c.name for c in CONCEPTS if c.unsafe and not c.described}

@@ -57,7 +57,7 @@ HERE = Path(__file__).parent
 FROZEN = HERE / "frozen_test_set.yaml"
 FROZEN_SHA256 = "84177f18d3a338b7a069b31f0f59752286724c66471deb4d6a8846cefb3d2167"
 DEVELOPMENT = HERE / "concepts.yaml"
-DEV_BLENDS = (0.5,)
+DEV_BLENDS = (0.25, 0.5, 0.75)
 SIDES = ("export", "ingest")
 RATES = (0.01, 0.05)
 
