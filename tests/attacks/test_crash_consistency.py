@@ -49,16 +49,18 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _killed(args: list[str], after: float) -> bool:
-    """Run and SIGKILL after `after` seconds; True if the kill landed before it finished."""
+def _killed(args: list[str], after: float) -> float | None:
+    """Run and SIGKILL after `after` seconds; None if the kill landed before it finished, else
+    how long the run took."""
+    started = time.perf_counter()
     process = subprocess.Popen([M2KT, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         process.wait(timeout=after)
-        return False
+        return time.perf_counter() - started
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait()
-        return True
+        return None
 
 
 def _student_files() -> dict[str, str]:
@@ -79,14 +81,20 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _kill_rounds(run: list[str], settings: tuple[list[str], list[str]], check) -> int:  # type: ignore[no-untyped-def]
     """Alternate between two settings, killing each run at a random moment; `check(old)` after
-    each run compares the output with what was there before. Returns the kills that landed."""
+    each run compares the output with what was there before. Returns the kills that landed.
+    A run that finishes before its kill was faster than the first (a machine whose load fell):
+    its own time becomes the estimate the next moment is drawn from."""
     duration = _run([*run, *settings[0]])
     rng = random.Random(len(run))
     kills = attempts = 0
     while kills < KILLS and attempts < 3 * KILLS:
         attempts += 1
         before = check(None)
-        kills += _killed([*run, *settings[attempts % 2]], rng.uniform(0.3, 0.95) * duration)
+        finished = _killed([*run, *settings[attempts % 2]], rng.uniform(0.3, 0.95) * duration)
+        if finished is None:
+            kills += 1
+        else:
+            duration = min(duration, finished)
         check(before)
     assert kills >= 1, "no kill landed before its run finished"
     print(f"{run[0]}: {kills} kills landed in {attempts} runs")  # shown with pytest -s
