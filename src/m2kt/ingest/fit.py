@@ -153,14 +153,18 @@ def fit_memory(
     answers = targets.probe_answers()
     chosen: dict[str, float] = {}
     gate = settings.gate
+    built: ConceptMemory | None = None
     if settings.select_steps and answers is not None and targets.probe_count >= 8:
         held, kept = selection_split(targets.probe_count, settings)
         evaluate = (targets.subset(held).student_states, answers[held])
         if slots != "free":
-            found = gate_agreement(concepts, targets.subset(kept), settings, slots, evaluate)
+            found, built = gate_agreement(concepts, targets.subset(kept), settings, slots, evaluate)
             # the best agreement in closed form; among equals the default gate
             gate = distributed.from_writer(max(found, key=lambda g: (found[g], g == settings.gate)))
             chosen |= {"selected_gate": gate} | {f"gate_{g:g}": a for g, a in found.items()}
+            assert built.gate_logit is not None
+            with torch.no_grad():  # the same closed form, at the chosen gate: not fitted twice
+                built.gate_logit.fill_(float(gate_logit(gate)))
         scores = _train(
             concepts,
             targets.subset(kept),
@@ -170,6 +174,7 @@ def fit_memory(
             ce_weight,
             evaluate=evaluate,
             progress=lambda d, t: stage("choose steps", d, t),
+            memory=built,
         ).scores
         steps, best = fewest_best_steps(scores)
         steps = int(distributed.from_writer(float(steps)))  # every process trains as long
@@ -193,7 +198,7 @@ def gate_agreement(
     settings: FitSettings,
     slots: SlotSource,
     evaluate: tuple[torch.Tensor, torch.Tensor],
-) -> dict[float, float]:
+) -> tuple[dict[float, float], ConceptMemory]:
     """Held-out agreement of the closed-form memory at each gate of `GATES` and the settings'
     own (one map, fitted once; only the blend changes)."""
     memory = build_memory(concepts, targets, settings, slots)
@@ -204,7 +209,7 @@ def gate_agreement(
             memory.gate_logit.fill_(float(gate_logit(gate)))
             predicted = memory(evaluate[0]).argmax(-1)
             found[gate] = float((predicted == evaluate[1]).float().mean())
-    return found
+    return found, memory
 
 
 def selection_split(count: int, settings: FitSettings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,9 +235,12 @@ def _train(
     ce_weight: float,
     evaluate: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: Progress | None = None,
+    memory: ConceptMemory | None = None,
 ) -> FitResult:
+    """`memory`: the closed form already built for these targets and settings, if any."""
     torch.manual_seed(settings.seed)
-    memory = build_memory(concepts, targets, settings, slots)
+    if memory is None:
+        memory = build_memory(concepts, targets, settings, slots)
     params = [p for p in memory.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     history: dict[str, list[float]] = {}

@@ -46,14 +46,15 @@ def blend_with_names(states: torch.Tensor, labels: torch.Tensor, names: torch.Te
     own_sum = sums[labels] - unit * (~alone)[:, None]
     own_count = (counts[labels] - (~alone).float())[:, None]
     scores: dict[float, float] = {}
+    blended: dict[float, torch.Tensor] = {}
     for w in WEIGHTS:
-        anchors = _blend(sums / counts[:, None], named, w)  # [K, d]
+        anchors = blended[w] = _blend(sums / counts[:, None], named, w)  # [K, d]
         mine = _blend(own_sum / own_count, named[labels], w)  # [N, d]
         cosines = unit @ anchors.T
         cosines[torch.arange(len(unit)), labels] = (unit * mine).sum(-1)
         scores[w] = float((cosines.argmax(-1) == labels).float().mean())
     best = max(WEIGHTS, key=lambda w: (scores[w], -w))
-    return NamePrior(_blend(sums / counts[:, None], named, best), best, scores)
+    return NamePrior(blended[best], best, scores)
 
 
 def _blend(means: torch.Tensor, names: torch.Tensor, w: float) -> torch.Tensor:
