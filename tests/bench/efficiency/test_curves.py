@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from m2kt.bench.efficiency import fresh_specs
-from m2kt.bench.efficiency.curves import derived, inputs_to_reach
+from m2kt.bench.efficiency.curves import curve, derived, inputs_to_reach
+from m2kt.bench.efficiency.methods import method_row
 from m2kt.bench.efficiency.run import EfficiencyPlan, run_efficiency
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
@@ -75,6 +77,22 @@ def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
     out = derived({"packet": points, "logit KD": kd}, before=0.5, teacher=0.9)
     # Gap 50% = 0.7: packet at 30 inputs, KD at 100 + (0.1/0.3)·300 = 200 → saving 6.7×.
     assert abs(out["packet"]["saving over logit KD"]["gap 50%"] - 200 / 30) < 1e-9
+
+
+def test_rows_that_count_no_task_inputs_are_measured_by_all_inputs() -> None:
+    """The new-computation rows (memory and in-block alike, `method_row`) count no task inputs:
+    their levels are reached at the inputs they read, not at 0."""
+
+    def rows(accuracy: float, b: int) -> dict[str, list[dict[str, Any]]]:
+        seen = {"teacher": b, "student": b}
+        row = method_row(accuracy, seen, 0, 10, "blocks", 0.0, {}, {})
+        return {"packet, blocks": [row], "logit KD, blocks": [row | {"accuracy": accuracy / 2}]}
+
+    points = curve([rows(0.5, 10), rows(0.9, 50)], before=0.5, teacher=0.9)
+    out = derived(points, before=0.5, teacher=0.9)
+    # Gap 50% = 0.7: half-way from 20 to 100 inputs read.
+    assert abs(out["packet, blocks"]["gap 50%"] - 60) < 1e-9
+    assert out["logit KD, blocks"]["gap 50%"] is None
 
 
 def test_the_fresh_spec_family_is_frozen(monkeypatch) -> None:

@@ -21,7 +21,10 @@ def curve(
     """Per method, per budget: mean and spread of accuracy over seeds, the gap closed, mean
     inputs read (all, task inputs, anchors; per model in `inputs`, from the first seed).
 
-    `budget_rows[i][method]` holds one row per seed at budget i.
+    `budget_rows[i][method]` holds one row per seed at budget i. Task and anchor inputs are
+    means only where the rows count them (the latent-skill rows): `derived` measures by task
+    inputs only then, and a zero written for rows that never counted them (new computation)
+    would read as "reached with no inputs".
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for per_budget in budget_rows:
@@ -34,8 +37,6 @@ def curve(
                 "accuracy_std": statistics.pstdev(accuracy),
                 "gap_closed": gap_closed(mean, before, teacher),
                 "inputs_total": statistics.fmean(r["inputs_total"] for r in rows),
-                "task_inputs": statistics.fmean(r.get("task_inputs", 0) for r in rows),
-                "anchor_inputs": statistics.fmean(r.get("anchor_inputs", 0) for r in rows),
                 "inputs": rows[0]["inputs"],
                 "labels": rows[0]["labels"],
                 "trained_params": rows[0]["trained_params"],
@@ -43,6 +44,9 @@ def curve(
                 "seconds_mean": statistics.fmean(r["seconds"] for r in rows),
                 "seeds": len(rows),
             }
+            for count in ("task_inputs", "anchor_inputs"):  # only where the rows counted them
+                if all(count in r for r in rows):
+                    point[count] = statistics.fmean(r[count] for r in rows)
             digests = [r["packet_digest"] for r in rows if "packet_digest" in r]
             if digests:
                 point["packet_digest"] = digests
@@ -67,18 +71,24 @@ def inputs_to_reach(
     return None
 
 
+def counted_by(curves: dict[str, list[dict[str, Any]]]) -> str:
+    """The count the derived figures use: task inputs where every point has them, else all."""
+    split = all("task_inputs" in p for points in curves.values() for p in points)
+    return "task_inputs" if split else "inputs_total"
+
+
 def derived(
     curves: dict[str, list[dict[str, Any]]], before: float, teacher: float
 ) -> dict[str, dict[str, Any]]:
-    """Task inputs each method needs for each level, and the packet's saving over the better
-    logit-KD row (the one that needs fewer task inputs for that level)."""
+    """Task inputs (`counted_by`) each method needs for each level, and the packet's saving
+    over the better logit-KD row (the one that needs fewer task inputs for that level)."""
     out: dict[str, dict[str, Any]] = {}
-    count = "task_inputs" if all("task_inputs" in p for ps in curves.values() for p in ps) else None
+    count = counted_by(curves)
     for method, points in curves.items():
         row: dict[str, Any] = {}
         for name, (kind, share) in LEVELS.items():
             target = before + share * (teacher - before) if kind == "gap" else share * teacher
-            row[name] = inputs_to_reach(points, target, count or "inputs_total")
+            row[name] = inputs_to_reach(points, target, count)
         out[method] = row
     for suffix in ("", ", blocks"):  # each adapter's packet against KD through the same one
         packet = "packet" + suffix

@@ -23,7 +23,7 @@ import torch
 
 from m2kt import __version__
 from m2kt.atomic import atomic_write_bytes
-from m2kt.bench.efficiency.curves import LEVELS, curve, derived
+from m2kt.bench.efficiency.curves import LEVELS, counted_by, curve, derived
 from m2kt.bench.efficiency.methods import nested_order
 from m2kt.bench.gap import gap_closed
 from m2kt.ingest.fit import FitSettings
@@ -313,9 +313,10 @@ def markdown(record: dict[str, Any]) -> str:
                 )
                 + " | |"
             )
+        counted = "task inputs" if counted_by(r["curves"]) == "task_inputs" else "inputs"
         lines += [
             "",
-            "| method | " + " | ".join(f"task inputs to {n}" for n in LEVELS) + " |",
+            "| method | " + " | ".join(f"{counted} to {n}" for n in LEVELS) + " |",
             "|---|" + "---|" * len(LEVELS),
         ]
         for method, row in r["derived"].items():
