@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from m2kt.cli import main
+from m2kt.packet import Packet, make_provenance
+from m2kt.packet.example import CREATED
+from m2kt.packet.summary import reading_lines
 
 from conftest import knowledge_packet
 
@@ -72,6 +76,45 @@ def test_inspect_truncated_exits_2_with_one_line(signed) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr and "truncated" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "ranked"),
+    [
+        ({"reading_scores": ["x", 0.5]}, False),
+        ({"reading_scores": [0.5]}, False),
+        ({"reading_scores": [0.5, 0.6], "reading_losses": [True, "?"]}, True),  # by accuracy
+    ],
+)
+def test_inspect_shows_a_packet_whose_reading_figures_are_malformed(
+    settings: dict, ranked: bool, tmp_path: Path
+) -> None:
+    """The runners-up line reads figures a packet's author wrote: malformed ones (a string, a
+    list shorter than the readings) were a traceback; they are left out of the line."""
+    packet = Packet.create(
+        kind="knowledge",
+        provenance=make_provenance(
+            method="test",
+            created_at=CREATED,
+            settings={"candidate_readings": ["mean@1", "mean@2"], "pooling": "mean", "layer": 1}
+            | settings,
+        ),
+        tensors={"concepts.embeddings": torch.zeros(1, 4)},
+        concepts=[
+            {"id": "a", "name": "a", "probes": ["p"], "method": "bottleneck", "confidence": 1.0}
+        ],
+    )
+    path = packet.save(tmp_path / "p.m2kt")
+    assert main(["inspect", str(path)]) == 0
+    lines = reading_lines(packet)
+    assert lines == (
+        [
+            "reading mean@1, centroid readout (cross-validated on extraction "
+            "probes: 50.0%); runners-up: mean@2 60.0%"
+        ]
+        if ranked
+        else []
+    )
 
 
 def test_unsigned_and_untrusted(tmp_path: Path, signed, capsys) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from m2kt.packet.packet import Packet
 from m2kt.packet.signing import signature_key_hint
@@ -118,15 +118,9 @@ def reading_lines(packet: Packet, runners_up: int = 3) -> list[str]:
             f"concepts kept at layers {', '.join(map(str, m.layers.layers))} "
             f"({m.layers.pooling} pooling, part L)"
         ]
-    readings, scores = settings.get("candidate_readings"), settings.get("reading_scores")
-    if not isinstance(readings, list) or not isinstance(scores, list) or not readings:
+    figures = _reading_figures(settings)
+    if not figures:
         return kept
-    losses = settings.get("reading_losses")
-    if not isinstance(losses, list) or len(losses) != len(readings):
-        losses = [-float(v) for v in scores]  # before the loss was recorded: by accuracy
-    figures = {
-        str(r): (float(v), float(loss)) for r, v, loss in zip(readings, scores, losses, strict=True)
-    }
     ranked = sorted(figures, key=lambda r: figures[r][1])
 
     def shown(reading: str) -> str:
@@ -152,3 +146,28 @@ def reading_lines(packet: Packet, runners_up: int = 3) -> list[str]:
         head += f", loss {loss:.3f})" if loss >= 0 else ")"
     others = [shown(r) for r in ranked if r != chosen][:runners_up]
     return [head + (f"; runners-up: {', '.join(others)}" if others else ""), *kept]
+
+
+def _reading_figures(settings: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each candidate reading's (accuracy, loss) as extraction recorded them; none where the
+    record is missing or malformed (a packet is untrusted: `inspect` shows what it can, and
+    the raw settings stand in the provenance). A packet from before the loss was recorded
+    ranks by accuracy (its negative in place of the loss)."""
+    readings, scores = settings.get("candidate_readings"), settings.get("reading_scores")
+    if not isinstance(readings, list) or not _numbers(scores, len(readings)):
+        return {}
+    losses = settings.get("reading_losses")
+    if not _numbers(losses, len(readings)):
+        losses = [-float(v) for v in scores]
+    return {
+        str(r): (float(v), float(loss)) for r, v, loss in zip(readings, scores, losses, strict=True)
+    }
+
+
+def _numbers(values: object, count: int) -> TypeGuard[list[float]]:
+    """Whether `values` is a list of `count` numbers (booleans are not figures)."""
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    )
