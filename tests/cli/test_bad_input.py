@@ -122,6 +122,12 @@ def test_a_task_csv_that_is_not_utf8(tmp_path: Path, capsys) -> None:
     assert "utf-8" in refused(capsys, [*argv, "--out", str(tmp_path / "p.m2kt")])
 
 
+@pytest.mark.parametrize("length", ["-5", "2"])
+def test_a_bench_fit_length_too_short_is_refused_first(length: str, tmp_path: Path, capsys) -> None:
+    argv = ["bench", "patch", "--fit-length", length, "--out", str(tmp_path)]
+    assert f"fit length {length} is too short" in refused(capsys, argv)
+
+
 def test_a_signature_mismatch_names_the_member_not_bytes(keys, tmp_path: Path) -> None:
     signed = knowledge_packet().signed(keys[0])
     members = parse_container(signed.to_bytes(), DEFAULT_LIMITS)

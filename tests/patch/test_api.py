@@ -63,3 +63,5 @@ def test_a_short_fit_reads_nothing_past_its_length(small_task, tmp_path: Path) -
     assert a.manifest.provenance.settings["fit_length"] == 16
     with pytest.raises(UsageError, match="too short"):
         transfer_patch_packet(weak, "e1", small_task, fit_length=2, cache=tmp_path)
+    with pytest.raises(UsageError, match="over the 512-token context"):  # was a traceback
+        transfer_patch_packet(weak, "e1", small_task, fit_length=100_000, cache=tmp_path)

@@ -157,9 +157,15 @@ def transfer_patch_packet(
     source_id = source or (recorded if isinstance(recorded, str) else None)
     if source_id is None:
         raise UsageError("the patch does not name the model it was made for", "pass --from MODEL")
+    views = load_model(source_id), load_model(target)
+    longest = min(view.context for view in views)
+    if fit_length is not None and fit_length > longest:
+        raise UsageError(
+            f"fit length {fit_length} is over the {longest}-token context of the models",
+            f"pass at most {longest} tokens",
+        )
     length = {} if fit_length is None else {"max_length": fit_length}
-    weak = load_model(source_id).encoder(**length)
-    strong = load_model(target).encoder(**length)
+    weak, strong = (view.encoder(**length) for view in views)
     inputs = _inputs(task)
     z_weak = zero_shot_head(weak, axes).logits(
         cached_encode(weak, inputs, cache, lambda d, t: progress("encode (source)", d, t))

@@ -24,6 +24,8 @@ from m2kt.bench.patch.seed import (
     run_seed,
 )
 from m2kt.bench.patch.tables import markdown_table, summarise
+from m2kt.errors import UsageError
+from m2kt.patch.api import MIN_FIT_LENGTH
 from m2kt.patch.config import PatchConfig
 from m2kt.report.figures import patch_bars
 from m2kt.tasks import TextClassificationTask, load_task
@@ -50,6 +52,13 @@ class BenchPlan:
     full_finetune: Literal["", "weak", "both"] = ""
     fit_lengths: tuple[int, ...] = ()
     ft_timing_steps: int = 10
+
+    def __post_init__(self) -> None:
+        short = [n for n in self.fit_lengths if n < MIN_FIT_LENGTH]
+        if short:  # a negative length was a traceback once the models had loaded
+            raise UsageError(
+                f"fit length {short[0]} is too short", f"pass at least {MIN_FIT_LENGTH} tokens"
+            )
 
 
 PLANS = {
