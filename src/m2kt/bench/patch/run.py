@@ -90,8 +90,64 @@ def _fully_fine_tuned(
     return encode_task(str(directory), task, cache, max_length, splits), cost
 
 
-def _pass_seconds(weak: EncodedModel, strong: EncodedModel) -> float:
-    return sum(weak.seconds.values()) + sum(strong.seconds.values())
+def _both_fully_fine_tuned(
+    plan: BenchPlan,
+    task: TextClassificationTask,
+    pair: tuple[str, str],
+    max_length: int,
+    where: Path,
+    cache: Path | None,
+    log: Callable[[str], None],
+) -> FullyFineTuned:
+    """The weak encoder (and with `full_finetune="both"` the strong one) fully fine-tuned: the
+    weak one teaches on the training split; the strong one is scored."""
+    weak_id, strong_id = pair
+    sides = (weak_id,) if plan.full_finetune == "weak" else pair
+    tuned = {
+        m: _fully_fine_tuned(m, task, where, cache, max_length, log, splits)
+        for m, splits in zip(sides, (SPLITS, ("val", "test")), strict=False)
+    }
+    weak_full, weak_cost = tuned[weak_id]
+    strong_full, strong_cost = tuned.get(strong_id, (None, None))
+    return FullyFineTuned(weak_full, weak_cost, strong_full, strong_cost)
+
+
+def _short_inputs(
+    plan: BenchPlan,
+    task: TextClassificationTask,
+    pair: tuple[str, str],
+    max_length: int,
+    cache: Path | None,
+    full: FullyFineTuned | None,
+    log: Callable[[str], None],
+) -> tuple[ShortInputs, ...]:
+    """The transfer's inputs read truncated to each of `plan.fit_lengths` shorter than the
+    task's own `max_length`. Set against full fine-tuning (`full`), the short passes are timed
+    now, not read from the cache, back to back with a timed slice of the strong model's full
+    fine-tuning (`full.strong_timed`), then timed once more (`again`): the load may drift."""
+    weak_id, strong_id = pair
+
+    def passes(length: int, cache: Path | None) -> tuple[EncodedModel, EncodedModel]:
+        weak = encode_task(weak_id, task, cache, length, ("train",))
+        return weak, encode_task(strong_id, task, cache, length, ("train", "val"))
+
+    live = None if full else cache
+    shorts = tuple(
+        ShortInputs(length, *passes(length, live))
+        for length in plan.fit_lengths
+        if length < max_length
+    )
+    if full and shorts:
+        steps = plan.ft_timing_steps
+        log(
+            f"{task.name} {weak_id}→{strong_id}: timing {steps} steps of fully fine-tuning "
+            f"{strong_id}"
+        )
+        full.strong_timed = time_fine_tuning(strong_id, task, steps, max_length=max_length)
+        for short in shorts:
+            weak, strong = passes(short.length, None)
+            short.again = sum(weak.seconds.values()) + sum(strong.seconds.values())
+    return shorts
 
 
 def run_benchmark(
@@ -113,7 +169,8 @@ def run_benchmark(
     for task_name in plan.tasks:
         task = load_task(task_name).limited(plan.per_split_limit)
         max_length = MAX_LENGTH.get(task_name, 256)
-        for weak_id, strong_id in plan.pairs:
+        for pair in plan.pairs:
+            weak_id, strong_id = pair
             key = f"{task.name} {weak_id}→{strong_id}"
             log(f"{key}: encoding {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
             weak = encode_task(weak_id, task, cache, max_length)
@@ -121,35 +178,8 @@ def run_benchmark(
             full = None
             if plan.full_finetune:
                 where = finetuned_dir or out_dir / "finetuned"
-                sides = (weak_id,) if plan.full_finetune == "weak" else (weak_id, strong_id)
-                tuned = {  # the weak one teaches on the training split; the strong one is scored
-                    m: _fully_fine_tuned(m, task, where, cache, max_length, log, splits)
-                    for m, splits in zip(sides, (SPLITS, ("val", "test")), strict=False)
-                }
-                weak_full, weak_cost = tuned[weak_id]
-                strong_full, strong_cost = tuned.get(strong_id, (None, None))
-                full = FullyFineTuned(weak_full, weak_cost, strong_full, strong_cost)
-            # Set against full fine-tuning, the short passes are timed now, not read from the
-            # cache, back to back with a timed slice of the strong model's full fine-tuning.
-            live = None if full else cache
-            shorts = tuple(
-                ShortInputs(
-                    length,
-                    encode_task(weak_id, task, live, length, ("train",)),
-                    encode_task(strong_id, task, live, length, ("train", "val")),
-                )
-                for length in plan.fit_lengths
-                if length < max_length
-            )
-            if full and shorts:  # then the short passes once more: the load may drift
-                steps = plan.ft_timing_steps
-                log(f"{key}: timing {steps} steps of fully fine-tuning {strong_id}")
-                full.strong_timed = time_fine_tuning(strong_id, task, steps, max_length=max_length)
-                for short in shorts:
-                    short.again = _pass_seconds(
-                        encode_task(weak_id, task, None, short.length, ("train",)),
-                        encode_task(strong_id, task, None, short.length, ("train", "val")),
-                    )
+                full = _both_fully_fine_tuned(plan, task, pair, max_length, where, cache, log)
+            shorts = _short_inputs(plan, task, pair, max_length, cache, full, log)
             seeds = []
             for seed in plan.seeds:
                 log(f"{key}: seed {seed}")
