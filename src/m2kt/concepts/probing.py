@@ -32,6 +32,11 @@ class ProbeReadings:
     attention: torch.Tensor | None
     attention_layers: list[int]
 
+    def side_by_side(self, pooling: Pooling, layers: Sequence[int]) -> torch.Tensor:
+        """[N, len(layers) · d]: every text's states at `layers`, concatenated in that order
+        (what a readout over several layers reads)."""
+        return torch.cat([self.states[(pooling, n)] for n in layers], dim=-1)
+
 
 def read_probes(
     view: ModelView,

@@ -35,11 +35,18 @@ class ConceptSet:
     units: list[list[tuple[int, float]]] | None = field(default=None)
 
 
+def labelled_probes(groups: list[Group]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every probe of `groups` in order [N] and the group it belongs to [N]: the rows and
+    labels a readout or a centroid is fitted on."""
+    index = torch.tensor([i for g in groups for i in g.probes], dtype=torch.long)
+    labels = torch.tensor([k for k, g in enumerate(groups) for _ in g.probes], dtype=torch.long)
+    return index, labels
+
+
 def from_groups(vectors: torch.Tensor, groups: list[Group], layer: int, method: str) -> ConceptSet:
     """Each concept's embedding is the mean of its probes' vectors [N, d]; confidence is the
     leave-one-out consistency of those probes."""
-    index = torch.tensor([i for g in groups for i in g.probes])
-    labels = torch.tensor([k for k, g in enumerate(groups) for _ in g.probes])
+    index, labels = labelled_probes(groups)
     rows = vectors[index]
     return ConceptSet(
         groups=groups,

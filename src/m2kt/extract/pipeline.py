@@ -36,7 +36,7 @@ from m2kt.concepts.readout import (
     fit_readout,
     score_reading,
 )
-from m2kt.concepts.sets import ConceptSet, Group
+from m2kt.concepts.sets import ConceptSet, Group, labelled_probes
 from m2kt.concepts.spec import ConceptSpec
 from m2kt.concepts.split import Split, holdout_split
 from m2kt.errors import UsageError
@@ -210,16 +210,9 @@ def extract_packet(
         progress=lambda d, t: progress("read probes", d, t),
     )
     kinds = _readout_kinds(settings)
-    (pooling, layer), scores = _choose_reading(readings, split.train, kinds)
-    stack = _choose_stack(readings, split.train, settings, scores)
-    if stack is not None and stack[0] != pooling:  # parts P and L share one pooling
-        pooling, layer = min(
-            (key for key in scores if key[0] == stack[0]), key=lambda key: scores[key].chosen.loss
-        )
+    (pooling, layer), scores, stack = _choose_reading(readings, split.train, settings, kinds)
     states = readings.states[(pooling, layer)]
-    kept_layers = sorted(n for p, n in readings.states if p == pooling)
-    if not (settings.keep_layers or stack is not None) or not settings.probe_states:
-        kept_layers = []
+    kept_layers = _kept_layers(readings, pooling, settings, stack)
 
     # Concepts by the chosen method from extraction probes, a linear readout where it classifies
     # left-out extraction probes better than the centroids, their worth on verification probes.
@@ -236,7 +229,7 @@ def extract_packet(
         view, task_texts, pooling, [layer, *kept_layers], concepts.embeddings, settings, progress
     )
     if stack is not None:
-        readout_states = _side_by_side(readings, pooling, stack[1])
+        readout_states = readings.side_by_side(pooling, stack[1])
         readout = _fit_readout(readout_states, split, stack[2], kinds, stack[1])
     else:
         readout_states = states
@@ -253,31 +246,11 @@ def extract_packet(
 
     # Attention, traces, graph.
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
-    readout_part: dict[str, Any] | None = None
-    if readout.weight is not None and readout.bias is not None:
-        tensors |= {READOUT_WEIGHT_TENSOR: readout.weight, READOUT_BIAS_TENSOR: readout.bias}
-        readout_part = {"kind": readout.kind}
-        if readout.kind == "mixed":
-            readout_part |= {"forms": list(readout.forms), "centroid_scale": readout.centroid_scale}
-        if readout.layers:
-            readout_part["layers"] = list(readout.layers)
-    layers_part = None
-    if kept_layers:
-        # Each concept's centroid and each extraction probe's state (task inputs after a
-        # concept's spec probes, as in part P) at every candidate layer of the chosen pooling.
-        tensors[LAYER_EMBEDDINGS_TENSOR] = torch.stack(
-            [
-                bottleneck.bottleneck(readings.states[(pooling, n)], n, concepts.groups).embeddings
-                for n in kept_layers
-            ]
-        )
-        tensors[LAYER_STATES_TENSOR] = torch.stack(
-            [
-                _probe_rows(readings.states[(pooling, n)], task_states[n], task_answers, concepts)
-                for n in kept_layers
-            ]
-        ).to(torch.float16)
-        layers_part = {"layers": kept_layers, "pooling": pooling}
+    readout_tensors, readout_part = _readout_part(readout)
+    layer_tensors, layers_part = _layers_part(
+        readings, pooling, kept_layers, task_states, task_answers, concepts
+    )
+    tensors |= readout_tensors | layer_tensors
     attention_part = None
     if readings.attention is not None:
         tensors["attention.patterns"] = torch.stack(
@@ -468,6 +441,45 @@ def _probe_rows(
     )
 
 
+def _readout_part(readout: Readout) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Part D's tensors and manifest entry; none for centroids (part C is their readout)."""
+    if readout.weight is None or readout.bias is None:
+        return {}, None
+    part: dict[str, Any] = {"kind": readout.kind}
+    if readout.kind == "mixed":
+        part |= {"forms": list(readout.forms), "centroid_scale": readout.centroid_scale}
+    if readout.layers:
+        part["layers"] = list(readout.layers)
+    return {READOUT_WEIGHT_TENSOR: readout.weight, READOUT_BIAS_TENSOR: readout.bias}, part
+
+
+def _layers_part(
+    readings: ProbeReadings,
+    pooling: Pooling,
+    layers: list[int],
+    task_states: dict[int, torch.Tensor],
+    task_answers: torch.Tensor,
+    concepts: ConceptSet,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Part L at `layers` (none kept: no part): each concept's centroid and each extraction
+    probe's state (task inputs after a concept's spec probes, as in part P) at every layer."""
+    if not layers:
+        return {}, None
+    embeddings = [
+        bottleneck.bottleneck(readings.states[(pooling, n)], n, concepts.groups).embeddings
+        for n in layers
+    ]
+    rows = [
+        _probe_rows(readings.states[(pooling, n)], task_states[n], task_answers, concepts)
+        for n in layers
+    ]
+    tensors = {
+        LAYER_EMBEDDINGS_TENSOR: torch.stack(embeddings),
+        LAYER_STATES_TENSOR: torch.stack(rows).to(torch.float16),
+    }
+    return tensors, {"layers": layers, "pooling": pooling}
+
+
 def default_layers(view: ModelView, count: int = 5) -> list[int]:
     """Candidate layers spread over the top two thirds of the model, the last included.
 
@@ -510,7 +522,38 @@ def _readout_kinds(settings: ExtractionSettings) -> tuple[Kind, ...]:
     return KINDS if settings.readout == "auto" else (settings.readout,)
 
 
+Stack = tuple[Pooling, tuple[int, ...], ReadingScore]  # a linear readout over layers side by side
+
+
 def _choose_reading(
+    readings: ProbeReadings,
+    train: list[Group],
+    settings: ExtractionSettings,
+    kinds: tuple[Kind, ...],
+) -> tuple[Reading, dict[Reading, ReadingScore], Stack | None]:
+    """The reading of parts C and P (`_best_reading`), every candidate's cross-validated
+    scores, and a readout over several layers where one beats them all (`_choose_stack`).
+    Parts P and L share one pooling: with a stack, the best reading of its pooling."""
+    (pooling, layer), scores = _best_reading(readings, train, kinds)
+    stack = _choose_stack(readings, train, settings, scores)
+    if stack is not None and stack[0] != pooling:
+        pooling, layer = min(
+            (key for key in scores if key[0] == stack[0]), key=lambda key: scores[key].chosen.loss
+        )
+    return (pooling, layer), scores, stack
+
+
+def _kept_layers(
+    readings: ProbeReadings, pooling: Pooling, settings: ExtractionSettings, stack: Stack | None
+) -> list[int]:
+    """The layers part L keeps, every candidate of the chosen pooling: when asked for, or when
+    the readout reads several of them; none without probe states."""
+    if not (settings.keep_layers or stack is not None) or not settings.probe_states:
+        return []
+    return sorted(n for p, n in readings.states if p == pooling)
+
+
+def _best_reading(
     readings: ProbeReadings, train: list[Group], kinds: tuple[Kind, ...]
 ) -> tuple[Reading, dict[Reading, ReadingScore]]:
     """The candidate (pooling, layer) whose readout classifies left-out extraction probes best
@@ -526,17 +569,13 @@ def _choose_reading(
     candidates = list(readings.states)
     if len(train) < 2 or not any(len(g.probes) > 1 for g in train):
         return candidates[0], {}
-    index = torch.tensor([i for g in train for i in g.probes])
-    labels = torch.tensor([k for k, g in enumerate(train) for _ in g.probes])
+    index, labels = labelled_probes(train)
     scores = {
         key: score_reading(states[index], labels, len(train), kinds)
         for key, states in readings.states.items()
     }
     best = min(candidates, key=lambda key: (scores[key].chosen.loss, candidates.index(key)))
     return best, scores
-
-
-Stack = tuple[Pooling, tuple[int, ...], ReadingScore]  # a linear readout over layers side by side
 
 
 def _choose_stack(
@@ -554,24 +593,18 @@ def _choose_stack(
         return None
     if settings.method != "bottleneck" or not settings.probe_states:
         return None
-    index = torch.tensor([i for g in train for i in g.probes])
-    labels = torch.tensor([k for k, g in enumerate(train) for _ in g.probes])
+    index, labels = labelled_probes(train)
     best: Stack | None = None
     for pooling in dict.fromkeys(p for p, _ in readings.states):
         layers = tuple(sorted(n for p, n in readings.states if p == pooling))
         if len(layers) < 2:
             continue
-        side = _side_by_side(readings, pooling, layers)[index]
+        side = readings.side_by_side(pooling, layers)[index]
         score = score_reading(side, labels, len(train), ("linear",))
         if best is None or score.linear.loss < best[2].linear.loss:
             best = (pooling, layers, score)
     floor = min(s.chosen.loss for s in scores.values())
     return best if best is not None and best[2].linear.loss < floor else None
-
-
-def _side_by_side(readings: ProbeReadings, pooling: Pooling, layers: Sequence[int]) -> torch.Tensor:
-    """[N, len(layers) · d]: every probe's states at `layers`, concatenated in that order."""
-    return torch.cat([readings.states[(pooling, n)] for n in layers], dim=-1)
 
 
 def _fit_readout(
@@ -586,8 +619,7 @@ def _fit_readout(
     kind = score.kind if score is not None else kinds[0]
     if kind == "centroid":
         return Readout("centroid")
-    index = torch.tensor([i for g in split.train for i in g.probes])
-    labels = torch.tensor([k for k, g in enumerate(split.train) for _ in g.probes])
+    index, labels = labelled_probes(split.train)
     temperature = score.linear.temperature if score is not None else 1.0
     linear = fit_readout("linear", states[index], labels, len(split.train), temperature)
     if kind == "linear" or score is None:

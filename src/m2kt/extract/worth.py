@@ -15,6 +15,7 @@ import torch
 
 from m2kt.concepts.geometry import linear_probe_accuracy
 from m2kt.concepts.readout import Readout
+from m2kt.concepts.sets import labelled_probes
 from m2kt.concepts.split import Split
 
 
@@ -58,8 +59,7 @@ def measure_worth(
     predicted = (readout or Readout("centroid")).scores(read, train_embeddings).argmax(1)
     if cluster_labels is not None:
         predicted = torch.as_tensor(cluster_labels)[predicted]
-    index = [i for g in split.train for i in g.probes]
-    labels = torch.tensor([k for k, g in enumerate(split.train) for _ in g.probes])
+    index, labels = labelled_probes(split.train)
     ceiling = linear_probe_accuracy(states[index], labels, held, truth, len(split.train))
     return Worth(
         packet_accuracy=float((predicted == truth).float().mean()),

@@ -259,7 +259,7 @@ def judge(
     read = read_probes(view, texts, sorted({part.layer, *layers}), poolings=[pooling])
     states = read.states[(pooling, part.layer)]
     if layers:  # a readout over several layers reads their states side by side
-        scores = packet_scores(packet, torch.cat([read.states[(pooling, n)] for n in layers], 1))
+        scores = packet_scores(packet, read.side_by_side(pooling, layers))
     else:
         scores = packet_scores(packet, states)
     predicted = stands_for[scores.argmax(1)]
