@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.concepts.geometry import centroids
-from m2kt.concepts.sets import ConceptSet, Group
+from m2kt.concepts.sets import ConceptSet, Group, labelled_probes
 from m2kt.errors import UsageError
 
 NAME = "clustering"
@@ -49,8 +49,7 @@ def cluster(
         groups.append(
             Group(f"cluster {rank}: {label}", f"cluster-{rank}", [indices[i] for i in ranked])
         )
-    index = torch.tensor([i for g in groups for i in g.probes])
-    labels = torch.tensor([k for k, g in enumerate(groups) for _ in g.probes])
+    index, labels = labelled_probes(groups)
     confidence = torch.tensor(
         [float((silhouette[assignment == c] > 0).float().mean()) for c in order]
     )
