@@ -50,11 +50,8 @@ def leave_one_out_hits(vectors: torch.Tensor, labels: torch.Tensor, classes: int
     # however many probes a spec has.
     hits = []
     for start in range(0, len(vectors), LEAVE_ONE_OUT_ROWS):
-        v, y = (
-            vectors[start : start + LEAVE_ONE_OUT_ROWS],
-            labels[start : start + LEAVE_ONE_OUT_ROWS],
-        )
-        alone = own[start : start + LEAVE_ONE_OUT_ROWS]
+        block = slice(start, start + LEAVE_ONE_OUT_ROWS)
+        v, y, alone = vectors[block], labels[block], own[block]
         means = full.unsqueeze(0).repeat(len(v), 1, 1)
         means[torch.arange(len(v)), y] = (sums[y] - v) / alone.clamp(min=1).unsqueeze(1)
         centre = (means * present[None, :, None]).sum(1, keepdim=True) / present.sum()

@@ -24,11 +24,14 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # ties go to the smaller weight: the prob
 
 @dataclass(frozen=True)
 class NamePrior:
+    """The student's own anchors, blended with its reading of the names, and why that blend."""
+
     anchors: torch.Tensor  # [K, d] unit: the blended anchors of all probes
     weight: float  # the chosen w
     scores: dict[float, float]  # leave-one-out accuracy of each w on the extraction probes
 
     def as_dict(self) -> dict[str, object]:
+        """The weight and its evidence, for the ingestion report (JSON keys are strings)."""
         return {"weight": self.weight, "leave_one_out": {str(w): s for w, s in self.scores.items()}}
 
 

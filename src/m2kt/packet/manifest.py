@@ -390,6 +390,7 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
 
 
 def _layers_problems(m: Manifest, width: int | None) -> list[str]:
+    """Part L against parts C and P: distinct layers, its tensors' shapes."""
     assert m.layers is not None
     if m.concepts is None or m.probes is None:
         return ["concepts at several layers need the concepts and probes parts"]
