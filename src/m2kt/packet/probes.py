@@ -142,22 +142,24 @@ def concept_layers(packet: Packet) -> LayerConcepts | None:
 def kept_concept_parts(
     packet: Packet, keep: Sequence[int]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Parts D and L restricted to the concepts `keep` (indices in part C's order): their
-    tensors, and the parts as a writer that drops the other concepts passes them on."""
+    """Parts P, D and L restricted to the concepts `keep` (indices in part C's order): their
+    tensors, and parts D and L as a writer that drops the other concepts passes them on."""
     m = packet.manifest
     index = torch.tensor(list(keep), dtype=torch.long)
     tensors: dict[str, torch.Tensor] = {}
     parts: dict[str, Any] = {}
+    if m.probes is not None:  # part L needs part P: its rows are part P's
+        rows = torch.isin(concept_probes(packet).labels, index).nonzero().flatten()
+        tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
+        if m.layers is not None:
+            tensors[LAYER_EMBEDDINGS_TENSOR] = packet.tensors[LAYER_EMBEDDINGS_TENSOR][:, index]
+            tensors[LAYER_STATES_TENSOR] = packet.tensors[LAYER_STATES_TENSOR][:, rows]
+            parts["layers"] = m.layers
     if m.readout is not None:
         for name in (READOUT_WEIGHT_TENSOR, READOUT_BIAS_TENSOR):
             tensors[name] = packet.tensors[name][index]
         forms = [m.readout.forms[k] for k in keep] if m.readout.forms else None
         parts["readout"] = m.readout.model_copy(update={"forms": forms})
-    if m.layers is not None:
-        rows = torch.isin(concept_probes(packet).labels, index).nonzero().flatten()
-        tensors[LAYER_EMBEDDINGS_TENSOR] = packet.tensors[LAYER_EMBEDDINGS_TENSOR][:, index]
-        tensors[LAYER_STATES_TENSOR] = packet.tensors[LAYER_STATES_TENSOR][:, rows]
-        parts["layers"] = m.layers
     return tensors, parts
 
 

@@ -33,7 +33,6 @@ from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
-    PROBE_STATES_TENSOR,
     TRACE_PREFIX,
 )
 from m2kt.packet.probes import concept_probes, kept_concept_parts
@@ -214,13 +213,9 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
     tensors = {CONCEPTS_TENSOR: packet.tensors[CONCEPTS_TENSOR][index]}
     if ATTENTION_TENSOR in packet.tensors:
         tensors[ATTENTION_TENSOR] = packet.tensors[ATTENTION_TENSOR][index]
-    if m.probes is not None:
-        labels = concept_probes(packet).labels
-        rows = torch.isin(labels, index).nonzero().flatten()
-        tensors[PROBE_STATES_TENSOR] = packet.tensors[PROBE_STATES_TENSOR][rows]
     if ANCHOR_STATES_TENSOR in packet.tensors:
         tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
-    kept_tensors, kept_parts = kept_concept_parts(packet, keep)  # parts D and L
+    kept_tensors, kept_parts = kept_concept_parts(packet, keep)  # parts P, D and L
     tensors |= kept_tensors
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes and t.id not in trace_ids]
     for trace in traces:
