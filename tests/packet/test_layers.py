@@ -74,20 +74,24 @@ def test_parts_l_and_d_that_disagree_are_refused(kept, pooling, readout, problem
 def test_a_reader_refuses_a_part_it_does_not_know_in_one_line(tmp_path: Path) -> None:
     """What a reader older than part L (or any later part) does: one line naming the part."""
     members = read_container(_packet([2, 4]).save(tmp_path / "p.m2kt"), DEFAULT_LIMITS)
-    manifest = json.loads(members[MANIFEST])
-    manifest["hologram"] = {"layers": [1]}
-    path = tmp_path / "later.m2kt"
-    path.write_bytes(
-        write_container({MANIFEST: canonical_json(manifest), TENSORS: members[TENSORS]})
-    )
-    with pytest.raises(SchemaError) as caught:
-        read_packet(path)
-    message = caught.value.message
-    assert "does not know: 'hologram'" in message and "\n" not in message
-    assert "update m2kt" in caught.value.hint
+
+    def read_with(part: str) -> SchemaError:
+        manifest = json.loads(members[MANIFEST]) | {part: {"layers": [1]}}
+        path = tmp_path / "later.m2kt"
+        path.write_bytes(
+            write_container({MANIFEST: canonical_json(manifest), TENSORS: members[TENSORS]})
+        )
+        with pytest.raises(SchemaError) as caught:
+            read_packet(path)
+        return caught.value
+
+    refused = read_with("hologram")
+    assert "does not know: 'hologram'" in refused.message and "\n" not in refused.message
+    assert "update m2kt" in refused.hint
+    assert len(read_with("x" * 100_000).message) < 200  # a name from outside is cut short
 
 
-def test_dropping_a_concept_keeps_parts_d_and_l_consistent() -> None:
+def test_dropping_a_concept_keeps_parts_p_d_and_l_consistent() -> None:
     packet = _packet(
         [2, 4], kind="mixed", forms=["linear", "centroid", "linear"], centroid_scale=10.0
     )
@@ -97,12 +101,9 @@ def test_dropping_a_concept_keeps_parts_d_and_l_consistent() -> None:
     assert torch.equal(tensors["layers.embeddings"], packet.tensors["layers.embeddings"][:, [0, 2]])
     m = packet.manifest
     assert m.concepts is not None
+    assert torch.equal(tensors["probes.states"], packet.tensors["probes.states"][[0, 1, 4, 5]])
     kept = packet.rebuilt(
-        {
-            "concepts.embeddings": packet.tensors["concepts.embeddings"][[0, 2]],
-            "probes.states": packet.tensors["probes.states"][[0, 1, 4, 5]],
-        }
-        | tensors,
+        {"concepts.embeddings": packet.tensors["concepts.embeddings"][[0, 2]]} | tensors,
         concepts=[m.concepts[0], m.concepts[2]],
         **parts,
     )

@@ -143,7 +143,7 @@ def decode_manifest(data: bytes) -> Manifest:
     if unknown:
         raise SchemaError(
             f"manifest.json has parts this m2kt {__version__} does not know: "
-            f"{', '.join(map(repr, unknown[:5]))}",
+            f"{', '.join(repr(name[:40]) for name in unknown[:5])}",  # names from outside
             "the packet was written by a later m2kt: update m2kt to read it, or have it "
             "written without those parts (docs/packet-format.md §8)",
         )
