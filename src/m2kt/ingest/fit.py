@@ -158,13 +158,10 @@ def fit_memory(
         held, kept = selection_split(targets.probe_count, settings)
         evaluate = (targets.subset(held).student_states, answers[held])
         if slots != "free":
-            found, built = gate_agreement(concepts, targets.subset(kept), settings, slots, evaluate)
-            # the best agreement in closed form; among equals the default gate
-            gate = distributed.from_writer(max(found, key=lambda g: (found[g], g == settings.gate)))
-            chosen |= {"selected_gate": gate} | {f"gate_{g:g}": a for g, a in found.items()}
-            assert built.gate_logit is not None
-            with torch.no_grad():  # the same closed form, at the chosen gate: not fitted twice
-                built.gate_logit.fill_(float(gate_logit(gate)))
+            gate, built, found = _choose_gate(
+                concepts, targets.subset(kept), settings, slots, evaluate
+            )
+            chosen |= found
         scores = _train(
             concepts,
             targets.subset(kept),
@@ -192,15 +189,17 @@ def fit_memory(
     return result
 
 
-def gate_agreement(
+def _choose_gate(
     concepts: tuple[str, ...],
     targets: Targets,
     settings: FitSettings,
     slots: SlotSource,
     evaluate: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[dict[float, float], ConceptMemory]:
-    """Held-out agreement of the closed-form memory at each gate of `GATES` and the settings'
-    own (one map, fitted once; only the blend changes)."""
+) -> tuple[float, ConceptMemory, dict[str, float]]:
+    """The gate of `GATES` (or the settings' own) whose closed-form memory agrees best with
+    the held-out answers `evaluate`, among equals the settings' own; the memory set to it
+    (one map, fitted once: only the blend changes, and the step selection starts from it);
+    and the agreement at each gate, for the selection record."""
     memory = build_memory(concepts, targets, settings, slots)
     assert memory.gate_logit is not None
     found = {}
@@ -209,7 +208,9 @@ def gate_agreement(
             memory.gate_logit.fill_(float(gate_logit(gate)))
             predicted = memory(evaluate[0]).argmax(-1)
             found[gate] = float((predicted == evaluate[1]).float().mean())
-    return found, memory
+        chosen = distributed.from_writer(max(found, key=lambda g: (found[g], g == settings.gate)))
+        memory.gate_logit.fill_(float(gate_logit(chosen)))
+    return chosen, memory, {"selected_gate": chosen} | {f"gate_{g:g}": a for g, a in found.items()}
 
 
 def selection_split(count: int, settings: FitSettings) -> tuple[torch.Tensor, torch.Tensor]:
