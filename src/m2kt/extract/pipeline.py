@@ -21,21 +21,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch.nn import functional as F
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
 from m2kt.concepts.probing import ProbeReadings, Reading, read_probes
-from m2kt.concepts.readout import (
-    KINDS,
-    Kind,
-    ReadingScore,
-    Readout,
-    fit_readout,
-    score_reading,
-)
+from m2kt.concepts.readout import KINDS, Kind, ReadingScore, Readout, fit_readout, score_reading
 from m2kt.concepts.sets import ConceptSet, Group, labelled_probes
 from m2kt.concepts.spec import ConceptSpec
 from m2kt.concepts.split import Split, holdout_split
@@ -229,8 +222,8 @@ def extract_packet(
         view, task_texts, pooling, [layer, *kept_layers], concepts.embeddings, settings, progress
     )
     if stack is not None:
-        readout_states = readings.side_by_side(pooling, stack[1])
-        readout = _fit_readout(readout_states, split, stack[2], kinds, stack[1])
+        readout_states = readings.side_by_side(pooling, stack.layers)
+        readout = _fit_readout(readout_states, split, stack.score, kinds, stack.layers)
     else:
         readout_states = states
         readout = _fit_readout(states, split, scores.get((pooling, layer)), kinds)
@@ -522,7 +515,12 @@ def _readout_kinds(settings: ExtractionSettings) -> tuple[Kind, ...]:
     return KINDS if settings.readout == "auto" else (settings.readout,)
 
 
-Stack = tuple[Pooling, tuple[int, ...], ReadingScore]  # a linear readout over layers side by side
+class Stack(NamedTuple):
+    """A linear readout over several layers of one pooling, side by side, and its score."""
+
+    pooling: Pooling
+    layers: tuple[int, ...]
+    score: ReadingScore
 
 
 def _choose_reading(
@@ -536,9 +534,10 @@ def _choose_reading(
     Parts P and L share one pooling: with a stack, the best reading of its pooling."""
     (pooling, layer), scores = _best_reading(readings, train, kinds)
     stack = _choose_stack(readings, train, settings, scores)
-    if stack is not None and stack[0] != pooling:
+    if stack is not None and stack.pooling != pooling:
         pooling, layer = min(
-            (key for key in scores if key[0] == stack[0]), key=lambda key: scores[key].chosen.loss
+            (key for key in scores if key[0] == stack.pooling),
+            key=lambda key: scores[key].chosen.loss,
         )
     return (pooling, layer), scores, stack
 
@@ -601,10 +600,10 @@ def _choose_stack(
             continue
         side = readings.side_by_side(pooling, layers)[index]
         score = score_reading(side, labels, len(train), ("linear",))
-        if best is None or score.linear.loss < best[2].linear.loss:
-            best = (pooling, layers, score)
+        if best is None or score.linear.loss < best.score.linear.loss:
+            best = Stack(pooling, layers, score)
     floor = min(s.chosen.loss for s in scores.values())
-    return best if best is not None and best[2].linear.loss < floor else None
+    return best if best is not None and best.score.linear.loss < floor else None
 
 
 def _fit_readout(
@@ -776,8 +775,8 @@ def _reading_record(
     names = [f"{p}@{layer}" for p, layer in scores]
     fits = [score.chosen for score in scores.values()]
     if stack is not None:
-        names.append(f"{stack[0]}@{'+'.join(map(str, stack[1]))}")
-        fits.append(stack[2].linear)
+        names.append(f"{stack.pooling}@{'+'.join(map(str, stack.layers))}")
+        fits.append(stack.score.linear)
     return record | {
         "candidate_readings": names,
         "reading_scores": [round(fit.accuracy, 6) for fit in fits],
