@@ -163,10 +163,16 @@ def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]
     themselves (±200 on e1); a student matching them would learn one-hot targets. Cosines
     (within ±1) need factors above 10."""
     grid = torch.logspace(-4, 3, 141)
-    smoothing = 1 / max(1, len(labels))
-    losses = [float(F.cross_entropy(t * scores, labels, label_smoothing=smoothing)) for t in grid]
+    losses = [left_out_loss(t * scores, labels) for t in grid]
     best = min(range(len(grid)), key=lambda i: (losses[i], i))
     return float(grid[best]), losses[best]
+
+
+def left_out_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The mean negative log-likelihood of left-out probes' concepts, labels smoothed by 1/N
+    (`calibrate` says why): what readouts and readings are compared on."""
+    smoothing = 1 / max(1, len(labels))
+    return float(F.cross_entropy(logits, labels, label_smoothing=smoothing))
 
 
 def f1_by_concept(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -246,6 +252,5 @@ def score_reading(
         fits["linear"].temperature * left_out["linear"],
         fits["centroid"].temperature * left_out["centroid"],
     )
-    smoothing = 1 / max(1, len(labels))
-    loss = float(F.cross_entropy(combined, labels, label_smoothing=smoothing))
+    loss = left_out_loss(combined, labels)
     return replace(found, mixed=Fit(accuracy(combined, labels), loss), forms=forms)

@@ -237,7 +237,7 @@ def extract_packet(
         flagged, safety = audit(view, layer, pooling, concepts, states, settings.batch_size)
         notes += flagged
 
-    # Attention, traces, graph.
+    # Parts D (readout) and L (layers), attention, traces, graph.
     tensors: dict[str, torch.Tensor] = {"concepts.embeddings": concepts.embeddings}
     readout_tensors, readout_part = _readout_part(readout)
     layer_tensors, layers_part = _layers_part(
