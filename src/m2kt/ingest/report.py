@@ -48,7 +48,8 @@ class DroppedConcept(TypedDict):
 class IngestionReport(TypedDict):
     m2kt_version: str
     accepted: bool
-    verification: str  # verified, unverifiable (refused) or unverified (accepted on request)
+    # verified; unverifiable (refused); unverified (on request: accepted unless worse)
+    verification: str
     packet: PacketSide
     student: StudentSide
     inputs: Inputs
