@@ -295,11 +295,9 @@ def ingest(
         "m2kt_version": __version__,
         "accepted": accepted,
         # verified: the gate could judge the transfer; unverifiable: too few probes, refused;
-        # unverified: too few probes, accepted because the caller asked for it unless the
-        # few probes it has show a drop
+        # unverified: too few probes, accepted because the caller asked for it
         "verification": {
             "unverified": "unverified",
-            "refused: unverified and worse": "unverified",
             "refused: too few probes": "unverifiable",
         }.get(transfer.get("decision", ""), "verified"),
         "packet": {

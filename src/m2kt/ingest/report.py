@@ -48,8 +48,7 @@ class DroppedConcept(TypedDict):
 class IngestionReport(TypedDict):
     m2kt_version: str
     accepted: bool
-    # verified; unverifiable (refused); unverified (on request: accepted unless worse)
-    verification: str
+    verification: str  # verified, unverifiable (refused) or unverified (accepted on request)
     packet: PacketSide
     student: StudentSide
     inputs: Inputs

@@ -201,25 +201,13 @@ def _paired_check(
     }
     if smallest > gate.detectable_drop:
         needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
-        # --accept-unverified waives the proof that nothing got worse, not the evidence that
-        # something did: a drop the few probes do show still refuses the packet.
-        dropped = n > 0 and difference < -margin
-        accepted = gate.accept_unverified and not dropped
-        figures["decision"] = "unverified" if accepted else "refused: too few probes"
+        figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
         reason = (
             f"only {n} held-out verification probes: a drop of {gate.detectable_drop:.0%} could "
             f"go unseen (the test needs {needed}); extract with more probes per concept (3+ "
             "hold one out), or pass --accept-unverified to accept it unverified"
         )
-        if gate.accept_unverified and dropped:
-            figures["decision"] = "refused: unverified and worse"
-            reason = (
-                f"accepted unverified would still be worse: on the {n} held-out verification "
-                f"probes {acc_after:.1%} after against {acc_before:.1%} with {baseline} "
-                f"({losses} lost, {gains} gained; margin {margin:.1%}); the student stays as it "
-                "was"
-            )
-        return Check(name, acc_before, acc_after, accepted, reason, figures)
+        return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
     passed = difference >= -margin and not worse
     figures["decision"] = "accepted" if passed else "refused"
