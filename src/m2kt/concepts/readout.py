@@ -211,6 +211,7 @@ class ReadingScore:
 
     @property
     def fits(self) -> dict[Readouts, Fit]:
+        """Each readout's fit, in the order ties are broken (fewest linear rows first)."""
         return {"centroid": self.centroid, "mixed": self.mixed, "linear": self.linear}
 
     @property
@@ -222,6 +223,7 @@ class ReadingScore:
 
     @property
     def chosen(self) -> Fit:
+        """The fit of `kind`, the readout this reading would carry."""
         return self.fits[self.kind]
 
 

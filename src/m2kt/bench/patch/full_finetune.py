@@ -143,6 +143,7 @@ class _Run:
 
     @torch.no_grad()
     def val_accuracy(self) -> float:
+        """Validation accuracy with the class prompts embedded by the model as it is now."""
         self.model.eval()
         classes, _ = _prototypes(self.encoder, self.prompts, len(self.task.class_names))
         x = self.encoder.encode(self.task.val.texts)

@@ -506,6 +506,7 @@ def _weighted_on_validation(
 
 
 def _mixed(parts: list[dict[str, torch.Tensor]], weights: list[float], split: str) -> torch.Tensor:
+    """Σ wᵢ · log-softmax(partᵢ[split]): log-probabilities, so models on other scales mix."""
     logs = [w * F.log_softmax(p[split], dim=-1) for w, p in zip(weights, parts, strict=True)]
     return torch.stack(logs).sum(dim=0)
 
