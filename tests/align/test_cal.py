@@ -236,4 +236,3 @@ def test_a_reloaded_layer_computes_bit_for_bit_what_the_fitted_one_did(tmp_path)
             assert torch.equal(loaded(x[:7]), layer(x[:7]))
     finally:
         torch.set_num_threads(threads)
-
