@@ -56,35 +56,6 @@ class TunedChoice:
     scores: dict[str, float]
 
 
-def tune_patch(
-    patch: LogitPatch,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    val_logits: torch.Tensor,
-    val_labels: torch.Tensor,
-    *,
-    epochs: int = 50,
-    lr: float | None = None,
-    seed: int = 0,
-    tunes: Tunes = "all",
-    agreement: Agreement | None = None,
-) -> tuple[LogitPatch, int]:
-    """Cross-entropy on the task logits of (few) labelled target-model logits, with, given
-    `agreement`, a KL term toward a teacher on unlabelled inputs.
-
-    `tunes`: "all" the patch's weights (lr 1e-4), or "bias" only the bias of its MLP's last
-    layer (K values, lr 1e-2): a shift of the patch's output that a few labels can fit without
-    rewriting what the patch carried. An epoch is one pass over the shots, or, with `agreement`,
-    over its unlabelled inputs (batches of 256, each step with a batch of up to 64 shots).
-    Returns the patch of the epoch (0 = untouched, so the result never scores below the plain
-    patch on validation) with the best validation accuracy, and that epoch. The test split is
-    never seen.
-    """
-    return _tune(patch, logits, labels, val_logits, val_labels, epochs, lr, seed, tunes, agreement)[
-        :2
-    ]
-
-
 def select_tuned_patch(
     patch: LogitPatch,
     logits: torch.Tensor,
@@ -143,12 +114,19 @@ def _tune(
     lr: float | None,
     seed: int,
     tunes: Tunes,
-    agreement: Agreement | None,
+    agreement: Agreement,
 ) -> tuple[LogitPatch, int, float, list[float]]:
-    """`tune_patch`, also returning the kept epoch's validation accuracy and every epoch's."""
-    classes = int(max(labels.max(), val_labels.max())) + 1
-    if agreement is not None:
-        classes = max(classes, agreement.teacher.shape[1])
+    """Cross-entropy on the task logits of (few) labelled target-model logits and, weighted by
+    β = `agreement.weight`, a KL term toward a teacher on unlabelled inputs.
+
+    `tunes`: "all" the patch's weights (lr 1e-4), or "bias" only the bias of its MLP's last
+    layer (K values, lr 1e-2): a shift of the patch's output that a few labels can fit without
+    rewriting what the patch carried. An epoch is one pass over the shots, or, with β > 0, over
+    the unlabelled inputs (batches of 256, each step with a batch of up to 64 shots).
+    Returns the patch of the epoch (0 = untouched) with the best validation accuracy, that
+    epoch, its validation accuracy and every epoch's. The test split is never seen.
+    """
+    classes = max(int(max(labels.max(), val_labels.max())) + 1, agreement.teacher.shape[1])
     if classes > patch.config.logit_dim:
         raise UsageError("labels exceed the patch's logit width")
     generator = torch.Generator().manual_seed(seed)
@@ -172,7 +150,7 @@ def _tune(
         tuned.train()
         for shots, unlabelled in _batches(len(labels), agreement, generator):
             loss = F.cross_entropy(tuned(logits[shots])[:, :classes], labels[shots])
-            if agreement is not None and unlabelled is not None:
+            if unlabelled is not None:
                 kl = distillation_loss(
                     tuned(agreement.logits[unlabelled])[:, : agreement.teacher.shape[1]],
                     agreement.teacher[unlabelled],
@@ -192,11 +170,11 @@ def _tune(
 
 
 def _batches(
-    shots: int, agreement: Agreement | None, generator: torch.Generator
+    shots: int, agreement: Agreement, generator: torch.Generator
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One epoch's (shot rows, unlabelled rows) per step: shots in batches of 64 alone, or with
-    agreement one step per 256 unlabelled inputs, each with the next 64 shots in a cycle."""
-    if agreement is None or agreement.weight == 0:
+    β > 0 one step per 256 unlabelled inputs, each with the next 64 shots in a cycle."""
+    if agreement.weight == 0:
         return [(b, None) for b in torch.randperm(shots, generator=generator).split(64)]
     unlabelled = torch.randperm(len(agreement.logits), generator=generator).split(256)
     order = torch.randperm(shots, generator=generator).repeat(
