@@ -218,3 +218,21 @@ def test_save_and_load_a_layer(tmp_path) -> None:
     )
     with pytest.raises(AdapterError, match="adapter_config.json: rank is required"):
         ConceptAlignmentLayer.load(tmp_path / "cal")
+
+
+def test_a_reloaded_layer_computes_bit_for_bit_what_the_fitted_one_did(tmp_path) -> None:
+    """The closed form returns a column-major map and a saved one is row-major: with the
+    layouts left different, one thread took another matmul kernel and the outputs differed in
+    the last bits (an ingested adapter, saved and reloaded, answered differently)."""
+    x, y = _randn(1000, 384, seed=27), _randn(1000, 384, seed=28)  # N > d: the primal solve
+    layer = ConceptAlignmentLayer.fit(CALConfig("linear", 384, 384), x, y)
+    assert all(p.is_contiguous() for p in layer.parameters())
+    layer.save(tmp_path / "cal")
+    loaded = ConceptAlignmentLayer.load(tmp_path / "cal")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            assert torch.equal(loaded(x[:7]), layer(x[:7]))
+    finally:
+        torch.set_num_threads(threads)

@@ -39,6 +39,9 @@ def test_train_transfer_apply(small_task, tmp_path: Path) -> None:
     assert strong.manifest.provenance.settings["fit_length"] == 256  # the models' full length
     plus = transfer_patch_packet(weak, "e1", small_task, few_shot=2, cache=tmp_path)
     assert plus.manifest.provenance.inputs_seen["few_shot_labels"] == 2 * 5
+    settings = plus.manifest.provenance.settings  # Patch+ never below the plain patch on val
+    assert settings["val_accuracy_few_shot"] >= settings["val_accuracy_after"]
+    assert settings["few_shot_agreement"] in (0.0, 0.5, 0.9)
     model = load_patched_model(strong, "e1")
     logits = model.task_logits(small_task.test.texts[:8], tmp_path)
     assert logits.shape == (8, 5)

@@ -1,10 +1,11 @@
 import pytest
 import torch
+from torch.nn import functional as F
 
 from m2kt.concepts.geometry import accuracy
 from m2kt.errors import UsageError
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import tune_patch
+from m2kt.patch.few_shot import select_tuned_patch
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import transfer_patch
 
@@ -70,27 +71,57 @@ def test_width_and_row_mismatches_are_refused(trained) -> None:
 
 
 @pytest.mark.parametrize("tunes", ["all", "bias"])
-def test_few_shot_tuning_never_selects_worse_than_untouched_on_validation(trained, tunes) -> None:
+def test_patch_plus_never_scores_below_the_plain_patch_on_validation(trained, tunes) -> None:
+    """Shots and a teacher that both contradict the validation labels: every tuned epoch is
+    worse on validation, so Patch+ must hand back the untouched patch, byte for byte."""
     patch, source = trained
-    labels = torch.arange(len(source)) % C
-    tuned, epoch = tune_patch(
-        patch, source[:64], labels[:64], source[64:200], labels[64:200], epochs=5, tunes=tunes
-    )
     with torch.no_grad():
-        before = accuracy(patch(source[64:200])[:, :C], labels[64:200])
-        after = accuracy(tuned(source[64:200])[:, :C], labels[64:200])
-    assert after >= before and 0 <= epoch <= 5
+        right = patch(source)[:, :C].argmax(1)  # the plain patch scores 100% on these
+    wrong = (right + 1) % C
+    teacher = F.one_hot(wrong, C).float() * 10
+    tuned, choice = select_tuned_patch(
+        patch, source[:64], wrong[:64], source[64:200], right[64:200], source[200:],
+        teacher[200:], epochs=3, lr=0.05 if tunes == "all" else 1.0, tunes=tunes,
+    )  # fmt: skip
+    with torch.no_grad():
+        after = accuracy(tuned(source[64:200])[:, :C], right[64:200])
+    assert after == choice.val_accuracy == choice.val_accuracy_before == 1.0
+    assert choice.epoch == 0 and choice.agreement == 0.0
+    assert min(choice.scores.values()) < 1.0  # tuning did make it worse: the guard was needed
+    assert all(torch.equal(v, tuned.state_dict()[k]) for k, v in patch.state_dict().items())
+
+
+def test_patch_plus_agreement_pulls_toward_the_teacher_on_unlabelled_inputs(trained) -> None:
+    """The KL half: with a teacher that the validation labels follow and two shots a class,
+    Patch+ keeps an agreement weight > 0, beats the labels alone on validation by far, and
+    agrees with the teacher on held-out inputs."""
+    patch, source = trained
+    with torch.no_grad():
+        teacher = patch(source)[:, :C].roll(1, dims=1)  # another task the patch does not know
+    want = teacher.argmax(1)
+    shots = torch.cat([(want[:64] == k).nonzero()[:2, 0] for k in range(C)])
+    tuned, choice = select_tuned_patch(
+        patch, source[shots], want[shots], source[64:200], want[64:200], source[200:],
+        teacher[200:], epochs=10, lr=1e-2,
+    )  # fmt: skip
+    with torch.no_grad():
+        agree = (tuned(source[200:])[:, :C].argmax(1) == want[200:]).float().mean()
+    assert choice.agreement > 0 and choice.epoch > 0
+    labels_alone = max(v for k, v in choice.scores.items() if k.startswith("β=0.0 "))
+    assert choice.val_accuracy > labels_alone + 0.1 and agree > 0.8
 
 
 def test_bias_only_few_shot_tuning_changes_nothing_but_the_output_bias(trained) -> None:
     patch, source = trained
     labels = (torch.arange(len(source)) + 1) % C  # labels the patch gets wrong: tuning must move
-    tuned, epoch = tune_patch(
-        patch, source[:64], labels[:64], source[:64], labels[:64], epochs=20, lr=0.5, tunes="bias"
-    )
+    teacher = F.one_hot(labels, C).float() * 10
+    tuned, choice = select_tuned_patch(
+        patch, source[:64], labels[:64], source[:64], labels[:64], source[64:], teacher[64:],
+        epochs=20, lr=0.5, tunes="bias",
+    )  # fmt: skip
     before, after = patch.state_dict(), tuned.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert epoch > 0 and changed == {"mlp.3.bias"}
+    assert choice.epoch > 0 and changed == {"mlp.3.bias"}
 
 
 def test_linear_transfer_undoes_a_shear_that_a_rotation_cannot(trained) -> None:

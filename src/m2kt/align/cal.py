@@ -250,7 +250,10 @@ class ConceptAlignmentLayer(nn.Module):
                     f"{list(shape)}",
                     "the weights were saved for another layer; check d_in, d_out, rank and hidden",
                 )
-            value = value.detach().to(torch.float32).clone()
+            # contiguous: a closed form (torch.linalg.solve) returns column-major results, and a
+            # saved copy is row-major; the same layout makes a reloaded layer compute bit for bit
+            # what the fitted one did (another layout takes another matmul kernel)
+            value = value.detach().to(torch.float32).clone(memory_format=torch.contiguous_format)
             if not torch.isfinite(value).all():
                 raise AdapterError(f"tensor {name} holds NaN or infinite values", "fit it again")
             layer.register_parameter(name, nn.Parameter(value))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -21,7 +20,7 @@ from m2kt.models.embedding_cache import cached_encode
 from m2kt.packet import ModelRef, Packet, make_provenance
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import tune_patch
+from m2kt.patch.few_shot import Tunes, select_tuned_patch
 from m2kt.patch.packet_io import ClassAxes, patch_from_packet, patch_to_packet
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap, transfer_patch
@@ -121,7 +120,7 @@ def transfer_patch_packet(
     identity_weight: float | None = None,
     transfer_map: TransferMap | None = None,
     few_shot: int = 0,
-    few_shot_tunes: Literal["all", "bias"] = "all",
+    few_shot_tunes: Tunes = "all",
     fit_length: int | None = None,
     seed: int = 0,
     cache: Path | None = None,
@@ -133,10 +132,11 @@ def transfer_patch_packet(
     and the blend α are chosen on the validation split. Only forward passes of
     both models run, and no gradient reaches either model. With `few_shot` > 0 (Patch+), the
     moved patch is then tuned on that many labelled training inputs per class (all its weights,
-    or with `few_shot_tunes="bias"` its output bias only), the epoch chosen on the validation
-    split. With an `UnlabelledTask` there is no validation split: the
-    settings are chosen on agreement with the patch on its own model, on held-out unlabelled
-    inputs (`select_transfer_unlabelled`), and Patch+ is refused.
+    or with `few_shot_tunes="bias"` its output bias only) together with agreement to the patch
+    on its own model over the unlabelled training inputs, the mix and the epoch chosen on the
+    validation split (`few_shot.select_tuned_patch`). With an `UnlabelledTask` there is no
+    validation split: the settings are chosen on agreement with the patch on its own model, on
+    held-out unlabelled inputs (`select_transfer_unlabelled`), and Patch+ is refused.
 
     `fit_length`: both models read every input of the transfer (and the validation inputs it
     selects on) truncated to this many tokens, not the models' full length. The map lives in
@@ -210,17 +210,24 @@ def transfer_patch_packet(
         settings |= {"map": kind, "identity_weight": identity_weight, "blend": 1.0}
     if few_shot > 0:
         index = task.few_shot(few_shot, seed)
-        moved, _ = tune_patch(
+        moved, tuned = select_tuned_patch(
             moved,
             z_strong[index],
             task.train.labels[index],
             z_val,
             task.val.labels,
+            z_strong,
+            predict(patch, z_weak, classes),  # the teacher as the patch imitates it
             seed=seed,
             tunes=few_shot_tunes,
         )
         seen["few_shot_labels"] = len(index)
-        settings |= {"few_shot_tunes": few_shot_tunes}
+        settings |= {
+            "few_shot_tunes": few_shot_tunes,
+            "few_shot_agreement": tuned.agreement,
+            "few_shot_epoch": tuned.epoch,
+            "val_accuracy_few_shot": tuned.val_accuracy,
+        }
     return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, few_shot)
 
 

@@ -64,6 +64,15 @@ def test_latent_regime_end_to_end(tmp_path: Path) -> None:
     assert second["rows"][1]["packet"][0]["inputs"] == result["rows"][1]["packet"][0]["inputs"]
 
 
+def test_a_plan_without_curves_writes_its_tables_and_no_plot(tmp_path: Path) -> None:
+    """A plan of the fresh spec family alone has no curve: the plot was a ZeroDivisionError
+    after the measurements were done."""
+    plan = EfficiencyPlan(latent=(), symbolic=(), seeds=(0,))
+    record = run_efficiency(plan, tmp_path, None, log=lambda _: None)
+    assert record["settings"] == {}
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md"}
+
+
 def test_inputs_to_reach_interpolates_and_refuses_to_guess() -> None:
     points = [
         {"accuracy_mean": 0.5, "inputs_total": 10},

@@ -28,6 +28,9 @@ def test_quick_mode_writes_every_method_for_every_run(tmp_path: Path) -> None:
         costs = {m: r["inference_cost"] for m, r in rows.items()}
         assert costs["ensemble"] == 2 and costs["logit arithmetic"] == 3
         assert costs["strong + patch"] == 1 and costs["patch + weak ensemble"] == 2
+        assert costs["patch+ + weak + zero-shot (weights on validation)"] == 2
+        for plus in ("strong + patch+", "strong + patch+ (bias only)"):  # never below on val
+            assert rows[plus]["val_accuracy"] >= rows["strong + patch"]["val_accuracy"]
         assert rows["strong + patch (label-free)"]["labels"] == 0
         assert rows["strong fine-tuned"]["share_of_ft_gain"] == 1.0
         assert rows["strong + patch"]["transfer"]["map"] in ("orthogonal", "linear")

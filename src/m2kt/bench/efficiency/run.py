@@ -192,7 +192,8 @@ def run_efficiency(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "results.json", json.dumps(record, indent=1).encode())
     atomic_write_bytes(out_dir / "results.md", markdown(record).encode())
-    atomic_write_bytes(out_dir / "results.png", efficiency_curves(record))
+    if results:  # a plan of the fresh spec family alone has no curve to draw
+        atomic_write_bytes(out_dir / "results.png", efficiency_curves(record))
     return record
 
 

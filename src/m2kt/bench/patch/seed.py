@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from math import nan
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -32,7 +32,7 @@ from m2kt.models.class_head import fine_tune_head
 from m2kt.models.embedding_cache import timed_cached_encode
 from m2kt.patch.adapter import LogitPatch
 from m2kt.patch.config import PatchConfig
-from m2kt.patch.few_shot import tune_patch
+from m2kt.patch.few_shot import Tunes, select_tuned_patch
 from m2kt.patch.packet_io import ClassAxes
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import TRANSFER_MAPS, TransferMap
@@ -286,31 +286,52 @@ def run_seed(
             weights=weights,
         )
 
+    # Patch+: 16 labels a class, with agreement to the patch on its own weak model over the
+    # training inputs (the teacher a transfer has: `patch transfer --few-shot` does the same).
     index = task.few_shot(FEW_SHOT, seed)
-    plus_variants: tuple[tuple[str, Literal["all", "bias"]], ...] = (
+    imitated = predict(patch, z_weak["train"], c)
+    plus_variants: tuple[tuple[str, Tunes], ...] = (
         ("strong + patch+", "all"),
         ("strong + patch+ (bias only)", "bias"),
     )
+    plus_logits = {}
     for name, tunes in plus_variants:
         clock = time.perf_counter()
-        plus, epoch = tune_patch(
+        plus, plus_choice = select_tuned_patch(
             moved,
             z_strong["train"][index],
             y["train"][index],
             z_strong["val"],
             y["val"],
+            z_strong["train"],
+            imitated,
             seed=seed,
             tunes=tunes,
         )
+        plus_logits[name] = on(partial(_patched_logits, plus, z_strong, c))
         row(
             name,
-            on(partial(_patched_logits, plus, z_strong, c)),
+            plus_logits[name],
             rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
             plus.parameter_count() if tunes == "all" else config.logit_dim,
             labels=n["val"] + len(index),
             inputs_seen=3 * n["train"] + n["val"],
-            best_epoch=epoch,
+            best_epoch=plus_choice.epoch,
+            agreement=plus_choice.agreement,
         )
+    # Patch+ at the ensemble's cost, weighted on validation as the ensemble is.
+    parts = [weak_ft_z, plus_logits["strong + patch+"], zero_shot]
+    logits, weights = _weighted_on_validation(parts, y["val"])
+    row(
+        "patch+ + weak + zero-shot (weights on validation)",
+        logits,
+        rows["strong + patch+"]["seconds"],
+        patch.parameter_count(),
+        cost=2,
+        labels=n["val"] + len(index),
+        inputs_seen=3 * n["train"] + n["val"],
+        weights=weights,
+    )
 
     heads = (head_weak, head_strong)
     for short in shorts:

@@ -23,6 +23,7 @@ METHOD_ORDER = (
     "patch + weak + zero-shot (weights on validation)",
     "strong + patch+",
     "strong + patch+ (bias only)",
+    "patch+ + weak + zero-shot (weights on validation)",
     "strong fine-tuned",
     "weak fine-tuned (full)",
     "strong + patch (full teacher)",
