@@ -246,6 +246,8 @@ def extract_packet(
     )
     if worth is None:
         notes.append("worth not measured: it needs 2+ concepts, some with 3+ probes")
+    elif chance := worth.no_better_than_chance():
+        notes.append(chance)
     safety: dict[str, float] = {}
     if audit is not None:
         flagged, safety = audit(view, layer, pooling, concepts, states, settings.batch_size)

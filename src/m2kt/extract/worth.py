@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from scipy import stats
 
 from m2kt.concepts.geometry import linear_probe_accuracy
 from m2kt.concepts.readout import Readout
@@ -24,6 +25,21 @@ class Worth:
     linear_probe_accuracy: float
     chance: float
     heldout: int
+
+    def no_better_than_chance(self, level: float = 0.05) -> str | None:
+        """A note when the held-out probes cannot tell the packet's concepts from guessing
+        (one-sided exact binomial test at `level`): a teacher that does not read the spec's
+        domain makes a packet that carries nothing, and the user should hear it at export."""
+        hits = round(self.packet_accuracy * self.heldout)
+        p = stats.binomtest(hits, self.heldout, self.chance, alternative="greater").pvalue
+        if p < level:
+            return None
+        return (
+            f"the concepts recognise their held-out probes no better than chance would "
+            f"({self.packet_accuracy:.1%} of {self.heldout} against {self.chance:.1%}, binomial "
+            f"p={p:.2f}): this packet carries little; check that the teacher reads the spec's "
+            "domain (another --layer or another model), or write more probes a concept"
+        )
 
     def as_measurements(self) -> dict[str, float | int]:
         return {
