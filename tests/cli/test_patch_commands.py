@@ -163,6 +163,8 @@ def test_unlabelled_inputs_never_read_a_label(tmp_path: Path, monkeypatch, capsy
     assert (
         record["settings"]["selection"].startswith("unlabelled")
         and record["settings"]["labels"] == 0
+        and record["settings"]["refine"].startswith("KL")
+        and record["settings"]["refine_epoch"] >= 0
     )
     assert record["inputs_seen"] == {"source": 30, "target": 30}
     assert "val" not in capsys.readouterr().out  # no labels, no table

@@ -8,6 +8,7 @@ from m2kt.patch.config import PatchConfig
 from m2kt.patch.few_shot import select_tuned_patch
 from m2kt.patch.train import learn_patch
 from m2kt.patch.transfer import transfer_patch
+from m2kt.patch.workflow import held_out_rows, refine_unlabelled
 
 K, C = 32, 4
 
@@ -144,3 +145,32 @@ def test_blend_zero_leaves_the_target_untouched(trained) -> None:
     moved.set_blend(0.0)
     with torch.no_grad():
         assert torch.allclose(moved(2 * source), 2 * source, atol=1e-4)
+
+
+def test_label_free_refinement_never_agrees_less_on_held_out_inputs(trained) -> None:
+    """The target's logits relate to the source's one way on the inputs the KL reads and another
+    on the held-out ones, where the moved patch (the patch itself) already agrees fully: every
+    refitted epoch agrees less there, so the untouched patch must come back, byte for byte."""
+    patch, source = trained
+    held = held_out_rows(len(source))
+    target = torch.where(held[:, None], source, source.roll(3, dims=1))
+    tuned, choice = refine_unlabelled(patch, patch, source, target, C, epochs=3, lr=0.05)
+    with torch.no_grad():
+        teacher = patch(source[held])[:, :C].argmax(1)
+        after = (tuned(target[held])[:, :C].argmax(1) == teacher).float().mean()
+    assert after == choice.val_accuracy == choice.val_accuracy_before == 1.0
+    assert choice.epoch == 0
+    assert min(choice.scores.values()) < 1.0  # refitting did agree less: the guard was needed
+    assert all(torch.equal(v, tuned.state_dict()[k]) for k, v in patch.state_dict().items())
+
+
+def test_label_free_refinement_pulls_a_moved_patch_toward_its_teacher(trained) -> None:
+    """A target that is the source in another basis plus noise: the transfer leaves some
+    disagreement, the KL refit (no label anywhere) closes part of it on held-out inputs."""
+    patch, source = trained
+    g = torch.Generator().manual_seed(1)
+    rotation, _ = torch.linalg.qr(torch.randn(K, K, generator=g))
+    target = source @ rotation + 2 * torch.randn(source.shape, generator=g)
+    moved = transfer_patch(patch, source, target, identity_weight=0.0)
+    tuned, choice = refine_unlabelled(moved, patch, source, target, C, epochs=5, lr=1e-2)
+    assert choice.epoch > 0 and choice.val_accuracy > choice.val_accuracy_before

@@ -7,7 +7,8 @@
 
 Without any label: --inputs texts.txt --classes a,b,c [--templates "A {} story." ...] in place
 of --task (`train` then needs --weak-finetuned; `transfer` chooses its settings on agreement with
-the patch on its own model, on held-out unlabelled inputs, and records that it did).
+the patch on its own model, on held-out unlabelled inputs, then refits the moved patch toward
+it by KL on the inputs, the epoch chosen on the same agreement; the record says so).
 
 `train` learns the patch from unlabelled inputs (labels never enter its loss; without
 --weak-finetuned, the weak model's class-name head is first tuned on the task's labels as the
@@ -87,7 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="Patch+: then tune on N labelled inputs per class (e.g. 16)",
+        help="Patch+: then tune the moved patch on N labelled training inputs per class (e.g. "
+        "16) together with agreement (KL) with the patch on its own model over the unlabelled "
+        "inputs the transfer read; the mix β and the epoch chosen on validation, the untouched "
+        "patch kept if nothing beats it there",
     )
     transfer.add_argument(
         "--few-shot-tunes",
@@ -101,6 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOKENS",
         help="both models read the transfer's inputs (training and validation) truncated to "
         "this many tokens: a fraction of the cost on long texts (e.g. 64; default: full length)",
+    )
+    transfer.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="with --inputs: keep the moved patch as transferred (default: refitted toward the "
+        "patch on its own model by KL on the inputs, the epoch chosen on held-out agreement)",
     )
     add_trust_arguments(transfer)
     add_limit_arguments(transfer)
@@ -228,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 few_shot=args.few_shot,
                 few_shot_tunes=args.few_shot_tunes,
                 fit_length=args.fit_length,
+                refine=args.refine,
                 seed=args.seed,
                 cache=cache,
                 progress=progress,

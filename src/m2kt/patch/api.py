@@ -29,6 +29,7 @@ from m2kt.patch.workflow import (
     HELD_OUT_EVERY,
     class_axes,
     predict,
+    refine_unlabelled,
     select_transfer,
     select_transfer_unlabelled,
     zero_shot_head,
@@ -122,6 +123,7 @@ def transfer_patch_packet(
     few_shot: int = 0,
     few_shot_tunes: Tunes = "all",
     fit_length: int | None = None,
+    refine: bool = True,
     seed: int = 0,
     cache: Path | None = None,
     progress: StageProgress | None = None,
@@ -136,7 +138,9 @@ def transfer_patch_packet(
     on its own model over the unlabelled training inputs, the mix and the epoch chosen on the
     validation split (`few_shot.select_tuned_patch`). With an `UnlabelledTask` there is no
     validation split: the settings are chosen on agreement with the patch on its own model, on
-    held-out unlabelled inputs (`select_transfer_unlabelled`), and Patch+ is refused.
+    held-out unlabelled inputs (`select_transfer_unlabelled`), Patch+ is refused, and, unless
+    `refine` is off, the moved patch is refitted toward the patch on its own model by KL on the
+    unlabelled inputs, the epoch chosen on the same held-out agreement (`refine_unlabelled`).
 
     `fit_length`: both models read every input of the transfer (and the validation inputs it
     selects on) truncated to this many tokens, not the models' full length. The map lives in
@@ -189,6 +193,14 @@ def transfer_patch_packet(
         else:
             moved = transfer_patch(patch, z_weak, z_strong, identity_weight, map=maps[0])
             settings |= {"map": maps[0], "identity_weight": identity_weight, "blend": 1.0}
+        if refine:
+            moved, refined = refine_unlabelled(moved, patch, z_weak, z_strong, classes, seed)
+            settings |= {
+                "refine": "KL to the patch on its own model (β = 1), epoch on held-out agreement",
+                "refine_epoch": refined.epoch,
+                "refine_held_out_agreement_before": refined.val_accuracy_before,
+                "refine_held_out_agreement_after": refined.val_accuracy,
+            }
         settings |= {"labels": 0}
         return _transferred(packet, moved, axes, weak, strong, task.name, settings, seen, 0)
     if identity_weight is None or few_shot > 0:  # both choose on the validation split

@@ -75,7 +75,11 @@ def select_tuned_patch(
 
     Ties go to the untouched patch, then to the larger β (the patch kept nearer its teacher),
     then to the earlier epoch. `unlabelled` [N, K] and `teacher` [N, C]: see `Agreement`.
+    With no shots (`labels` empty) only β = 1 can be tuned: agreement alone, which is how the
+    label-free path refines a transfer (`workflow.refine_unlabelled`).
     """
+    if len(labels) == 0 and any(weight < 1 for weight in weights):
+        raise UsageError("Patch+ without shots can only tune on agreement (β = 1)")
     classes = teacher.shape[1]
     before = _val_score(patch, val_logits, val_labels, classes)
     best: tuple[tuple[float, int, float, int], LogitPatch, float, int] | None = None
@@ -126,7 +130,7 @@ def _tune(
     Returns the patch of the epoch (0 = untouched) with the best validation accuracy, that
     epoch, its validation accuracy and every epoch's. The test split is never seen.
     """
-    classes = max(int(max(labels.max(), val_labels.max())) + 1, agreement.teacher.shape[1])
+    classes = max(int(torch.cat([labels, val_labels]).max()) + 1, agreement.teacher.shape[1])
     if classes > patch.config.logit_dim:
         raise UsageError("labels exceed the patch's logit width")
     generator = torch.Generator().manual_seed(seed)
@@ -149,14 +153,17 @@ def _tune(
     for epoch in range(1, epochs + 1):
         tuned.train()
         for shots, unlabelled in _batches(len(labels), agreement, generator):
-            loss = F.cross_entropy(tuned(logits[shots])[:, :classes], labels[shots])
+            loss = torch.zeros(())
+            if agreement.weight < 1:
+                ce = F.cross_entropy(tuned(logits[shots])[:, :classes], labels[shots])
+                loss = loss + (1 - agreement.weight) * ce
             if unlabelled is not None:
                 kl = distillation_loss(
                     tuned(agreement.logits[unlabelled])[:, : agreement.teacher.shape[1]],
                     agreement.teacher[unlabelled],
                     patch.config,
                 )
-                loss = (1 - agreement.weight) * loss + agreement.weight * kl
+                loss = loss + agreement.weight * kl
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -173,10 +180,13 @@ def _batches(
     shots: int, agreement: Agreement, generator: torch.Generator
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One epoch's (shot rows, unlabelled rows) per step: shots in batches of 64 alone, or with
-    β > 0 one step per 256 unlabelled inputs, each with the next 64 shots in a cycle."""
+    β > 0 one step per 256 unlabelled inputs, each with the next 64 shots in a cycle (none when
+    there are no shots)."""
     if agreement.weight == 0:
         return [(b, None) for b in torch.randperm(shots, generator=generator).split(64)]
     unlabelled = torch.randperm(len(agreement.logits), generator=generator).split(256)
+    if shots == 0:
+        return [(torch.zeros(0, dtype=torch.long), u) for u in unlabelled]
     order = torch.randperm(shots, generator=generator).repeat(
         math.ceil(64 * len(unlabelled) / shots)
     )

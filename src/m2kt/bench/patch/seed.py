@@ -40,6 +40,7 @@ from m2kt.patch.workflow import (
     BLEND_GRID,
     class_axes,
     predict,
+    refine_unlabelled,
     select_transfer,
     select_transfer_unlabelled,
     zero_shot_head,
@@ -238,18 +239,36 @@ def run_seed(
         )
     moved = transferred["strong + patch"]
 
-    # The same patch moved without a label: settings chosen on held-out unlabelled agreement.
+    # The same patch moved without a label (`patch transfer --inputs`): settings chosen on
+    # held-out unlabelled agreement, then refitted by KL toward the patch on its own model, the
+    # epoch chosen on the same agreement; and without that refit (`--no-refine`).
     clock = time.perf_counter()
     free, choice = select_transfer_unlabelled(patch, z_weak["train"], z_strong["train"], c)
     free_seconds = time.perf_counter() - clock + strong_head_seconds
+    free_settings = choice.settings() | {"held_out_agreement": choice.val_accuracy}
     row(
-        "strong + patch (label-free)",
+        "strong + patch (label-free, no refine)",
         on(lambda s: predict(free, z_strong[s], c)),
         strong.seconds["train"] + free_seconds,
         patch.parameter_count(),
         labels=0,
         inputs_seen=3 * n["train"],
-        transfer=choice.settings() | {"held_out_agreement": choice.val_accuracy},
+        transfer=free_settings,
+        step_seconds=free_seconds,
+    )
+    clock = time.perf_counter()
+    refined, refine = refine_unlabelled(free, patch, z_weak["train"], z_strong["train"], c, seed)
+    free_seconds += time.perf_counter() - clock
+    row(
+        "strong + patch (label-free)",
+        on(lambda s: predict(refined, z_strong[s], c)),
+        strong.seconds["train"] + free_seconds,
+        patch.parameter_count(),
+        labels=0,
+        inputs_seen=3 * n["train"],
+        transfer=free_settings,
+        refine_epoch=refine.epoch,
+        refine_held_out_agreement=[refine.val_accuracy_before, refine.val_accuracy],
         step_seconds=free_seconds,
     )
     # At the ensemble's inference cost (two models): the patched strong model beside the weak

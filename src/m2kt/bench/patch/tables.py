@@ -15,6 +15,7 @@ METHOD_ORDER = (
     "logit arithmetic",
     "ensemble",
     "strong + patch (orthogonal)",
+    "strong + patch (label-free, no refine)",
     "strong + patch (label-free)",
     "strong + patch",
     "patch + weak ensemble",
