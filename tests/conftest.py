@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from m2kt.packet import Packet, generate_keypair, make_provenance
 from m2kt.packet.example import CREATED
 from m2kt.packet.example import example_packet as knowledge_packet
 from m2kt.packet.manifest import CONCEPTS_TENSOR
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs one worker per core, up to four (pyproject: -n auto): one thread each, or
+    # the workers' thread pools fight over the same cores
+    torch.set_num_threads(1)
 
 
 def patch_packet(seed: int = 0) -> Packet:
