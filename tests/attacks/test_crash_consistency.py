@@ -33,7 +33,7 @@ import torch
 from m2kt.adapter_files import load_adapter_dir
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import M2KTError
-from m2kt.extract.pipeline import extract_packet
+from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.models.embedded import e1_directory
 from m2kt.models.load import load_model
 from m2kt.packet import read_packet
@@ -79,6 +79,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("crash")
 
 
+@pytest.fixture(scope="module")
+def packet(workdir: Path) -> Path:
+    """The topics packet every ingest here reads, extracted once: 128 anchors and no attention
+    keep each ingestion short (what is written, and so what a kill can break, is the same)."""
+    path = workdir / "topics.m2kt"
+    settings = ExtractionSettings(attention=False, anchor_count=128)
+    extract_packet(load_model("e1"), load_spec("topics"), settings).packet.save(path)
+    return path
+
+
 def _kill_rounds(run: list[str], settings: tuple[list[str], list[str]], check) -> int:  # type: ignore[no-untyped-def]
     """Alternate between two settings, killing each run at a random moment; `check(old)` after
     each run compares the output with what was there before. Returns the kills that landed.
@@ -101,9 +111,7 @@ def _kill_rounds(run: list[str], settings: tuple[list[str], list[str]], check) -
     return kills
 
 
-def test_killed_ingest_leaves_the_old_or_the_new_adapter(workdir: Path) -> None:
-    packet = workdir / "topics.m2kt"
-    extract_packet(load_model("e1"), load_spec("topics")).packet.save(packet)
+def test_killed_ingest_leaves_the_old_or_the_new_adapter(workdir: Path, packet: Path) -> None:
     out = workdir / "adapter"
     run = ["ingest", "--student", "e2", "--packet", str(packet), "--allow-unsigned"]
     run += ["--out", str(out), "--steps", "0"]
@@ -163,9 +171,7 @@ def _crashed_at(point: str, args: list[str]) -> None:
     assert done.returncode == -signal.SIGKILL, f"{point} was not reached: {done.stderr[-300:]!r}"
 
 
-def test_a_kill_inside_an_adapter_save_leaves_the_old_adapter(workdir: Path) -> None:
-    packet = workdir / "point.m2kt"
-    extract_packet(load_model("e1"), load_spec("topics")).packet.save(packet)
+def test_a_kill_inside_an_adapter_save_leaves_the_old_adapter(workdir: Path, packet: Path) -> None:
     out = workdir / "point-adapter"
     run = ["ingest", "--student", "e2", "--packet", str(packet), "--allow-unsigned"]
     run += ["--out", str(out), "--steps", "0", "--no-screen"]
@@ -182,9 +188,6 @@ def test_a_kill_inside_an_adapter_save_leaves_the_old_adapter(workdir: Path) -> 
 
 
 def test_a_kill_between_writing_and_renaming_a_packet_leaves_the_old_one(workdir: Path) -> None:
-    source = workdir / "source.m2kt"
-    packet = extract_packet(load_model("e1"), load_spec("topics")).packet
-    packet.save(source)
     out = workdir / "copy.m2kt"
     out.write_bytes(b"the old output")
     _crashed_at(
