@@ -141,6 +141,16 @@ def test_a_packet_of_nothing_but_harm_is_refused(extraction, student) -> None:
     assert caught.value.exit_code == 1
 
 
+def test_a_packet_the_screen_would_leave_one_concept_is_refused_in_its_words(
+    extraction, student
+) -> None:
+    """One concept left cannot be ingested (a memory tells two apart): the refusal is the
+    auditor's, not a bare "needs 2+ concepts" from deep inside the fit."""
+    one_and_harm = drop_concepts(extraction.packet, {"business", "politics"})
+    with pytest.raises(UnsafePacketError, match="flagged all but one of the 2 concepts"):
+        screen_for_ingestion(student, one_and_harm, -1, None)
+
+
 def test_a_user_description_extends_the_screen(student, tmp_path) -> None:
     """A harm the shipped list lacks is caught once the user describes it."""
     (layer,) = student.check_layers([-1])

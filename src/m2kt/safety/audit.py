@@ -51,7 +51,7 @@ INGEST_DRIFT_MARGIN = 0.1
 
 
 class UnsafePacketError(VerificationError):
-    """The auditor flagged every concept of a packet at ingestion: exit code 1."""
+    """The auditor flagged all of a packet's concepts, or all but one, at ingestion: exit 1."""
 
     default_hint = "do not use this packet; see the flagged concepts and their nearest harms"
 
@@ -234,9 +234,14 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
     )
 
 
-def refuse_if_all_flagged(audit: Audit) -> None:
-    if audit.findings and len(audit.flagged) == len(audit.findings):
-        raise UnsafePacketError(
-            f"the safety auditor flagged every concept of the packet: "
-            f"{'; '.join(f'{f.name}: {f.reasons[0]}' for f in audit.flagged[:3])}"
-        )
+def refuse_unless_two_kept(audit: Audit) -> None:
+    """Refuse, at ingestion, a packet the audit would leave with fewer than two concepts: a
+    concept memory needs two to tell apart."""
+    kept = len(audit.findings) - len(audit.flagged)
+    if not audit.findings or kept >= 2:
+        return
+    what = "every concept" if kept == 0 else f"all but one of the {len(audit.findings)} concepts"
+    raise UnsafePacketError(
+        f"the safety auditor flagged {what} of the packet (ingestion needs two): "
+        f"{'; '.join(f'{f.name}: {f.reasons[0]}' for f in audit.flagged[:3])}"
+    )

@@ -23,7 +23,7 @@ from m2kt.safety.audit import (
     audit_concepts,
     drop_concepts,
     probe_consistency,
-    refuse_if_all_flagged,
+    refuse_unless_two_kept,
     screen_traces,
 )
 from m2kt.safety.screen import ReadTexts, SafetyScreen, screen_from_file
@@ -143,8 +143,8 @@ def screen_for_ingestion(
     Returns the screen (for the post-ingestion check of the slots), the audit (for the report)
     and the packet to ingest; with `audit` off (`--no-screen`) neither is made, so that one
     switch turns the screen off before and after training alike. Raises `UnsafePacketError`
-    when every concept is flagged, and `UsageError` when auditing with a screen that cannot
-    separate its calibration.
+    when fewer than two concepts would be left, and `UsageError` when auditing with a screen
+    that cannot separate its calibration.
     """
     if not audit:
         return None, None, packet
@@ -161,7 +161,7 @@ def screen_for_ingestion(
     if not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
     found = audit_student(screen, packet, read)
-    refuse_if_all_flagged(found)
+    refuse_unless_two_kept(found)
     kept = packet
     if found.flagged or found.traces:
         kept = drop_concepts(packet, {f.id for f in found.flagged}, frozenset(found.traces))
