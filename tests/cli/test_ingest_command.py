@@ -54,6 +54,21 @@ def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
     assert main(["evaluate", "--student", "e2", "--adapter", str(out), "--text", "Goal!"]) == 0
     assert "sport" in capsys.readouterr().out
 
+    # Sentences of your own, one a topic: too few to split, scored whole with --split all.
+    mine = tmp_path / "mine.csv"
+    topics = load_spec("topics").concepts
+    mine.write_text("text,label\n" + "".join(f"A note on {c.name}.,{c.name}\n" for c in topics))
+    evaluate = ["evaluate", "--student", "e2", "--adapter", str(out), "--task", str(mine)]
+    assert main(evaluate) == 2  # its test split would lack classes
+    capsys.readouterr()
+    assert main([*evaluate, "--split", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert f"mine all ({len(topics)} inputs)" in printed
+    # the CSV's classes come sorted, the packet's in the spec's order: matched by name, the
+    # packet names most topics (scored against shuffled labels it would name almost none)
+    after = float(printed.split("% with the ingested packet")[0].rsplit(" ", 1)[1])
+    assert after >= 50
+
     # A packet built to fail: exit 1, the reasons printed, the previous adapter untouched.
     assert main([*ingest, "--packet", str(packets["bad"]), "--allow-unsigned"]) == 1
     captured = capsys.readouterr()

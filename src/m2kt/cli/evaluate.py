@@ -1,11 +1,14 @@
 """Score or use a student with an ingested adapter.
 
 With --task, accuracy on the task's test split (its classes must be the adapter's concepts),
-before (the student's own concept anchors) and after (the concept memory). With --text, the
-concept the student now assigns to each text, with its probability.
+before (the student's own concept anchors) and after (the concept memory); --split all scores
+every row, which is how to judge a packet on sentences of your own written apart from the spec
+(a CSV of any size). With --text, the concept the student now assigns to each text, with its
+probability.
 
 Examples:
   m2kt evaluate --student e2 --adapter adapters/bbc --task bbc
+  m2kt evaluate --student e2 --adapter adapters/topics --task my-sentences.csv --split all
   m2kt evaluate --student e2 --adapter adapters/topics --text "The striker scored twice"
 """
 
@@ -25,19 +28,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", metavar="TASK", help="bbc, tweets or a CSV file")
     what.add_argument("--text", action="append", metavar="TEXT", help="text to classify")
-    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default="test",
+        help="which inputs of the task to score (all: every row, unsplit; default test)",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="score at most N inputs")
     parser.add_argument("--max-length", type=int, metavar="N", help="cap the context in tokens")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from m2kt.cli._common import progress_bars
     from m2kt.errors import UsageError
     from m2kt.ingest.evaluate import load_ingested, score
     from m2kt.models.load import load_model
-    from m2kt.tasks import load_task
+    from m2kt.tasks import Split, load_labelled, load_task
 
-    task = None if args.text else load_task(args.task).limited(args.limit, [args.split])
+    labelled: tuple[str, tuple[str, ...], Split] | None
+    if args.text:
+        labelled = None
+    elif args.split == "all":
+        labelled = load_labelled(args.task)
+    else:
+        task = load_task(args.task)
+        labelled = (task.name, task.class_names, getattr(task, args.split))
     ingested = load_ingested(args.adapter)
     view = load_model(args.student, max_length=args.max_length)
     ingested.check_student(view)
@@ -53,19 +70,22 @@ def run(args: argparse.Namespace) -> int:
         for text, found in zip(args.text, ingested.predict(view, args.text), strict=True):
             console.print(f"{shown(found.concept)} ({found.probability:.0%})  {shown(text)}")
         return 0
-    assert task is not None
-    if tuple(task.class_names) != tuple(concepts):
+    assert labelled is not None
+    name, classes, split = labelled
+    split = split.spread(args.limit)
+    if sorted(classes) != sorted(concepts):
         raise UsageError(
-            f"task {task.name} has classes {list(task.class_names)}, the adapter's concepts are "
-            f"{list(concepts)}",
-            "evaluate on a task whose classes are the packet's concepts, in the same order"
+            f"task {name} has classes {list(classes)}, the adapter's concepts are {list(concepts)}",
+            "evaluate on a task whose classes are the packet's concepts"
             + (
                 f" (dropped at ingestion: {', '.join(ingested.dropped)})"
                 if ingested.dropped
                 else ""
             ),
         )
-    split = getattr(task, args.split)
+    # matched by name: a CSV's classes come sorted, a packet's concepts in the spec's order
+    order = torch.tensor([list(concepts).index(c) for c in classes])
+    split = Split(split.texts, order[split.labels])
     with progress_bars() as progress:
         states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
         before = None
@@ -76,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     names = ingested.states(view, list(concepts), adapted=False)
     result = score(ingested, states, split.labels, names, before)
     console.print(
-        f"{task.name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
+        f"{name} {args.split} ({len(split)} inputs): {result['before']:.1%} with the "
         f"student's own anchors, {result['zero_shot']:.1%} with its zero-shot reading of the "
         f"concept names, {result['after']:.1%} with the ingested packet"
     )

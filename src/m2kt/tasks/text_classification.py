@@ -42,6 +42,14 @@ class Split:
     def subset(self, index: list[int]) -> Split:
         return Split([self.texts[i] for i in index], self.labels[index])
 
+    def spread(self, limit: int | None) -> Split:
+        """At most `limit` inputs: every k-th one, which keeps the class balance of a split in
+        corpus order."""
+        if limit is None:
+            return self
+        step = max(1.0, len(self) / limit)
+        return self.subset(sorted({int(i * step) for i in range(min(limit, len(self)))}))
+
 
 @dataclass(frozen=True)
 class TextClassificationTask:
@@ -71,13 +79,7 @@ class TextClassificationTask:
         balance because splits are in corpus order."""
         if limit is None:
             return self
-        parts: dict[str, Any] = {}
-        for name in splits:
-            split: Split = getattr(self, name)
-            step = max(1.0, len(split) / limit)
-            parts[name] = split.subset(
-                sorted({int(i * step) for i in range(min(limit, len(split)))})
-            )
+        parts: dict[str, Any] = {name: getattr(self, name).spread(limit) for name in splits}
         return replace(self, **parts)
 
     def few_shot(self, per_class: int, seed: int) -> list[int]:
@@ -104,7 +106,29 @@ def load_task(name: str, split_seed: int = 0) -> TextClassificationTask:
     )
 
 
+def load_labelled(name: str) -> tuple[str, tuple[str, ...], Split]:
+    """Every labelled input of a task, unsplit, with its name and classes: a CSV of any size
+    (held-out sentences to score, one a class is enough), or an embedded task's three splits
+    together."""
+    if name.endswith(".csv") and name not in TASKS:
+        if not Path(name).is_file():
+            raise UsageError(f"task CSV {name} is not a file", "pass a CSV file, or bbc or tweets")
+        texts, labels, classes = _read_csv(Path(name))
+        return Path(name).stem, classes, Split(texts, torch.tensor(labels, dtype=torch.long))
+    task = load_task(name)
+    parts = [task.train, task.val, task.test]
+    texts = [t for part in parts for t in part.texts]
+    return task.name, task.class_names, Split(texts, torch.cat([part.labels for part in parts]))
+
+
 def _from_csv(path: Path, seed: int) -> TextClassificationTask:
+    """Your own labelled texts, split three ways (see `_read_csv`)."""
+    texts, labels, classes = _read_csv(path)
+    templates = ("{}.", "This text is about {}.", "It is {}.")
+    return _split(path.stem, texts, labels, classes, templates, seed)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[int], tuple[str, ...]]:
     """Your own labelled texts; class names are the distinct labels, in sorted order.
 
     Read with limits (MAX_CSV_BYTES, UTF-8, MAX_CSV_ROWS rows, MAX_CLASSES labels of at most
@@ -144,8 +168,7 @@ def _from_csv(path: Path, seed: int) -> TextClassificationTask:
         raise UsageError(f"{path} has {len(classes):,} labels; at most {MAX_CLASSES:,}", hint)
     texts = [" ".join(row["text"].split()) for row in rows]
     labels = [classes.index(row["label"].strip()) for row in rows]
-    templates = ("{}.", "This text is about {}.", "It is {}.")
-    return _split(path.stem, texts, labels, classes, templates, seed)
+    return texts, labels, classes
 
 
 def _split(
