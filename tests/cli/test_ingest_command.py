@@ -160,6 +160,8 @@ def test_two_probes_a_concept_cannot_be_verified_without_the_flag(tmp_path, caps
     assert "only 0 held-out verification probes" in printed.out
     assert "--accept-unverified" in printed.out and not out.exists()
     assert main([*ingest, "--allow-unsigned", "--accept-unverified"]) == 0
-    assert "(unverified)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "(unverified)" in printed.out
+    assert "note: accepted unverified" in printed.err and "--split all" in printed.err
     report = json.loads((out / "ingestion_report.json").read_text())
     assert report["verification"] == "unverified" and report["accepted"] is True
