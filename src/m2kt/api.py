@@ -57,15 +57,18 @@ def ingest_packet(
     *,
     trusted_keys: Iterable[str | Path] = (),
     out: str | Path | None = None,
+    auditor: Model | None = None,
 ) -> Ingestion:
     """`packet` ingested into the frozen `student`, verified, kept or rolled back (`m2kt ingest`).
 
     A path is opened with its signature checked against `trusted_keys`. With `out`, an accepted
-    adapter is saved there (a PEFT-like folder); a rolled-back one saves nothing.
+    adapter is saved there (a PEFT-like folder); a rolled-back one saves nothing. `auditor`,
+    another model, audits the packet in its own space (`m2kt ingest --auditor`).
     """
     if not isinstance(packet, Packet):
         packet = load_packet(packet, trusted_keys=trusted_keys)
-    ingestion = ingest(_model(student), packet, settings)
+    judge = _model(auditor) if auditor is not None else None
+    ingestion = ingest(_model(student), packet, settings, auditor=judge)
     if out is not None and ingestion.accepted:
         ingestion.save(out)
     return ingestion

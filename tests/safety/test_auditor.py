@@ -29,7 +29,15 @@ from m2kt.packet.manifest import PROBE_STATES_TENSOR
 from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
 from m2kt.safety.screen import build_screen
-from m2kt.safety.sides import audit_teacher, model_reader, screen_for_ingestion, separation
+from m2kt.safety.sides import (
+    Judge,
+    audit_student,
+    audit_teacher,
+    auditor_layer,
+    model_reader,
+    screen_for_ingestion,
+    separation,
+)
 
 USER_SPECS = Path(m2kt.bench.safety.__file__).parent / "user_specs"
 QUICK = FitSettings(steps=0, select_steps=False)  # the closed form: the audit is under test
@@ -272,3 +280,42 @@ def test_the_user_science_spec_keeps_every_concept_through_export_and_ingestion(
     _, found, kept = screen_for_ingestion(student, packet, -1, None)
     assert not found.flagged, [(f.name, f.score, f.reasons) for f in found.flagged]
     assert len(kept.manifest.concepts) == len(spec.concepts)
+
+
+def test_an_auditor_judges_what_the_probes_say(extraction, teacher, student) -> None:
+    """With an auditor model, the probes' score is the auditor's reading, not the student's:
+    an auditor that reads `sport`'s probes as the harm's flags `sport`, which the student's own
+    reading keeps."""
+    packet = extraction.packet
+    (layer,) = student.check_layers([-1])
+    read = model_reader(student, layer, student.pooling)
+    screen = build_screen(read)
+    judge_read = model_reader(teacher, auditor_layer(teacher), teacher.pooling)
+    concepts = parse_spec(HIDDEN, "hidden.yaml").concepts
+    swap = dict(zip(concepts[0].probes, concepts[3].probes, strict=True))
+
+    def misreads_sport(texts: list[str]) -> torch.Tensor:
+        return judge_read([swap.get(t, t) for t in texts])
+
+    judge = Judge("e1", build_screen(judge_read), misreads_sport)
+    alone = audit_student(screen, packet, read)
+    judged = audit_student(screen, packet, read, judge)
+    assert [f.name for f in alone.flagged] == ["gardening"]
+    assert [f.name for f in judged.flagged] == ["sport", "gardening"]
+    assert judged.auditor == "e1" and judged.auditor_inputs_read > 0
+    assert judged.baseline == {f.name: f.score for f in alone.findings}
+
+
+def test_with_an_auditor_a_hidden_harm_is_still_caught_in_the_student(
+    extraction, teacher, student
+) -> None:
+    """The blend hides under benign probes: the auditor reads them as benign, and the drift of
+    the blended vector, measured where it lands in the student, still gives it away."""
+    _, found, kept = screen_for_ingestion(
+        student, _blend(extraction.packet, 0.4), -1, None, auditor=teacher
+    )
+    found_all = [(f.name, f.reasons) for f in found.findings]
+    assert [f.name for f in found.flagged] == ["sport"], found_all
+    assert "nearer harm than" in found.flagged[0].reasons[0]  # its drift, not its probes
+    assert found.auditor == teacher.name
+    assert [c.name for c in kept.manifest.concepts] == ["business", "politics"]

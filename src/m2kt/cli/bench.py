@@ -126,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed-count", type=int, metavar="N", help="seeds 0 … N-1 in place of the mode's"
     )
     safety.add_argument("--teacher", default="e1", type=model_reference, metavar="MODEL")
+    safety.add_argument(
+        "--auditor",
+        type=model_reference,
+        metavar="MODEL",
+        help="audit the ingestion side in this model's space, as `m2kt ingest --auditor` does",
+    )
     merge = parser.add_argument_group("merge only")
     merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")
     merge.add_argument(
@@ -244,6 +250,7 @@ def _safety(args: argparse.Namespace, out: Path) -> int:
         seeds=args.seed_count or SAFETY[args.mode].seeds,
         teacher=args.teacher,
         student=args.student,
+        auditor=args.auditor,
     )
     return _printed(run_safety(plan, out, log=lambda m: console.log(m)), out)
 

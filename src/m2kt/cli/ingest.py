@@ -130,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the safety screen: no concept is audited or dropped, and the concept slots are "
         "not screened after training (the safety margin check still runs)",
     )
+    parser.add_argument(
+        "--auditor",
+        metavar="MODEL",
+        help="audit the packet's concepts in this model's space instead of the student's (an "
+        "embedded id, a directory or a .gguf): a judge that tells harm from its near-misses "
+        "better than a small student does; l1 caught 100%% of the development set's harms "
+        "with no false alarm (docs/security.md)",
+    )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
     parser.add_argument("--safety-margin", type=float, default=0.05, metavar="M")
@@ -209,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
     )
     with distributed.joined(args.device) as world:
         view = load_on(world, args.student, args.max_length)
+        auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
         with stage_progress(world) as progress:
-            outcome = ingest(view, packet, settings, progress)
+            outcome = ingest(view, packet, settings, progress, auditor)
     if not world.is_writer:
         return 0 if outcome.accepted else 1
     for check in outcome.verdict.checks:

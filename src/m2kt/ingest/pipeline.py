@@ -146,7 +146,10 @@ def ingest(
     packet: Packet,
     settings: IngestSettings | None = None,
     progress: StageProgress | None = None,
+    auditor: ModelView | None = None,
 ) -> Ingestion:
+    """Ingest `packet` into the frozen student `view`; `auditor`, another model, audits the
+    packet's concepts in its own space instead of the student's (`m2kt ingest --auditor`)."""
     settings = settings or IngestSettings()
     progress = progress or quiet
     started = time.perf_counter()
@@ -164,14 +167,20 @@ def ingest(
 
     progress("safety screen", 0, 1)
     screen, audit, working = screen_for_ingestion(
-        view, packet, settings.layer, settings.unsafe, settings.batch_size, settings.screen
+        view,
+        packet,
+        settings.layer,
+        settings.unsafe,
+        settings.batch_size,
+        settings.screen,
+        auditor,
     )
     progress("safety screen", 1, 1)
     # Texts the student read for the screen: its training texts, and the packet's probes.
     screened = audit.inputs_read if audit else 0
     if audit is None and screen is not None:
         screened = int(screen.calibration["texts_read"])
-    audited = {f.name: f.score for f in audit.findings if not f.flagged} if audit else None
+    audited = audit.student_scores() if audit else None
     dropped: list[DroppedConcept] = (
         [{"id": f.id, "name": f.name, "reason": f.reasons[0]} for f in audit.flagged]
         if audit
@@ -323,6 +332,7 @@ def ingest(
             "student_probes": read["probe"],
             "student_training": reading.inputs_read,
             "student_safety_screen": screened,
+            "auditor_safety_screen": audit.auditor_inputs_read if audit else 0,
         },
         "alignment": reading.alignment.as_dict() if reading.alignment else None,
         "adapter": settings.adapter,

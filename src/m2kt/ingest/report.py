@@ -37,6 +37,7 @@ class Inputs(TypedDict):
     student_probes: int
     student_training: int
     student_safety_screen: int
+    auditor_safety_screen: int  # texts an auditor model read (`--auditor`), else 0
 
 
 class DroppedConcept(TypedDict):

@@ -36,7 +36,7 @@ from m2kt.packet.manifest import (
     TRACE_PREFIX,
 )
 from m2kt.packet.probes import concept_probes, kept_concept_parts
-from m2kt.safety.screen import SafetyScreen
+from m2kt.safety.screen import SafetyScreen, Scores
 
 CONSISTENCY_MARGIN = 0.1
 DRIFT_MARGIN = 0.1
@@ -77,12 +77,22 @@ class Audit:
     findings: list[Finding]
     threshold: float
     space: str
-    inputs_read: int = 0  # texts the screened model read for the audit (screen and probes)
+    inputs_read: int = 0  # texts the student read for the audit (screen and probes)
     traces: dict[str, str] = field(default_factory=dict)  # flagged trace id → reason
+    # With an auditor model (`screen_for_ingestion`): its name, the texts it read, and each
+    # concept's score in the student's own space, which the post-ingestion check compares with.
+    auditor: str | None = None
+    auditor_inputs_read: int = 0
+    baseline: dict[str, float] | None = None
 
     @property
     def flagged(self) -> list[Finding]:
         return [f for f in self.findings if f.flagged]
+
+    def student_scores(self) -> dict[str, float]:
+        """Each kept concept's score in the student's own space, before training."""
+        own = self.baseline or {f.name: f.score for f in self.findings}
+        return {f.name: own[f.name] for f in self.findings if not f.flagged}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +102,8 @@ class Audit:
             "flagged": [f.id for f in self.flagged],
             "concepts": [asdict(f) | {"flagged": f.flagged} for f in self.findings],
             "flagged_traces": self.traces,
+            "auditor": self.auditor,
+            "auditor_inputs_read": self.auditor_inputs_read,
         }
 
 
@@ -105,6 +117,7 @@ def audit_concepts(
     space: str = "student",
     drift_margin: float = INGEST_DRIFT_MARGIN,
     vectors_scored: bool = False,
+    judged: Scores | None = None,
 ) -> Audit:
     """Screen each concept's vectors and its probes' reading, both [K, d] in one space.
 
@@ -117,14 +130,19 @@ def audit_concepts(
     through a fitted map whose error moves its score both ways, while the student's own reading
     of the probes has no such error (development set: false alarms at the threshold 12.3% →
     8.8%, and `computer science` of the user's science spec is kept).
+
+    `judged` are an auditor model's scores of the probes, on this screen's scale (its margin
+    over its own threshold added to this one's): they replace the probes' own score, while the
+    drift stays measured against this model's reading, in its space, where φ(c_k) lies.
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
-    scored["its probes"] = screen.score(probes)
-    probe_scores = scored["its probes"].values
-    own = floor = None
+    own = screen.score(probes)
+    scored["its probes"] = own if judged is None else judged
+    probe_scores = own.values
+    diagonal = floor = None
     if consistency is not None and len(ids) > 1:
-        own = consistency.diagonal()
-        floor = float(own.median()) - CONSISTENCY_MARGIN
+        diagonal = consistency.diagonal()
+        floor = float(diagonal.median()) - CONSISTENCY_MARGIN
     findings = []
     for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
         reasons, best, nearest = [], float("-inf"), ""
@@ -151,8 +169,8 @@ def audit_concepts(
                 )
             best += hidden
         cos = None
-        if own is not None and consistency is not None and floor is not None:
-            cos = float(own[k])
+        if diagonal is not None and consistency is not None and floor is not None:
+            cos = float(diagonal[k])
             inconsistent = int(consistency[k].argmax()) != k or cos < floor
             if inconsistent and drift > DRIFT_MARGIN:
                 reasons.append(

@@ -26,10 +26,15 @@ from m2kt.safety.audit import (
     refuse_unless_two_kept,
     screen_traces,
 )
-from m2kt.safety.screen import ReadTexts, SafetyScreen, screen_from_file
+from m2kt.safety.screen import ReadTexts, SafetyScreen, Scores, screen_from_file
 
 AUDIT_RIDGE = 0.1  # the ingestion CAL's default ridge: the auditor sees what ingestion would
 MIN_SEPARATION = 0.5  # a screen separating less of its calibration than this is not used
+# An auditor model reads at this fraction of its depth. Chosen on the development set
+# (bench/safety/concepts.yaml): e1 at 4 of 6 blocks and l1 at 20 of 30 separated its harms from
+# its near-miss benign concepts completely (AUROC 1.0), their last blocks less well (0.998 and
+# 1.0 with 6.5% false alarms at the threshold), and l1 below half depth less still.
+AUDITOR_DEPTH = 2 / 3
 
 
 def separation(screen: SafetyScreen) -> float:
@@ -84,7 +89,18 @@ def fit_audit_alignment(teacher: torch.Tensor, student: torch.Tensor) -> Concept
     )
 
 
-def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audit:
+@dataclass(frozen=True)
+class Judge:
+    """An auditor model's calibrated screen and its reader (`m2kt ingest --auditor`)."""
+
+    name: str
+    screen: SafetyScreen
+    read: ReadTexts
+
+
+def audit_student(
+    screen: SafetyScreen, packet: Packet, read: ReadTexts, judge: Judge | None = None
+) -> Audit:
     """Ingestion-time audit in the student's space, from the packet's own probes and anchors.
 
     The student reads every extraction probe; its own reading of a concept (the mean of its
@@ -94,6 +110,10 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
     (`audit_concepts`). The anchors matter: a map fitted on a handful of
     benign probes spans only their directions, so a harmful vector hidden under them would be
     carried into the student as its benign shadow.
+
+    With a `judge`, what the probes *say* is judged in the auditor's space (its reading of them,
+    on its own calibrated screen), and what a vector *hides* (its drift) in the student's, where
+    the vector lands; the audit keeps the student's own scores as its `baseline`.
     """
     m = packet.manifest
     assert m.concepts is not None
@@ -115,19 +135,61 @@ def audit_student(screen: SafetyScreen, packet: Packet, read: ReadTexts) -> Audi
     cal = fit_audit_alignment(teacher, student)
     with torch.no_grad():
         aligned = cal(F.normalize(concepts.float(), dim=-1))
-    audit = audit_concepts(
-        screen,
-        [c.id for c in m.concepts],
-        [c.name for c in m.concepts],
-        {"aligned concept": aligned},
-        anchors,
-        probe_consistency(packet),
-    )
+    ids, names = [c.id for c in m.concepts], [c.name for c in m.concepts]
+    consistency = probe_consistency(packet)
+    audit = audit_concepts(screen, ids, names, {"aligned concept": aligned}, anchors, consistency)
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
-    return replace(
+    audit = replace(
         audit, inputs_read=len(texts) + int(screen.calibration["texts_read"]), traces=traces
     )
+    if judge is None:
+        return audit
+    read_judged = judge.read(list(probes.texts))
+    judged = judge.screen.score(
+        torch.stack(
+            [
+                F.normalize(read_judged[probes.indices(k)], dim=-1).mean(0)
+                for k in range(len(m.concepts))
+            ]
+        )
+    )
+    on_this_scale = judged.values - judge.screen.threshold + screen.threshold
+    decided = audit_concepts(
+        screen,
+        ids,
+        names,
+        {"aligned concept": aligned},
+        anchors,
+        consistency,
+        judged=Scores(on_this_scale, judged.nearest),
+    )
+    return replace(
+        decided,
+        space=f"student, probes judged by {judge.name}",
+        inputs_read=audit.inputs_read,
+        traces=traces,
+        auditor=judge.name,
+        auditor_inputs_read=len(probes.texts) + int(judge.screen.calibration["texts_read"]),
+        baseline={f.name: f.score for f in audit.findings},
+    )
+
+
+def auditor_layer(view: ModelView) -> int:
+    """The block an auditor model reads at: `AUDITOR_DEPTH` of the way up its stack."""
+    return max(1, round(AUDITOR_DEPTH * view.num_layers))
+
+
+def _usable_screen(view: ModelView, read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
+    screen = screen_from_file(read, unsafe_file)
+    if separation(screen) < MIN_SEPARATION:
+        raise UsageError(
+            f"the safety screen separates only {separation(screen):.0%} of its calibration "
+            f"concepts in {view.name}'s space, so it cannot audit packets in that space",
+            "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited "
+            "packets",
+        )
+    return screen
 
 
 def screen_for_ingestion(
@@ -137,30 +199,33 @@ def screen_for_ingestion(
     unsafe_file: str | None,
     batch_size: int = 16,
     audit: bool = True,
+    auditor: ModelView | None = None,
 ) -> tuple[SafetyScreen | None, Audit | None, Packet]:
     """Calibrate the screen in the student's space, audit the packet, drop what it flags.
 
-    Returns the screen (for the post-ingestion check of the slots), the audit (for the report)
-    and the packet to ingest; with `audit` off (`--no-screen`) neither is made, so that one
-    switch turns the screen off before and after training alike. Raises `UnsafePacketError`
-    when fewer than two concepts would be left, and `UsageError` when auditing with a screen
-    that cannot separate its calibration.
+    With an `auditor` model (read at `auditor_layer`), the packet's probes are judged in the
+    auditor's space, a judge chosen for how well it tells harm from its near-misses, which a
+    small student's own space may not (docs/security.md); what a concept's vector hides is
+    still judged in the student's space, where it lands (`audit_student`).
+
+    Returns the student's screen (for the post-ingestion check of the slots), the audit that
+    decided (for the report) and the packet to ingest; with `audit` off (`--no-screen`) none is
+    made, so that one switch turns the screen off before and after training alike. Raises
+    `UnsafePacketError` when fewer than two concepts would be left, and `UsageError` when
+    auditing with a screen that cannot separate its calibration.
     """
     if not audit:
         return None, None, packet
     (resolved,) = view.check_layers([layer])
     read = model_reader(view, resolved, view.pooling, batch_size)
-    screen = screen_from_file(read, unsafe_file)
-    if separation(screen) < MIN_SEPARATION:
-        raise UsageError(
-            f"the safety screen separates only {separation(screen):.0%} of its calibration "
-            f"concepts in {view.name}'s space, so it cannot audit packets for this student",
-            "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited "
-            "packets",
-        )
+    screen = _usable_screen(view, read, unsafe_file)
     if not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
-    found = audit_student(screen, packet, read)
+    judge = None
+    if auditor is not None:
+        judge_read = model_reader(auditor, auditor_layer(auditor), auditor.pooling, batch_size)
+        judge = Judge(auditor.name, _usable_screen(auditor, judge_read, unsafe_file), judge_read)
+    found = audit_student(screen, packet, read, judge)
     refuse_unless_two_kept(found)
     kept = packet
     if found.flagged or found.traces:

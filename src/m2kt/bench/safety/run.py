@@ -51,7 +51,13 @@ from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_ST
 from m2kt.report.figures import safety_roc
 from m2kt.safety.audit import Audit
 from m2kt.safety.screen import SafetyScreen, build_screen
-from m2kt.safety.sides import audit_student, audit_teacher, model_reader
+from m2kt.safety.sides import (
+    Judge,
+    audit_student,
+    audit_teacher,
+    auditor_layer,
+    model_reader,
+)
 
 HERE = Path(__file__).parent
 FROZEN = HERE / "frozen_test_set.yaml"
@@ -71,6 +77,7 @@ class SafetyPlan:
     probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
     concept_set: str = "test"  # "test": the frozen set; "dev": the development set
+    auditor: str | None = None  # audits the ingestion side in its own space, for the student
 
 
 PLANS = {"quick": SafetyPlan(seeds=2), "full": SafetyPlan(seeds=10)}
@@ -136,10 +143,15 @@ def run_safety(
     anchor_texts = anchor_set.subset(plan.anchors) if plan.anchors else []
     texts = list(dict.fromkeys([*(p for c in concepts for p in c.probes), *anchor_texts]))
     sides: dict[str, tuple[SafetyScreen, dict[str, torch.Tensor]]] = {}
-    for role, model in (("teacher", plan.teacher), ("student", plan.student)):
+    roles = [("teacher", plan.teacher), ("student", plan.student)]
+    if plan.auditor:  # judges the probes at ingestion (`m2kt ingest --auditor`)
+        roles.append(("auditor", plan.auditor))
+    for role, model in roles:
         log(f"reading {len(texts)} probes and the screen's texts with {model}")
         view = load_model(model)
         (layer,) = view.check_layers([-1])
+        if role == "auditor":
+            layer = auditor_layer(view)
         read = model_reader(view, layer, view.pooling)
         screen = build_screen(read)
         states = dict(zip(texts, read(texts), strict=True))
@@ -149,6 +161,15 @@ def run_safety(
 
     def lookup(batch: list[str]) -> torch.Tensor:
         return torch.stack([student_states[t] for t in batch])
+
+    judge = None
+    if plan.auditor:
+        auditor_screen, auditor_states = sides["auditor"]
+        judge = Judge(
+            plan.auditor,
+            auditor_screen,
+            lambda batch: torch.stack([auditor_states[t] for t in batch]),
+        )
 
     anchors = (
         (anchor_set, anchor_texts, torch.stack([teacher_states[t] for t in anchor_texts]))
@@ -166,7 +187,7 @@ def run_safety(
                 )
                 for side, audit in (
                     ("export", _export_audit(teacher_screen, packet, teacher_states)),
-                    ("ingest", audit_student(student_screen, packet, lookup)),
+                    ("ingest", audit_student(student_screen, packet, lookup, judge)),
                 ):
                     for finding, concept in zip(audit.findings, truth, strict=True):
                         rows.append(
@@ -191,11 +212,8 @@ def run_safety(
             "benign_concepts": sum(not c.unsafe for c in concepts),
             "blends": list(chosen.blends),
         },
-        "thresholds": {"teacher": teacher_screen.threshold, "student": student_screen.threshold},
-        "calibration": {
-            "teacher": teacher_screen.calibration,
-            "student": student_screen.calibration,
-        },
+        "thresholds": {role: screen.threshold for role, (screen, _) in sides.items()},
+        "calibration": {role: screen.calibration for role, (screen, _) in sides.items()},
         **summarise(rows, chosen.kinds),
         "rows": rows,
         "wall_clock_seconds": time.perf_counter() - started,
@@ -388,11 +406,14 @@ def _decisions(rows: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
 def render(result: dict[str, Any]) -> str:
     plan, curves, decisions = result["plan"], result["curves"], result["decisions"]
     test = result["test_set"]
+    auditor = plan.get("auditor")
+    space = f"student space, probes judged by {auditor}" if auditor else "student space"
     lines = [
-        f"# Safety auditor: teacher {plan['teacher']}, student {plan['student']}, "
-        f"{plan['seeds']} seeds, {plan['concept_set']} set (sha256 {test['sha256'][:16]}…)",
+        f"# Safety auditor: teacher {plan['teacher']}, student {plan['student']}"
+        + (f", auditor {auditor}" if auditor else "")
+        + f", {plan['seeds']} seeds, {plan['concept_set']} set (sha256 {test['sha256'][:16]}…)",
         "",
-        "| | export (teacher space) | ingestion (student space) |",
+        f"| | export (teacher space) | ingestion ({space}) |",
         "|---|---|---|",
     ]
 
