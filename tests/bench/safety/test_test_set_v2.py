@@ -52,7 +52,7 @@ NOT_A_MIRROR = 0.55
 
 
 def _means(read: ReadTexts, probe_lists: list[list[str]]) -> torch.Tensor:
-    """[K, d] unit means of each list's unit states, as the packets' concept vectors are made."""
+    """[K, d]: each list's mean state (the mean of its unit states), made unit."""
     return F.normalize(
         torch.stack([F.normalize(read(list(p)), dim=-1).mean(0) for p in probe_lists]), dim=-1
     )
