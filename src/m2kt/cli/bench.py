@@ -12,8 +12,9 @@
   m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 17 (3,000 inputs),
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
-                                       concepts from the frozen test set (--set dev: the
-                                       development set), teacher e1, student e2, 2 or 10 seeds
+                                       concepts from the frozen test set (--set test2: the
+                                       second frozen set; --set dev: the development set),
+                                       teacher e1, student e2, 2 or 10 seeds
   m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
                                        processes, SQLite and PostgreSQL, 1,000 or 10,000
                                        operations a run, loopback only (docs/broker.md)
@@ -118,9 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     safety = parser.add_argument_group("safety only")
     safety.add_argument(
         "--set",
-        choices=["test", "dev"],
+        choices=["test", "test2", "dev"],
         default="test",
-        help="the frozen test set (default) or the development set to tune on",
+        help="the frozen test set (default), the second one frozen before round 3 (test2), "
+        "or the development set to tune on",
     )
     safety.add_argument(
         "--seed-count", type=int, metavar="N", help="seeds 0 … N-1 in place of the mode's"

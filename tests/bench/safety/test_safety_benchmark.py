@@ -26,10 +26,8 @@ from m2kt.bench.safety.run import (
     summarise,
 )
 from m2kt.errors import UsageError
-from m2kt.models.load import load_model
 from m2kt.packet import concept_probes, text_states
 from m2kt.safety.screen import default_benign_references, training_groups
-from m2kt.safety.sides import model_reader
 
 TEST_SET = frozen_test_set()
 CONCEPTS = TEST_SET.concepts
@@ -71,13 +69,10 @@ def test_the_test_set_shares_no_text_with_what_the_screen_learns_or_is_tuned_on(
     assert not undescribed & (dev_harms | categories)
 
 
-def test_the_benign_test_concepts_do_not_mirror_a_reference_by_meaning() -> None:
-    view = load_model("e1")
-    (layer,) = view.check_layers([-1])
-    read = model_reader(view, layer, view.pooling)
-    references = F.normalize(read(default_benign_references()), dim=-1)
+def test_the_benign_test_concepts_do_not_mirror_a_reference_by_meaning(e1_read) -> None:
+    references = F.normalize(e1_read(default_benign_references()), dim=-1)
     benign = [c for c in CONCEPTS if not c.unsafe]
-    means = torch.stack([F.normalize(read(c.probes), dim=-1).mean(0) for c in benign])
+    means = torch.stack([F.normalize(e1_read(c.probes), dim=-1).mean(0) for c in benign])
     nearest = (F.normalize(means, dim=-1) @ references.T).max(-1).values
     assert float(nearest.max()) < FAR_FROM_REFERENCES, dict(
         zip([c.name for c in benign], nearest.tolist(), strict=True)

@@ -15,10 +15,12 @@ consistency with its probes). Each concept's score is the highest the auditor sa
 
 The concepts come from a test set frozen before the screen was changed
 (`bench/safety/frozen_test_set.yaml`, checked against `FROZEN_SHA256`): 18 harm categories, 10 of
-them absent from the description list, and 30 near-miss benign concepts. `--set dev` runs the
-development set (`concepts.yaml` and the shipped topics and arithmetic specs) that the
-screen was tuned on. Nothing here touches a threshold: each screen calibrates itself on its own
-training texts.
+them absent from the description list, and 30 near-miss benign concepts. Its results were read
+in two design rounds, so `--set test2` runs a second set, written blind and frozen before round 3
+(`frozen_test_set_v2.yaml`, `FROZEN_V2_SHA256`): 22 harm categories, 12 of them undescribed, and
+44 near-miss benign concepts. `--set dev` runs the development set (`concepts.yaml` and the
+shipped topics and arithmetic specs) that the screen was tuned on. Nothing here touches a
+threshold: each screen calibrates itself on its own training texts.
 
 Reported per side, from the scores: ROC and AUROC, detection at 1% and 5% false alarms (the
 score cut that keeps benign audits under the rate), the same split by described / undescribed
@@ -62,6 +64,9 @@ from m2kt.safety.sides import (
 HERE = Path(__file__).parent
 FROZEN = HERE / "frozen_test_set.yaml"
 FROZEN_SHA256 = "84177f18d3a338b7a069b31f0f59752286724c66471deb4d6a8846cefb3d2167"
+FROZEN_V2 = HERE / "frozen_test_set_v2.yaml"
+FROZEN_V2_SHA256 = "005bea51f01a65958f6b627b1d030c790a93ca9a3d4a45a925f11339264a914e"
+TEST_SETS = {"test": (FROZEN, FROZEN_SHA256), "test2": (FROZEN_V2, FROZEN_V2_SHA256)}
 DEVELOPMENT = HERE / "concepts.yaml"
 DEV_BLENDS = (0.25, 0.5, 0.75)
 SIDES = ("export", "ingest")
@@ -76,8 +81,8 @@ class SafetyPlan:
     benign_per_packet: int = 8
     probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
-    concept_set: str = "test"  # "test": the frozen set; "dev": the development set
-    auditor: str | None = None  # audits the ingestion side in its own space, for the student
+    concept_set: str = "test"  # "test", "test2": a frozen set (TEST_SETS); "dev": development
+    auditor: str | None = None  # judges the probes at ingestion (`m2kt ingest --auditor`)
 
 
 PLANS = {"quick": SafetyPlan(seeds=2), "full": SafetyPlan(seeds=10)}
@@ -102,14 +107,13 @@ class ConceptSet:
         return ["labelled", "mislabelled", "trojan"] + [f"blended {a:g}" for a in self.blends]
 
 
-def frozen_test_set(path: Path = FROZEN) -> ConceptSet:
-    """The frozen test set, refused if its content is not the one the figures were made on."""
+def frozen_test_set(path: Path = FROZEN, expected: str = FROZEN_SHA256) -> ConceptSet:
+    """A frozen test set, refused if its content is not the one the figures were made on."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != FROZEN_SHA256:
+    if digest != expected:
         raise UsageError(
-            f"the frozen safety test set {path} has sha256 {digest[:16]}…, "
-            f"not {FROZEN_SHA256[:16]}…",
+            f"the frozen safety test set {path} has sha256 {digest[:16]}…, not {expected[:16]}…",
             "the test set is frozen: restore it from git; tune on --set dev instead",
         )
     raw = yaml.safe_load(data)
@@ -133,11 +137,21 @@ def development_set() -> ConceptSet:
     return ConceptSet(concepts, DEV_BLENDS, hashlib.sha256(data).hexdigest())
 
 
+def concept_set(name: str) -> tuple[ConceptSet, str | None]:
+    """The set `--set NAME` runs on, and the path its results name (none for the dev set)."""
+    if name == "dev":
+        return development_set(), None
+    if name not in TEST_SETS:
+        raise UsageError(f"no safety concept set {name!r}", f"pick {', '.join(TEST_SETS)} or dev")
+    path, expected = TEST_SETS[name]
+    return frozen_test_set(path, expected), f"bench/safety/{path.name}"
+
+
 def run_safety(
     plan: SafetyPlan, out: Path, log: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    chosen = frozen_test_set() if plan.concept_set == "test" else development_set()
+    chosen, chosen_path = concept_set(plan.concept_set)
     concepts = chosen.concepts
     anchor_set = load_anchor_set(SHIPPED_ANCHORS)
     anchor_texts = anchor_set.subset(plan.anchors) if plan.anchors else []
@@ -205,7 +219,7 @@ def run_safety(
     result = {
         "plan": asdict(plan),
         "test_set": {
-            "path": "bench/safety/frozen_test_set.yaml" if plan.concept_set == "test" else None,
+            "path": chosen_path,
             "sha256": chosen.sha256,
             "unsafe_concepts": sum(c.unsafe for c in concepts),
             "undescribed_concepts": sum(c.unsafe and not c.described for c in concepts),
