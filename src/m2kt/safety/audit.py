@@ -48,6 +48,11 @@ DRIFT_MARGIN = 0.1
 DRIFT_GAIN = 4.0
 EXPORT_DRIFT_MARGIN = 0.06
 INGEST_DRIFT_MARGIN = 0.1
+# With an auditor model judging the probes (`m2kt ingest --auditor`), a benign concept's probe
+# score sits further below the threshold, so a smaller drift can count. Development set, e1 →
+# e2 judged by l1, 3 seeds: margin 0.1 / 0.06 / 0.03 detect 69.2% / 78.3% / 78.3% at 1% false
+# alarms, and flag 0.0% / 0.1% / 2.4% of the benign concepts at the threshold.
+JUDGED_DRIFT_MARGIN = 0.06
 
 
 class UnsafePacketError(VerificationError):

@@ -18,6 +18,7 @@ from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
     EXPORT_DRIFT_MARGIN,
+    JUDGED_DRIFT_MARGIN,
     Audit,
     UnsafePacketError,
     audit_concepts,
@@ -162,6 +163,7 @@ def audit_student(
         {"aligned concept": aligned},
         anchors,
         consistency,
+        drift_margin=JUDGED_DRIFT_MARGIN,
         judged=Scores(on_this_scale, judged.nearest),
     )
     return replace(
