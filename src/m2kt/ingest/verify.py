@@ -8,6 +8,10 @@ Checks, each a number before and after with a margin:
   one-sided McNemar test may not find "after" significantly worse than "before".
 - zero-shot: the same comparison against the student's reading of the concept names alone,
   what it gets without any packet; the packet must not fall below it either.
+- yours: transfer and zero-shot again, on the user's own labelled sentences
+  (`--verify-on`), written apart from the packet: the same statistics, judged at any size (a
+  drop refuses even where the set is too small to verify), and a set large enough verifies
+  the packet where its own probes are too few.
 - held-in: what the student could already do with its own representation: nearest-anchor
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
@@ -158,6 +162,51 @@ def zero_shot_check(
     )
 
 
+def user_checks(
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    names: torch.Tensor,
+    source: str,
+    margin: float,
+    gate: Gate | None = None,
+    adapted: torch.Tensor | None = None,
+) -> list[Check]:
+    """The transfer and zero-shot checks on the user's own sentences (`--verify-on`), held out
+    from the packet by whoever wrote them. Unlike the packet's own probes, a set too small to
+    verify is still judged: they are the user's task, not the spec author's style."""
+    where = f"your sentences, {source}"
+    return [
+        _paired_check(
+            "yours: transfer",
+            "the student's own anchors",
+            memory,
+            states,
+            labels,
+            anchors,
+            margin,
+            gate,
+            adapted,
+            where,
+            judge_small=True,
+        ),
+        _paired_check(
+            "yours: zero-shot",
+            "the student's zero-shot reading of the concept names",
+            memory,
+            states,
+            labels,
+            names,
+            margin,
+            gate,
+            adapted,
+            where,
+            judge_small=True,
+        ),
+    ]
+
+
 def _paired_check(
     name: str,
     baseline: str,
@@ -168,9 +217,13 @@ def _paired_check(
     margin: float,
     gate: Gate | None,
     adapted: torch.Tensor | None,
+    where: str = "held-out verification probes",
+    judge_small: bool = False,
 ) -> Check:
     """`states`: the frozen student's reading of the probes (before); `adapted`: the same probes
-    read through an adapter inside the student's blocks (after), when there is one."""
+    read through an adapter inside the student's blocks (after), when there is one.
+    `judge_small`: where the set is too small to verify, judge the drop anyway (the report's
+    decision says so) instead of refusing or accepting on the gate's `accept_unverified`."""
     gate = gate or Gate()
     after_states = states if adapted is None else adapted
     with torch.no_grad():
@@ -199,7 +252,8 @@ def _paired_check(
         "level": gate.level,
         "smallest_detectable_drop": smallest,
     }
-    if smallest > gate.detectable_drop:
+    small = smallest > gate.detectable_drop
+    if small and not judge_small:
         needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
         figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
         reason = (
@@ -210,10 +264,12 @@ def _paired_check(
         return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
     passed = difference >= -margin and not worse
-    figures["decision"] = "accepted" if passed else "refused"
+    figures["decision"] = ("accepted" if passed else "refused") + (
+        ", too few to verify" if small else ""
+    )
     low, high = figures["interval_95"]
     reason = (
-        f"held-out verification probes (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
+        f"{where} (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
         f"with {baseline}, difference {difference:+.1%} (95% interval "
         f"{low:+.1%} to {high:+.1%}; {losses} lost, {gains} gained, one-sided McNemar "
         f"p={figures['p_value']:.3f} at level {gate.level}; margin {margin:.1%})"

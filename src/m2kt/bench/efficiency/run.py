@@ -214,7 +214,9 @@ def _fresh_specs(
         "packet (default ingestion)": FitSettings(),
         "packet (teacher slots)": replace(FitSettings(), **PACKET_FIT),  # type: ignore[arg-type]
     }
-    found = measure(teacher, student, workdir / "fresh-specs", fits, log=log)
+    found = measure(
+        teacher, student, workdir / "fresh-specs", fits, log=log, verified_fit=FitSettings()
+    )
     states.flush()
     return {"teacher": plan.fresh_specs[0], "student": plan.fresh_specs[1], "specs": found}
 
