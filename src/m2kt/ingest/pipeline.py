@@ -269,12 +269,18 @@ def ingest(
             targets.student_anchors,
             reading.zero_shot,
             user.source,
-            m.transfer,
             gate,
             adapted.get("user"),
         )
         if user and user_texts
         else []
+    )
+    reading.notes.extend(  # lower on the user's sentences, not significantly: said, not silent
+        f"on your sentences the packet scores {c.after:.1%} against {c.before:.1%} in the "
+        f"{c.name.removeprefix('yours: ')} check: lower, though not significantly at "
+        f"n={len(user_labels)}"
+        for c in yours
+        if c.passed and c.after < c.before
     )
     # a set of the user's large enough to verify stands in for too few verification probes
     verified_by_user = bool(yours) and "too few" not in _decision(yours[0])
@@ -320,6 +326,8 @@ def ingest(
             else []
         )
     )
+    if verified_by_user:  # the packet's own probes were too few: say what verified it instead
+        verdict = Verdict([_verified_instead(c, len(user_labels)) for c in verdict.checks])
     hash_after = base_weight_sha256(model)
     if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
         verdict.checks.append(
@@ -490,6 +498,15 @@ def _verified_on(user: UserSentences | None, checks: list[Check], n: int) -> dic
         "packet": transfer.after,
         "decision": [_decision(transfer), _decision(zero_shot)],
     }
+
+
+def _verified_instead(check: Check, n: int) -> Check:
+    """A check of the packet's own probes, too few to judge, accepted because the user's
+    sentences could judge: its reason says so instead of suggesting --accept-unverified."""
+    if _decision(check) != "unverified":
+        return check
+    too_few = check.reason.split(":")[0]
+    return replace(check, reason=f"{too_few}, too few: verified on your {n} sentences instead")
 
 
 def _decision(check: Check) -> str:

@@ -9,9 +9,9 @@ Checks, each a number before and after with a margin:
 - zero-shot: the same comparison against the student's reading of the concept names alone,
   what it gets without any packet; the packet must not fall below it either.
 - yours: transfer and zero-shot again, on the user's own labelled sentences
-  (`--verify-on`), written apart from the packet: the same statistics, judged at any size (a
-  drop refuses even where the set is too small to verify), and a set large enough verifies
-  the packet where its own probes are too few.
+  (`--verify-on`), written apart from the packet, with the same statistics: the packet is
+  refused when the exact test finds it significantly worse than either baseline there, and a
+  set large enough for the test to speak verifies it where its own probes are too few.
 - held-in: what the student could already do with its own representation: nearest-anchor
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
@@ -169,13 +169,14 @@ def user_checks(
     anchors: torch.Tensor,
     names: torch.Tensor,
     source: str,
-    margin: float,
     gate: Gate | None = None,
     adapted: torch.Tensor | None = None,
 ) -> list[Check]:
     """The transfer and zero-shot checks on the user's own sentences (`--verify-on`), held out
-    from the packet by whoever wrote them. Unlike the packet's own probes, a set too small to
-    verify is still judged: they are the user's task, not the spec author's style."""
+    from the packet by whoever wrote them. Refused only by the test (a significant drop), not
+    by any drop in the point estimate: a rollback leaves the student its zero-shot reading, so
+    a packet that loses one sentence of twenty to the student's own anchors is not refused for
+    it. A set too small for the test to speak refuses nothing and verifies nothing."""
     where = f"your sentences, {source}"
     return [
         _paired_check(
@@ -185,11 +186,11 @@ def user_checks(
             states,
             labels,
             anchors,
-            margin,
+            0.0,
             gate,
             adapted,
             where,
-            judge_small=True,
+            test_only=True,
         ),
         _paired_check(
             "yours: zero-shot",
@@ -198,11 +199,11 @@ def user_checks(
             states,
             labels,
             names,
-            margin,
+            0.0,
             gate,
             adapted,
             where,
-            judge_small=True,
+            test_only=True,
         ),
     ]
 
@@ -218,12 +219,12 @@ def _paired_check(
     gate: Gate | None,
     adapted: torch.Tensor | None,
     where: str = "held-out verification probes",
-    judge_small: bool = False,
+    test_only: bool = False,
 ) -> Check:
     """`states`: the frozen student's reading of the probes (before); `adapted`: the same probes
     read through an adapter inside the student's blocks (after), when there is one.
-    `judge_small`: where the set is too small to verify, judge the drop anyway (the report's
-    decision says so) instead of refusing or accepting on the gate's `accept_unverified`."""
+    `test_only`: refuse only on a significant drop (rule 3, not the margin), and record a set
+    too small for the test as such instead of refusing or accepting on `accept_unverified`."""
     gate = gate or Gate()
     after_states = states if adapted is None else adapted
     with torch.no_grad():
@@ -253,7 +254,7 @@ def _paired_check(
         "smallest_detectable_drop": smallest,
     }
     small = smallest > gate.detectable_drop
-    if small and not judge_small:
+    if small and not test_only:
         needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
         figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
         reason = (
@@ -263,7 +264,7 @@ def _paired_check(
         )
         return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
-    passed = difference >= -margin and not worse
+    passed = not worse if test_only else difference >= -margin and not worse
     figures["decision"] = ("accepted" if passed else "refused") + (
         ", too few to verify" if small else ""
     )
@@ -272,7 +273,9 @@ def _paired_check(
         f"{where} (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
         f"with {baseline}, difference {difference:+.1%} (95% interval "
         f"{low:+.1%} to {high:+.1%}; {losses} lost, {gains} gained, one-sided McNemar "
-        f"p={figures['p_value']:.3f} at level {gate.level}; margin {margin:.1%})"
+        f"p={figures['p_value']:.3f} at level {gate.level}"
+        + ("" if test_only else f"; margin {margin:.1%}")
+        + ")"
     )
     return Check(name, acc_before, acc_after, passed, reason, figures)
 

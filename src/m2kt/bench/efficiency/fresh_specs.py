@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from m2kt.bench.efficiency.latent_skill import screened_ingest
 from m2kt.concepts.geometry import accuracy
 from m2kt.concepts.probing import read_probes
-from m2kt.concepts.spec import load_spec
+from m2kt.concepts.spec import ConceptSpec, load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.ingest.fit import FitSettings
@@ -127,7 +127,7 @@ def measure(
             (label, fit, None) for label, fit in ingest_fits.items()
         ]
         if verified_fit is not None:
-            runs.append((VERIFIED, verified_fit, _user_csv(name, workdir)))
+            runs.append((VERIFIED, verified_fit, _user_csv(name, spec, workdir)))
         for label, fit, verify_on in runs:
             outcome, screen = screened_ingest(
                 student,
@@ -176,9 +176,11 @@ def measure(
     return results
 
 
-def _user_csv(name: str, workdir: Path) -> str:
+def _user_csv(name: str, spec: ConceptSpec, workdir: Path) -> str:
     """The spec's third set as the CSV a user passes to `--verify-on` (`text,label`)."""
     sentences = load_spec(frozen_path(f"{name}.verify.yaml"))
+    if [c.name for c in sentences.concepts] != [c.name for c in spec.concepts]:
+        raise UsageError(f"{name}: the third set's concepts differ from the spec's")
     path = workdir / f"{name}.verify.csv"
     workdir.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
