@@ -497,6 +497,7 @@ def _verified_on(user: UserSentences | None, checks: list[Check], n: int) -> dic
         "zero_shot": zero_shot.before,
         "packet": transfer.after,
         "decision": [_decision(transfer), _decision(zero_shot)],
+        "p_value": [(c.statistics or {}).get("p_value") for c in (transfer, zero_shot)],
     }
 
 
