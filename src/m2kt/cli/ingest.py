@@ -17,9 +17,9 @@ DIR as it was. Runs unchanged under torchrun or accelerate launch: the processes
 batches and the training probes, and process 0 writes DIR (docs/scale.md).
 
 With --verify-on FILE.csv the user's own labelled sentences, written apart from the spec, are
-checked too: the packet must be no worse on them than the student's own anchors and its
-zero-shot reading of the concept names, or it is rolled back; enough of them (20 at the
-defaults) verify a packet whose own verification probes are too few.
+checked too: if the packet is significantly worse on them than the student's own anchors or
+its zero-shot reading of the concept names, it is rolled back; enough of them (20 at the
+defaults) verify a packet whose own verification probes are too few. They are never trained on.
 
 Examples:
   m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out adapters/topics
@@ -159,7 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.csv",
         help="your own labelled sentences (`text,label`, the labels the concept names), written "
         "apart from the spec: the packet is judged on them against the student's own anchors "
-        "and its zero-shot reading of the names, and rolled back if worse; never trained on",
+        "and its zero-shot reading of the names, and rolled back if significantly worse; "
+        "never trained on",
     )
     parser.add_argument(
         "--accept-unverified",

@@ -11,7 +11,7 @@ Checks, each a number before and after with a margin:
 - yours: transfer and zero-shot again, on the user's own labelled sentences
   (`--verify-on`), written apart from the packet, with the same statistics: the packet is
   refused when the exact test finds it significantly worse than either baseline there, and a
-  set large enough for the test to speak verifies it where its own probes are too few.
+  set large enough to see the gate's drop verifies it where its own probes are too few.
 - held-in: what the student could already do with its own representation: nearest-anchor
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
@@ -42,6 +42,9 @@ from m2kt.concepts.geometry import leave_one_out_hits
 from m2kt.errors import UsageError
 from m2kt.ingest.memory import ConceptMemory
 from m2kt.safety.screen import SafetyScreen
+
+OWN_ANCHORS = "the student's own anchors"  # the baselines the paired checks name
+NAME_READING = "the student's zero-shot reading of the concept names"
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def transfer_check(
     `states` is always the frozen student's reading (before)."""
     return _paired_check(
         "transfer",
-        "the student's own anchors",
+        OWN_ANCHORS,
         memory,
         states,
         labels,
@@ -151,7 +154,7 @@ def zero_shot_check(
     the student gets from the names for free must not pass silently."""
     return _paired_check(
         "zero-shot",
-        "the student's zero-shot reading of the concept names",
+        NAME_READING,
         memory,
         states,
         labels,
@@ -176,35 +179,26 @@ def user_checks(
     from the packet by whoever wrote them. Refused only by the test (a significant drop), not
     by any drop in the point estimate: a rollback leaves the student its zero-shot reading, so
     a packet that loses one sentence of twenty to the student's own anchors is not refused for
-    it. A set too small for the test to speak refuses nothing and verifies nothing."""
-    where = f"your sentences, {source}"
+    it. A set too small to see the gate's drop does not verify, but a drop the test finds
+    significant there refuses all the same."""
     return [
         _paired_check(
-            "yours: transfer",
-            "the student's own anchors",
+            name,
+            baseline,
             memory,
             states,
             labels,
-            anchors,
+            vectors,
             0.0,
             gate,
             adapted,
-            where,
+            f"your sentences, {source}",
             test_only=True,
-        ),
-        _paired_check(
-            "yours: zero-shot",
-            "the student's zero-shot reading of the concept names",
-            memory,
-            states,
-            labels,
-            names,
-            0.0,
-            gate,
-            adapted,
-            where,
-            test_only=True,
-        ),
+        )
+        for name, baseline, vectors in (
+            ("yours: transfer", OWN_ANCHORS, anchors),
+            ("yours: zero-shot", NAME_READING, names),
+        )
     ]
 
 
@@ -223,8 +217,9 @@ def _paired_check(
 ) -> Check:
     """`states`: the frozen student's reading of the probes (before); `adapted`: the same probes
     read through an adapter inside the student's blocks (after), when there is one.
-    `test_only`: refuse only on a significant drop (rule 3, not the margin), and record a set
-    too small for the test as such instead of refusing or accepting on `accept_unverified`."""
+    `test_only`: refuse only on a significant drop (rule 3, not the margin), at any size; a set
+    too small to see the gate's drop is recorded as such ("too few to verify") instead of being
+    refused or accepted on `accept_unverified`."""
     gate = gate or Gate()
     after_states = states if adapted is None else adapted
     with torch.no_grad():
