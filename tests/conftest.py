@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -123,3 +124,57 @@ def shifted_concepts(packet: Packet) -> Packet:
     tensors = dict(packet.tensors)
     tensors[CONCEPTS_TENSOR] = torch.roll(tensors[CONCEPTS_TENSOR], 1, dims=0)
     return packet.rebuilt(tensors)
+
+
+# A spec of two probes a concept: extraction sets none aside, so its packet has no
+# verification probes at all; and the user's own sentences of its concepts, written apart
+# from it (8 a concept), for `ingest --verify-on`.
+TWO_PROBES = """
+concepts:
+  - name: sport
+    probes: ["The striker scored twice in the cup final.", "She won the marathon in record time."]
+  - name: business
+    probes: ["Shares fell after profits missed forecasts.", "The bank raised interest rates again."]
+  - name: weather
+    probes: ["Heavy rain is expected across the north tomorrow.", "A heatwave will last all week."]
+"""
+MINE = {
+    "sport": [
+        "The goalkeeper saved a penalty in the last minute.",
+        "The team won the league title on Saturday.",
+        "He hit a century in the cricket test match.",
+        "The tennis champion lost in the first round.",
+        "Fans cheered as the runners crossed the finish line.",
+        "The coach was sacked after ten defeats.",
+        "She swam the fastest lap at the Olympic trials.",
+        "The rugby side scored three tries in the second half.",
+    ],
+    "business": [
+        "The company reported record quarterly profits.",
+        "Investors sold their stocks as the market slumped.",
+        "The firm announced a merger with its biggest rival.",
+        "Inflation pushed the central bank to act.",
+        "The retailer cut jobs after sales fell.",
+        "Oil prices rose sharply on the stock exchange.",
+        "The startup raised millions from venture capital.",
+        "The chief executive resigned after the accounts scandal.",
+    ],
+    "weather": [
+        "Snow and ice will cover the roads tonight.",
+        "Strong winds and thunderstorms are forecast for the weekend.",
+        "Temperatures will drop below freezing by morning.",
+        "Fog will linger along the coast until noon.",
+        "Sunny spells and light showers are expected tomorrow.",
+        "The hurricane is moving toward the coast.",
+        "A cold front brings rain to the west.",
+        "The forecast says it will be hot and dry all week.",
+    ],
+}
+
+
+def write_csv(path: Path, rows: dict[str, list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, label] for label, texts in rows.items() for t in texts)
+    return path

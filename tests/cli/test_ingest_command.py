@@ -12,7 +12,7 @@ from m2kt.concepts.spec import load_spec
 from m2kt.extract.pipeline import extract_packet
 from m2kt.models.load import load_model
 
-from conftest import patch_packet, shifted_concepts
+from conftest import TWO_PROBES, patch_packet, shifted_concepts
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +69,15 @@ def test_ingest_evaluate_and_a_rollback_that_keeps_the_old_adapter(
     after = float(printed.split("% with the ingested packet")[0].rsplit(" ", 1)[1])
     assert after >= 50
 
-    # A packet built to fail: exit 1, the reasons printed, the previous adapter untouched.
-    assert main([*ingest, "--packet", str(packets["bad"]), "--allow-unsigned"]) == 1
+    # A packet built to fail: exit 1, the reasons printed, the previous adapter untouched;
+    # your sentences (--verify-on) refuse it too, naming the packet's figure and zero-shot's.
+    bad = [*ingest, "--packet", str(packets["bad"]), "--allow-unsigned", "--verify-on", str(mine)]
+    assert main(bad) == 1
     captured = capsys.readouterr()
     assert "FAIL transfer" in captured.out and "rolled back" in captured.err
+    (line,) = [x for x in captured.out.splitlines() if x.startswith("FAIL yours: zero-shot")]
+    assert f"your sentences, {mine} (n=" in line  # of the concepts the screen kept
+    assert "after against 100.0% with the student's zero-shot reading" in line
     assert _files(out) == kept
 
 
@@ -101,6 +106,31 @@ def test_bad_input_is_refused_and_nothing_is_written(
     args = ["ingest", "--student", "e2", "--packet", str(packets[which]), "--out", str(out)]
     assert main([*args, "--key", str(keys[1]), *extra]) == code
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"", "empty.csv", "needs a header with `text` and `label` columns"),
+        (b"text,label\n", "header.csv", "has a header but no rows"),
+        (b"text,label\nA goal.,sport\nRates rose.,finance\n", "x.csv", "'finance' names no"),
+        (b"text,label\nCaf\xe9 prices,business\nGoal,sport\n", "latin1.csv", "cannot read"),
+        (b"text,label\nA goal.,sport\n", "mine.txt", "--verify-on takes a CSV file"),
+        (None, "missing.csv", "is not a file"),
+    ],
+)
+def test_a_bad_file_of_your_sentences_is_refused_in_one_line_before_any_model_loads(
+    packets, keys, content, name, message, tmp_path, capsys
+) -> None:
+    mine, out = tmp_path / name, tmp_path / "adapter"
+    if content is not None:
+        mine.write_bytes(content)
+    args = ["ingest", "--student", "e2", "--packet", str(packets["good"]), "--out", str(out)]
+    assert main([*args, "--key", str(keys[1]), "--verify-on", str(mine)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) <= 2  # the problem, and a hint
     assert not out.exists()
 
 
@@ -134,17 +164,6 @@ def test_the_main_job_transfers_a_verified_packet(tmp_path, capsys) -> None:
         )
         == 0
     )
-
-
-TWO_PROBES = """
-concepts:
-  - name: sport
-    probes: ["The striker scored twice in the cup final.", "She won the marathon in record time."]
-  - name: business
-    probes: ["Shares fell after profits missed forecasts.", "The bank raised interest rates again."]
-  - name: weather
-    probes: ["Heavy rain is expected across the north tomorrow.", "A heatwave will last all week."]
-"""
 
 
 def test_two_probes_a_concept_cannot_be_verified_without_the_flag(tmp_path, capsys) -> None:

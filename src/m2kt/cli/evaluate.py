@@ -39,13 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from m2kt.cli._common import progress_bars
     from m2kt.errors import UsageError
     from m2kt.ingest.evaluate import load_ingested, score
     from m2kt.models.load import load_model
-    from m2kt.tasks import Split, load_labelled, load_task
+    from m2kt.tasks import Split, by_concept, load_labelled, load_task
 
     labelled: tuple[str, tuple[str, ...], Split] | None
     if args.text:
@@ -83,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 else ""
             ),
         )
-    # matched by name: a CSV's classes come sorted, a packet's concepts in the spec's order
-    order = torch.tensor([list(concepts).index(c) for c in classes])
-    split = Split(split.texts, order[split.labels])
+    split = by_concept(split, classes, concepts, name)
     with progress_bars() as progress:
         states = ingested.states(view, split.texts, lambda d, t: progress("read", d, t))
         before = None

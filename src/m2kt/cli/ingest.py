@@ -16,8 +16,14 @@ packet hash and provenance), written in one atomic swap: an interrupted run leav
 DIR as it was. Runs unchanged under torchrun or accelerate launch: the processes share the probe
 batches and the training probes, and process 0 writes DIR (docs/scale.md).
 
+With --verify-on FILE.csv the user's own labelled sentences, written apart from the spec, are
+checked too: if the packet is significantly worse on them than the student's own anchors or
+its zero-shot reading of the concept names, it is rolled back; enough of them (20 at the
+defaults) verify a packet whose own verification probes are too few. They are never trained on.
+
 Examples:
   m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out adapters/topics
+  m2kt ingest --student e2 --packet topics.m2kt --key keys/m2kt.pub --out a --verify-on mine.csv
   m2kt ingest --student e2 --packet topics.m2kt --allow-unsigned --out a --no-term struct
   m2kt ingest --student e2 --packet arithmetic.m2kt --key keys/m2kt.pub --out a --adapter blocks
 """
@@ -157,6 +163,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of held-out anchors (R²)",
     )
     parser.add_argument(
+        "--verify-on",
+        metavar="FILE.csv",
+        help="your own labelled sentences (`text,label`, the labels the concept names), written "
+        "apart from the spec: the packet is judged on them against the student's own anchors "
+        "and its zero-shot reading of the names, and rolled back if significantly worse; "
+        "never trained on",
+    )
+    parser.add_argument(
         "--accept-unverified",
         action="store_true",
         help="accept a packet with too few verification probes to detect a 25%% drop; "
@@ -179,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from m2kt.ingest.blocks import BlockSettings
     from m2kt.ingest.fit import FitSettings
     from m2kt.ingest.loss import TERMS, LossWeights
-    from m2kt.ingest.pipeline import IngestSettings, ingest
+    from m2kt.ingest.pipeline import IngestSettings, ingest, user_sentences
     from m2kt.ingest.verify import Gate, Margins
     from m2kt.packet import load_packet
 
@@ -208,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         adapter=args.adapter,
         blocks=BlockSettings(rank=args.block_rank, steps=args.steps, lr=args.block_lr),
         pairing=args.pairing,
+        verify_on=args.verify_on,
     )
     packet = load_packet(
         args.packet,
@@ -215,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsigned=args.allow_unsigned,
         limits=limits_from(args),
     )
+    user_sentences(args.verify_on, packet)  # a bad file is refused before any model loads
     with distributed.joined(args.device) as world:
         view = load_on(world, args.student, args.max_length)
         auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
@@ -242,6 +258,13 @@ def run(args: argparse.Namespace) -> int:
         f"{r['inputs']['student_training']} packet probes read by the student, "
         f"{r['seconds']:.1f} s"
     )
+    yours = r["verified_on"]
+    if yours and "packet" in yours:
+        console.print(
+            f"your sentences ({yours['n']} of {shown(yours['file'])}): "
+            f"{yours['own_anchors']:.1%} with the student's own anchors, {yours['zero_shot']:.1%} "
+            f"with its zero-shot reading of the names, {yours['packet']:.1%} with the packet"
+        )
     if r["dropped_concepts"]:
         names = ", ".join(shown(d["name"]) for d in r["dropped_concepts"])
         error_console.print(f"note: the adapter cannot answer the dropped concepts: {names}")

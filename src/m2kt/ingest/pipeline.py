@@ -3,7 +3,8 @@
 checkpoint → read the packet's probes and anchors through the student → judge the map on
 held-out anchors → fit the adapter on the composite loss → verify (the anchor alignment
 against its floor, transfer on the packet's verification probes with a statistical gate,
-held-in on a probe set no packet carries, safety) → accept, or roll back bit-exactly.
+held-in on a probe set no packet carries, safety; with `verify_on`, transfer and zero-shot
+again on the user's own labelled sentences) → accept, or roll back bit-exactly.
 
 Two adapters (`IngestSettings.adapter`): `memory`, the concept memory on the student's pooled
 state, trained on cached states (no backpropagation through the student); `blocks`, the same
@@ -50,6 +51,7 @@ from m2kt.ingest.memory import ConceptMemory
 from m2kt.ingest.report import DroppedConcept, IngestionReport
 from m2kt.ingest.student import StudentReading, read_student
 from m2kt.ingest.student_blocks import block_read, layer_hints
+from m2kt.ingest.user_sentences import UserSentences, read_user_sentences
 from m2kt.ingest.verify import (
     Check,
     Gate,
@@ -60,6 +62,7 @@ from m2kt.ingest.verify import (
     safety_check,
     screen_check,
     transfer_check,
+    user_checks,
     zero_shot_check,
 )
 from m2kt.models.fingerprint import weight_sha256
@@ -93,6 +96,9 @@ class IngestSettings:
     adapter: AdapterKind = "memory"  # or "blocks": LoRA inside the student's blocks too
     blocks: BlockSettings = field(default_factory=BlockSettings)
     pairing: PairingKind = "cka"  # how the layer hints pair student and teacher layers
+    # a CSV of the user's own labelled sentences (`text,label`, labels the concept names),
+    # written apart from the packet: verification judges the packet on them too, never fits them
+    verify_on: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -161,6 +167,7 @@ def ingest(
         )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    user = user_sentences(settings.verify_on, packet)
     checkpoint = {k: v.detach().clone() for k, v in model.state_dict().items()}
     counted = view.reads.copy()
     hash_before = weight_sha256(model)
@@ -188,7 +195,12 @@ def ingest(
     )
     held_in = load_spec(settings.held_in or HELD_IN)
     held_texts = held_in.all_probes()
-    _check_independent(held_texts, packet, settings.held_in or "the shipped held-in set")
+    _check_independent(
+        held_texts,
+        packet,
+        f"the held-in set {settings.held_in or 'shipped with m2kt'}",
+        "pass --held-in with a spec whose probes the packet does not carry",
+    )
     reading = read_student(
         view,
         working,
@@ -204,14 +216,22 @@ def ingest(
     unsafe_texts = (
         read_descriptions(settings.unsafe) if settings.unsafe else default_unsafe_descriptions()
     )
+    # the user's sentences of concepts the screen kept; read here, used only by verification
+    user_texts, user_labels = user.kept(reading.concepts) if user else ([], torch.zeros(0))
+    if user and len(user_texts) < len(user.texts):
+        reading.notes.append(
+            f"{len(user.texts) - len(user_texts)} of your {len(user.texts)} sentences are of "
+            "concepts the safety auditor dropped: they were left out of the checks"
+        )
     extra = _read_states(
         view,
-        held_texts + unsafe_texts,
+        held_texts + unsafe_texts + user_texts,
         reading,
         settings.batch_size,
-        lambda d, t: progress("read held-in and safety probes", d, t),
+        lambda d, t: progress("read held-in, safety and your sentences", d, t),
     )
-    held_states, unsafe_states = extra[: len(held_texts)], extra[len(held_texts) :]
+    h, u = len(held_texts), len(unsafe_texts)
+    held_states, unsafe_states, user_states = extra[:h], extra[h : h + u], extra[h + u :]
     targets = reading.targets
     targets = type(targets)(**(targets.__dict__ | {"unsafe": unsafe_states}))
 
@@ -230,7 +250,7 @@ def ingest(
     if settings.adapter == "blocks":
         result, hint_pairs = _fit_in_blocks(view, packet, reading, targets, settings, fit, progress)
         verification = list(concept_probes(packet).verification_texts)
-        texts = verification + held_texts + unsafe_texts
+        texts = verification + held_texts + unsafe_texts + user_texts
         again = _read_states(
             view,
             texts,
@@ -238,12 +258,42 @@ def ingest(
             settings.batch_size,
             lambda d, t: progress("read the checks through the adapted student", d, t),
         )
-        v, h = len(reading.heldout_labels), len(held_texts)
-        adapted = {"heldout": again[:v], "held": again[v : v + h], "unsafe": again[v + h :]}
+        v = len(reading.heldout_labels)
+        adapted = {
+            "heldout": again[:v],
+            "held": again[v : v + h],
+            "unsafe": again[v + h : v + h + u],
+            "user": again[v + h + u :],
+        }
     else:
         result = fit_memory(reading.concepts, targets, settings.weights, fit, progress=progress)
     memory = result.memory
     m = settings.margins
+    gate = settings.gate
+    yours = (
+        user_checks(
+            memory,
+            user_states,
+            user_labels,
+            targets.student_anchors,
+            reading.zero_shot,
+            user.source,
+            gate,
+            adapted.get("user"),
+        )
+        if user and user_texts
+        else []
+    )
+    reading.notes.extend(  # lower on the user's sentences, not significantly: said, not silent
+        f"on your sentences the packet scores {c.after:.1%} against {c.before:.1%} in the "
+        f"{c.name.removeprefix('yours: ')} check: lower, though not significantly at "
+        f"n={len(user_labels)}"
+        for c in yours
+        if c.passed and c.after < c.before
+    )
+    # a set of the user's large enough to verify stands in for too few verification probes
+    verified_by_user = bool(yours) and "too few" not in _decision(yours[0])
+    own_gate = replace(gate, accept_unverified=True) if verified_by_user else gate
     verdict = Verdict(
         [
             transfer_check(
@@ -252,7 +302,7 @@ def ingest(
                 reading.heldout_labels,
                 targets.student_anchors,
                 m.transfer,
-                settings.gate,
+                own_gate,
                 adapted=adapted.get("heldout"),
             ),
             held_in_check(memory, held_states, held_labels, m.held_in, adapted.get("held")),
@@ -269,10 +319,11 @@ def ingest(
                 reading.heldout_labels,
                 reading.zero_shot,
                 m.transfer,
-                settings.gate,
+                own_gate,
                 adapted=adapted.get("heldout"),
             ),
         ]
+        + yours
         + (
             [screen_check(memory, held_states, screen, m.safety, audited, adapted.get("held"))]
             if screen
@@ -284,6 +335,8 @@ def ingest(
             else []
         )
     )
+    if verified_by_user:  # the packet's own probes were too few: say what verified it instead
+        verdict = Verdict([_verified_instead(c, len(user_labels)) for c in verdict.checks])
     hash_after = base_weight_sha256(model)
     if hash_after != hash_before:  # cannot happen with frozen weights; checked, not assumed
         verdict.checks.append(
@@ -305,10 +358,14 @@ def ingest(
         "accepted": accepted,
         # verified: the gate could judge the transfer; unverifiable: too few probes, refused;
         # unverified: too few probes, accepted because the caller asked for it
-        "verification": {
+        # (verified: the packet's probes or, with verify_on, the user's sentences could judge)
+        "verification": "verified"
+        if verified_by_user
+        else {
             "unverified": "unverified",
             "refused: too few probes": "unverifiable",
         }.get(transfer.get("decision", ""), "verified"),
+        "verified_on": _verified_on(user, yours, len(user_texts)),
         "packet": {
             "digest": packet.digest,
             "signer": packet.signer.fingerprint if packet.signer else None,
@@ -426,6 +483,47 @@ def _fit_in_blocks(
     return result, [list(p) for p in pairs]
 
 
+def user_sentences(path: str | None, packet: Packet) -> UserSentences | None:
+    """The user's sentences, read and matched to the packet's concepts before any model reads
+    anything; refused if they share a text with the packet (they would not be held out)."""
+    if path is None:
+        return None
+    names = [c.name for c in packet.manifest.concepts or []]
+    found = read_user_sentences(path, names)
+    _check_independent(found.texts, packet, f"--verify-on {path}", "drop the shared rows")
+    return found
+
+
+def _verified_on(user: UserSentences | None, checks: list[Check], n: int) -> dict[str, Any] | None:
+    """The report's record of the user's sentences: the file's hash, how many were judged
+    (rows of concepts the screen dropped are left out) and the three accuracies."""
+    if user is None:
+        return None
+    if not checks:
+        return user.report(n)
+    transfer, zero_shot = checks
+    return user.report(n) | {
+        "own_anchors": transfer.before,
+        "zero_shot": zero_shot.before,
+        "packet": transfer.after,
+        "decision": [_decision(transfer), _decision(zero_shot)],
+        "p_value": [(c.statistics or {}).get("p_value") for c in (transfer, zero_shot)],
+    }
+
+
+def _verified_instead(check: Check, n: int) -> Check:
+    """A check of the packet's own probes, too few to judge, accepted because the user's
+    sentences could judge: its reason says so instead of suggesting --accept-unverified."""
+    if _decision(check) != "unverified":
+        return check
+    too_few = check.reason.split(":")[0]
+    return replace(check, reason=f"{too_few}, too few: verified on your {n} sentences instead")
+
+
+def _decision(check: Check) -> str:
+    return str((check.statistics or {}).get("decision", ""))
+
+
 def _teacher_inputs(packet: Packet) -> int:
     """Texts the teacher read to make the packet, as its provenance records them."""
     provenance = packet.manifest.provenance
@@ -435,17 +533,18 @@ def _teacher_inputs(packet: Packet) -> int:
     return int(sum(provenance.inputs_seen.values()))
 
 
-def _check_independent(held_texts: list[str], packet: Packet, source: str | Path) -> None:
-    """The held-in set measures the student's own skill; a packet's text in it would not."""
+def _check_independent(texts: list[str], packet: Packet, source: str, hint: str) -> None:
+    """A set that judges the packet from outside (the held-in set, the user's sentences) may
+    share no text with it: a packet's text there would not be held out."""
     m = packet.manifest
     carried = {t for c in m.concepts or [] for t in [*c.probes, *c.verification]}
     carried |= {t.probe for t in m.traces or []}
-    shared = [t for t in held_texts if t in carried]
+    shared = [t for t in texts if t in carried]
     if shared:
         raise UsageError(
-            f"the held-in set {source} shares {len(shared)} texts with the packet (first: "
-            f"{shared[0][:60]!r}), so it would not measure the student's own skill",
-            "pass --held-in with a spec whose probes the packet does not carry",
+            f"{source} shares {len(shared)} texts with the packet (first: "
+            f"{shared[0][:60]!r}), so it is not held out from it",
+            hint,
         )
 
 

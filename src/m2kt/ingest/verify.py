@@ -8,6 +8,10 @@ Checks, each a number before and after with a margin:
   one-sided McNemar test may not find "after" significantly worse than "before".
 - zero-shot: the same comparison against the student's reading of the concept names alone,
   what it gets without any packet; the packet must not fall below it either.
+- yours: transfer and zero-shot again, on the user's own labelled sentences
+  (`--verify-on`), written apart from the packet, with the same statistics: the packet is
+  refused when the exact test finds it significantly worse than either baseline there, and a
+  set large enough to see the gate's drop verifies it where its own probes are too few.
 - held-in: what the student could already do with its own representation: nearest-anchor
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
@@ -38,6 +42,9 @@ from m2kt.concepts.geometry import leave_one_out_hits
 from m2kt.errors import UsageError
 from m2kt.ingest.memory import ConceptMemory
 from m2kt.safety.screen import SafetyScreen
+
+OWN_ANCHORS = "the student's own anchors"  # the baselines the paired checks name
+NAME_READING = "the student's zero-shot reading of the concept names"
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ def transfer_check(
     `states` is always the frozen student's reading (before)."""
     return _paired_check(
         "transfer",
-        "the student's own anchors",
+        OWN_ANCHORS,
         memory,
         states,
         labels,
@@ -147,7 +154,7 @@ def zero_shot_check(
     the student gets from the names for free must not pass silently."""
     return _paired_check(
         "zero-shot",
-        "the student's zero-shot reading of the concept names",
+        NAME_READING,
         memory,
         states,
         labels,
@@ -156,6 +163,43 @@ def zero_shot_check(
         gate,
         adapted,
     )
+
+
+def user_checks(
+    memory: ConceptMemory,
+    states: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: torch.Tensor,
+    names: torch.Tensor,
+    source: str,
+    gate: Gate | None = None,
+    adapted: torch.Tensor | None = None,
+) -> list[Check]:
+    """The transfer and zero-shot checks on the user's own sentences (`--verify-on`), held out
+    from the packet by whoever wrote them. Refused only by the test (a significant drop), not
+    by any drop in the point estimate: a rollback leaves the student its zero-shot reading, so
+    a packet that loses one sentence of twenty to the student's own anchors is not refused for
+    it. A set too small to see the gate's drop does not verify, but a drop the test finds
+    significant there refuses all the same."""
+    return [
+        _paired_check(
+            name,
+            baseline,
+            memory,
+            states,
+            labels,
+            vectors,
+            0.0,
+            gate,
+            adapted,
+            f"your sentences, {source}",
+            test_only=True,
+        )
+        for name, baseline, vectors in (
+            ("yours: transfer", OWN_ANCHORS, anchors),
+            ("yours: zero-shot", NAME_READING, names),
+        )
+    ]
 
 
 def _paired_check(
@@ -168,9 +212,14 @@ def _paired_check(
     margin: float,
     gate: Gate | None,
     adapted: torch.Tensor | None,
+    where: str = "held-out verification probes",
+    test_only: bool = False,
 ) -> Check:
     """`states`: the frozen student's reading of the probes (before); `adapted`: the same probes
-    read through an adapter inside the student's blocks (after), when there is one."""
+    read through an adapter inside the student's blocks (after), when there is one.
+    `test_only`: refuse only on a significant drop (rule 3, not the margin), at any size; a set
+    too small to see the gate's drop is recorded as such ("too few to verify") instead of being
+    refused or accepted on `accept_unverified`."""
     gate = gate or Gate()
     after_states = states if adapted is None else adapted
     with torch.no_grad():
@@ -199,7 +248,8 @@ def _paired_check(
         "level": gate.level,
         "smallest_detectable_drop": smallest,
     }
-    if smallest > gate.detectable_drop:
+    small = smallest > gate.detectable_drop
+    if small and not test_only:
         needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
         figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
         reason = (
@@ -209,14 +259,18 @@ def _paired_check(
         )
         return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
-    passed = difference >= -margin and not worse
-    figures["decision"] = "accepted" if passed else "refused"
+    passed = not worse if test_only else difference >= -margin and not worse
+    figures["decision"] = ("accepted" if passed else "refused") + (
+        ", too few to verify" if small else ""
+    )
     low, high = figures["interval_95"]
     reason = (
-        f"held-out verification probes (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
+        f"{where} (n={n}): {acc_after:.1%} after against {acc_before:.1%} "
         f"with {baseline}, difference {difference:+.1%} (95% interval "
         f"{low:+.1%} to {high:+.1%}; {losses} lost, {gains} gained, one-sided McNemar "
-        f"p={figures['p_value']:.3f} at level {gate.level}; margin {margin:.1%})"
+        f"p={figures['p_value']:.3f} at level {gate.level}"
+        + ("" if test_only else f"; margin {margin:.1%}")
+        + ")"
     )
     return Check(name, acc_before, acc_after, passed, reason, figures)
 

@@ -5,9 +5,10 @@ from m2kt.tasks.text_classification import (
     TASKS,
     Split,
     TextClassificationTask,
+    by_concept,
     load_labelled,
     load_task,
 )
 
-__all__ = ["TASKS", "Split", "TextClassificationTask", "load_labelled", "load_task"]
+__all__ = ["TASKS", "Split", "TextClassificationTask", "by_concept", "load_labelled", "load_task"]
 __all__ += ["FAMILIES", "SymbolicFamily", "SymbolicSplit", "SymbolicTask", "symbolic_task"]

@@ -121,6 +121,20 @@ def load_labelled(name: str) -> tuple[str, tuple[str, ...], Split]:
     return task.name, task.class_names, Split(texts, torch.cat([part.labels for part in parts]))
 
 
+def by_concept(split: Split, classes: Sequence[str], concepts: Sequence[str], source: str) -> Split:
+    """The split's labels as indices into `concepts`, matched by name: a CSV's classes come
+    sorted, a packet's concepts in the spec's order. A class that names no concept is refused."""
+    unknown = [c for c in classes if c not in concepts]
+    if unknown:
+        raise UsageError(
+            f"{source}: the label {unknown[0]!r} names no concept of the packet "
+            f"({len(unknown)} such label{'s' if len(unknown) > 1 else ''})",
+            "label each row with one of the concept names: " + ", ".join(concepts),
+        )
+    order = torch.tensor([list(concepts).index(c) for c in classes], dtype=torch.long)
+    return Split(split.texts, order[split.labels])
+
+
 def _from_csv(path: Path, seed: int) -> TextClassificationTask:
     """Your own labelled texts, split three ways (see `_read_csv`)."""
     texts, labels, classes = _read_csv(path)

@@ -104,6 +104,9 @@ def test_rows_that_count_no_task_inputs_are_measured_by_all_inputs() -> None:
     assert out["logit KD, blocks"]["gap 50%"] is None
 
 
+FILES = (".yaml", ".heldout.yaml", ".verify.yaml")
+
+
 def test_the_fresh_spec_family_is_frozen(monkeypatch) -> None:
     for name in fresh_specs.FROZEN:
         assert fresh_specs.frozen_path(name).is_file()
@@ -111,6 +114,12 @@ def test_the_fresh_spec_family_is_frozen(monkeypatch) -> None:
     heldout = load_spec(fresh_specs.frozen_path("emotions.heldout.yaml"))
     assert len(spec.concepts) >= 5 and min(len(c.probes) for c in spec.concepts) >= 8
     assert not set(spec.all_probes()) & set(heldout.all_probes())
+    for name in fresh_specs.NAMES:  # the third set: the user's sentences, apart from both
+        texts = {f: load_spec(fresh_specs.frozen_path(f"{name}{f}")) for f in FILES}
+        assert len({tuple(c.name for c in t.concepts) for t in texts.values()}) == 1
+        assert sum(len(t.all_probes()) for t in texts.values()) == len(
+            set().union(*(t.all_probes() for t in texts.values()))
+        )
     edited = dict(fresh_specs.FROZEN, **{"emotions.yaml": "0" * 64})
     monkeypatch.setattr(fresh_specs, "FROZEN", edited)
     with pytest.raises(UsageError, match="not the frozen file"):

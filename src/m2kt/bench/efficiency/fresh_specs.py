@@ -2,20 +2,25 @@
 
 Each spec (`specs/<name>.yaml`, concepts of a domain no shipped spec covers, 9 probes a
 concept) has held-out sentences written separately (`specs/<name>.heldout.yaml`, 4 a concept,
-none naming its concept). Both files were frozen by SHA-256 before anything was tuned; the
-hashes below are checked on every run, so an edited file is refused rather than measured.
-Nothing is chosen on them: they are only scored.
+none naming its concept), and a third set (`specs/<name>.verify.yaml`, 4 a concept, written
+apart from both): the user's own labelled sentences that `m2kt ingest --verify-on` judges the
+packet on. Every file was frozen by SHA-256 before anything was measured on it; the hashes
+below are checked on every run, so an edited file is refused rather than measured. Nothing is
+chosen on them: the held-out sentences are only scored, the third set only verifies.
 
 For each spec: the teacher is extracted into a signed packet (its verification probes held out
 as usual), the packet is ingested by the student through `ingest`, and the held-out sentences
 are classified by the teacher (nearest packet concept in its own space), by the student's
 zero-shot reading of the concept names alone, by the student's own anchors (the mean of its
 states of the extraction probes, pulled toward its reading of the names: m2kt.ingest.prior)
-and by the student with the packet.
+and by the student with the packet; and once more with the packet ingested with the third set
+as `--verify-on` (written to a CSV, as a user would): where verification rolls it back, that
+row scores what the student then has, its zero-shot reading of the names (no adapter is kept).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,7 +33,7 @@ from torch.nn import functional as F
 from m2kt.bench.efficiency.latent_skill import screened_ingest
 from m2kt.concepts.geometry import accuracy
 from m2kt.concepts.probing import read_probes
-from m2kt.concepts.spec import load_spec
+from m2kt.concepts.spec import ConceptSpec, load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.ingest.fit import FitSettings
@@ -54,8 +59,18 @@ FROZEN = {  # SHA-256 of each file, recorded when it was written (specs/SHA256SU
     "transport.heldout.yaml": "e3cd30fc8c90ba3913b8091e33b3d37c5cecec112479065bab6752335c293199",
     "instruments.yaml": "8c448780704ddb20d64ace144c3e4b2dbd1406fd9d32ba1c191c4c404a7c3b15",
     "instruments.heldout.yaml": "a8b0b9e6f09b52cbd7571e4d7d7f03ddbdf806a5d06cbcfdd18bd8de382022d0",
+    # a third set per spec, the user's own sentences for `m2kt ingest --verify-on`: written
+    # after both families had been measured, without looking at any per-concept result, and
+    # frozen before the verified row was first run
+    "emotions.verify.yaml": "5832051ac0aa26e17d94c6c365429631b6e31c8915cbafc30275a8f65fc70910",
+    "professions.verify.yaml": "464d31210618a587c0e31b5cf18c4db4ba23da04e7b1b0546f23b4cf67ac04f0",
+    "animals.verify.yaml": "a56ab685079114f55026c83d84411bf5c508e76820c5941b51fd19c585db416a",
+    "weather.verify.yaml": "87deebc1d2de86c4e8eae0f2e107eb39d3fc4301f820efb682287194af152e81",
+    "transport.verify.yaml": "bc1858faf2a81e4df89d0344b417cb87efdb18d80513f0f10551623b3951fa6f",
+    "instruments.verify.yaml": "26b8ec5009a55c2774612e30bca680edffa4233297f022bcbaaaa9bb33f246dd",
 }
 NAMES = ("emotions", "professions", "animals", "weather", "transport", "instruments")
+VERIFIED = "packet, verified on the user's sentences"
 
 
 def frozen_path(filename: str) -> Path:
@@ -77,9 +92,11 @@ def measure(
     ingest_fits: dict[str, FitSettings],
     seed: int = 0,
     log: Callable[[str], None] = print,
+    verified_fit: FitSettings | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per spec: held-out accuracy of the teacher, the student's zero-shot reading of the
-    names, its own anchors, and the student with the packet under each of `ingest_fits`."""
+    names, its own anchors, and the student with the packet under each of `ingest_fits`; with
+    `verified_fit`, the row `VERIFIED` too: that fit, the third set passed as `verify_on`."""
     private, public = generate_keypair(workdir / "keys")
     results: dict[str, dict[str, Any]] = {}
     for name in NAMES:
@@ -106,11 +123,20 @@ def measure(
             "packet_digest": packet.digest,
             "teacher": _accuracy(teacher_states, concepts, labels),
         }
-        for label, fit in ingest_fits.items():
+        runs: list[tuple[str, FitSettings, str | None]] = [
+            (label, fit, None) for label, fit in ingest_fits.items()
+        ]
+        if verified_fit is not None:
+            runs.append((VERIFIED, verified_fit, _user_csv(name, spec, workdir)))
+        for label, fit, verify_on in runs:
             outcome, screen = screened_ingest(
                 student,
                 packet,
-                IngestSettings(fit=replace(fit, seed=seed), gate=Gate(accept_unverified=True)),
+                IngestSettings(
+                    fit=replace(fit, seed=seed),
+                    gate=Gate(accept_unverified=True),
+                    verify_on=verify_on,
+                ),
             )
             report = outcome.report
             states = _states(
@@ -141,13 +167,27 @@ def measure(
                 "transfer_before_after": [own["before"], own["after"]],
                 "failed": [c["name"] for c in report["checks"] if not c["passed"]],
                 "safety_screen": screen,
-            }
+            } | ({"verified_on": report["verified_on"]} if verify_on else {})
         log(
             f"fresh spec {name}: "
             + ", ".join(f"{k} {v:.1%}" for k, v in row.items() if isinstance(v, float))
         )
         results[name] = row
     return results
+
+
+def _user_csv(name: str, spec: ConceptSpec, workdir: Path) -> str:
+    """The spec's third set as the CSV a user passes to `--verify-on` (`text,label`)."""
+    sentences = load_spec(frozen_path(f"{name}.verify.yaml"))
+    if [c.name for c in sentences.concepts] != [c.name for c in spec.concepts]:
+        raise UsageError(f"{name}: the third set's concepts differ from the spec's")
+    path = workdir / f"{name}.verify.csv"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([p, c.name] for c in sentences.concepts for p in c.probes)
+    return str(path)
 
 
 def _states(view: ModelView, texts: list[str], layer: int, pooling: Any) -> torch.Tensor:

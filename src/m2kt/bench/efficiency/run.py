@@ -214,7 +214,9 @@ def _fresh_specs(
         "packet (default ingestion)": FitSettings(),
         "packet (teacher slots)": replace(FitSettings(), **PACKET_FIT),  # type: ignore[arg-type]
     }
-    found = measure(teacher, student, workdir / "fresh-specs", fits, log=log)
+    found = measure(
+        teacher, student, workdir / "fresh-specs", fits, log=log, verified_fit=FitSettings()
+    )
     states.flush()
     return {"teacher": plan.fresh_specs[0], "student": plan.fresh_specs[1], "specs": found}
 
@@ -343,12 +345,21 @@ def markdown(record: dict[str, Any]) -> str:
             "|---|---|---|" + "---|" * len(columns),
         ]
         for spec_name, spec_row in specs.items():
-            spec_cells = " | ".join(f"{100 * spec_row[c]:.1f}" for c in columns)
+            spec_cells = " | ".join(
+                f"{100 * spec_row[c]:.1f}"
+                # refused: the student keeps no adapter, and the cell is its zero-shot reading
+                + (" (rolled back)" if _refused(spec_row.get(f"{c}: verdict")) else "")
+                for c in columns
+            )
             lines.append(
                 f"| {spec_name} | {spec_row['concepts']} | {spec_row['heldout']} | {spec_cells} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _refused(verdict: dict[str, Any] | None) -> bool:
+    return verdict is not None and not verdict["accepted"]
 
 
 def _count(value: float | None) -> str:
