@@ -80,6 +80,21 @@ def test_extract_into_a_directory_is_refused_first(tmp_path: Path, capsys) -> No
     assert "is a directory" in refused(capsys, _extract("topics", tmp_path))
 
 
+@pytest.mark.parametrize("command", ["extract", "ingest"])
+@pytest.mark.parametrize(("auditor", "message"), [("nosuch", "unknown model"), ("", "config.json")])
+def test_an_auditor_that_is_no_model_is_refused_before_any_model_loads(
+    command: str, auditor: str, message: str, tmp_path: Path, capsys
+) -> None:
+    """`--auditor` is checked as `--teacher` and `--student` are, not after they have loaded."""
+    auditor = auditor or str(tmp_path)  # a directory, but not a model's
+    argv = (
+        _extract("topics", tmp_path / "p.m2kt")
+        if command == "extract"
+        else ["ingest", "--student", "e2", "--packet", "p.m2kt", "--out", str(tmp_path / "a")]
+    )
+    assert message in refused(capsys, [*argv, "--auditor", auditor])
+
+
 def test_signing_key_is_checked_first(tmp_path: Path, capsys) -> None:
     (tmp_path / "bad.key").write_text("not a key")
     for key in ("bad.key", "missing.key", "."):

@@ -132,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--auditor",
         type=model_reference,
         metavar="MODEL",
-        help="audit the ingestion side in this model's space, as `m2kt ingest --auditor` does",
+        help="judge the probes in this model's space on both sides, as `m2kt extract "
+        "--auditor` and `m2kt ingest --auditor` do",
     )
     merge = parser.add_argument_group("merge only")
     merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")

@@ -128,10 +128,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--auditor",
+        type=model_reference,
         metavar="MODEL",
         help="judge what the probes say in this model's space (an embedded id, a directory or "
         "a .gguf); the concept vectors still count through their drift from the teacher's "
-        "reading (docs/security.md)",
+        "reading",
     )
     parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
@@ -188,8 +189,10 @@ def run(args: argparse.Namespace) -> int:
     with distributed.joined(args.device) as world:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
-            auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
-            audit = None if args.no_safety_screen else ExportScreen(auditor=auditor)
+            audit = None
+            if not args.no_safety_screen:  # an auditor judges only for the screen
+                auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
+                audit = ExportScreen(auditor=auditor)
             result = extract_packet(view, spec, settings, progress, audit, task_inputs=tasks)
     if not world.is_writer:
         return 0

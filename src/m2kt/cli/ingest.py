@@ -138,11 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--auditor",
+        type=model_reference,
         metavar="MODEL",
-        help="audit the packet's concepts in this model's space instead of the student's (an "
-        "embedded id, a directory or a .gguf): a judge that tells harm from its near-misses "
-        "better than a small student does; l1 caught 100%% of the development set's harms "
-        "with no false alarm (docs/security.md)",
+        help="judge what the packet's probes say in this model's space (an embedded id, a "
+        "directory or a .gguf), a judge that may tell harm from its near-misses better than a "
+        "small student; what a concept's vector hides is still judged in the student's space. "
+        "Development set, e1 -> e2 judged by l1: 78.3%% of injected harms detected at 1%% false "
+        "alarms against 54.0%% without",
     )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
@@ -233,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     user_sentences(args.verify_on, packet)  # a bad file is refused before any model loads
     with distributed.joined(args.device) as world:
         view = load_on(world, args.student, args.max_length)
-        auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
+        judges = args.auditor and not args.no_screen  # an auditor judges only for the screen
+        auditor = load_on(world, args.auditor, args.max_length) if judges else None
         with stage_progress(world) as progress:
             outcome = ingest(view, packet, settings, progress, auditor)
     if not world.is_writer:

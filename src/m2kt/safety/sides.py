@@ -96,7 +96,8 @@ def judge_probes(
 def make_judge(auditor: ModelView, unsafe_file: str | None = None, batch_size: int = 16) -> Judge:
     """An auditor model's screen, calibrated in its space at `auditor_layer`."""
     read = model_reader(auditor, auditor_layer(auditor), auditor.pooling, batch_size)
-    return Judge(auditor.name, _usable_screen(auditor, read, unsafe_file), read)
+    hint = "pass another --auditor, or none to audit in the model's own space"
+    return Judge(auditor.name, _usable_screen(auditor, read, unsafe_file, hint), read)
 
 
 def fit_audit_alignment(teacher: torch.Tensor, student: torch.Tensor) -> ConceptAlignmentLayer:
@@ -194,14 +195,17 @@ def auditor_layer(view: ModelView) -> int:
     return max(1, round(AUDITOR_DEPTH * view.num_layers))
 
 
-def _usable_screen(view: ModelView, read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
+def _usable_screen(
+    view: ModelView, read: ReadTexts, unsafe_file: str | None, hint: str
+) -> SafetyScreen:
+    """The screen calibrated in `view`'s space, refused when it cannot tell its calibration
+    concepts apart: an audit there would pass or flag by chance."""
     screen = screen_from_file(read, unsafe_file)
     if separation(screen) < MIN_SEPARATION:
         raise UsageError(
             f"the safety screen separates only {separation(screen):.0%} of its calibration "
             f"concepts in {view.name}'s space, so it cannot audit packets in that space",
-            "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited "
-            "packets",
+            hint,
         )
     return screen
 
@@ -232,7 +236,12 @@ def screen_for_ingestion(
         return None, None, packet
     (resolved,) = view.check_layers([layer])
     read = model_reader(view, resolved, view.pooling, batch_size)
-    screen = _usable_screen(view, read, unsafe_file)
+    screen = _usable_screen(
+        view,
+        read,
+        unsafe_file,
+        "pass --no-screen (Python: IngestSettings(screen=False)) if you accept unaudited packets",
+    )
     if not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
     judge = make_judge(auditor, unsafe_file, batch_size) if auditor is not None else None
