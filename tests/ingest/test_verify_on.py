@@ -19,6 +19,7 @@ from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.extract.pipeline import extract_packet
 from m2kt.ingest.pipeline import Ingestion, IngestSettings, ingest
+from m2kt.ingest.user_sentences import read_user_sentences
 from m2kt.ingest.verify import Gate
 from m2kt.models.load import load_model
 from m2kt.packet import Packet
@@ -60,6 +61,9 @@ def test_enough_sentences_of_the_users_verify_a_packet_whose_own_probes_cannot(
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["transfer"]["statistics"]["n"] == 0  # the packet's own: nothing to judge
     assert checks["yours: transfer"]["statistics"]["n"] == 24
+    assert checks["transfer"]["reason"] == (
+        "only 0 held-out verification probes, too few: verified on your 24 sentences instead"
+    )
     yours = report["verified_on"]
     assert yours is not None
     assert yours["sha256"] == hashlib.sha256(mine.read_bytes()).hexdigest()
@@ -108,3 +112,27 @@ def test_sentences_the_packet_carries_are_not_held_out(packet, student, tmp_path
     shared = write_csv(tmp_path / "shared.csv", {"sport": [carried], "business": ["Profits."]})
     with pytest.raises(UsageError, match="shares 1 texts with the packet"):
         ingest(student, packet, IngestSettings(verify_on=str(shared)))
+
+
+def test_a_repeated_sentence_is_judged_once(tmp_path) -> None:
+    """Each copy would be one more paired outcome for the gate's test: twelve sentences
+    written twice must not pass for the 24 that verify a packet."""
+    twice = {name: texts[:6] * 2 for name, texts in MINE.items() if name in ("sport", "business")}
+    found = read_user_sentences(write_csv(tmp_path / "twice.csv", twice), ["sport", "business"])
+    assert found.texts == MINE["sport"][:6] + MINE["business"][:6]
+    assert found.concepts == ["sport"] * 6 + ["business"] * 6
+    assert found.repeated == 12 and found.report(12)["rows"] == 12
+
+
+def test_a_sentence_with_two_labels_is_refused(tmp_path) -> None:
+    both = {"sport": ["The match ended in a draw."], "business": ["The match ended in a draw."]}
+    with pytest.raises(UsageError, match="labelled both 'sport' and 'business'"):
+        read_user_sentences(write_csv(tmp_path / "both.csv", both), ["sport", "business"])
+
+
+def test_a_directory_is_refused_as_no_file_of_yours(tmp_path) -> None:
+    """Not with the task reader's hint, which offers bbc or tweets: --verify-on takes neither."""
+    (tmp_path / "mine.csv").mkdir()
+    with pytest.raises(UsageError, match="--verify-on .*mine.csv is not a file") as refused:
+        read_user_sentences(tmp_path / "mine.csv", ["sport", "business"])
+    assert "tweets" not in refused.value.hint

@@ -218,6 +218,11 @@ def ingest(
     )
     # the user's sentences of concepts the screen kept; read here, used only by verification
     user_texts, user_labels = user.kept(reading.concepts) if user else ([], torch.zeros(0))
+    if user and user.repeated:
+        reading.notes.append(
+            f"{user.repeated} rows of your file repeat an earlier sentence: each sentence was "
+            "judged once"
+        )
     if user and len(user_texts) < len(user.texts):
         reading.notes.append(
             f"{len(user.texts) - len(user_texts)} of your {len(user.texts)} sentences are of "
@@ -517,8 +522,12 @@ def _verified_instead(check: Check, n: int) -> Check:
     sentences could judge: its reason says so instead of suggesting --accept-unverified."""
     if _decision(check) != "unverified":
         return check
-    too_few = check.reason.split(":")[0]
-    return replace(check, reason=f"{too_few}, too few: verified on your {n} sentences instead")
+    own = (check.statistics or {}).get("n", 0)
+    return replace(
+        check,
+        reason=f"only {own} held-out verification probes, too few: verified on your {n} "
+        "sentences instead",
+    )
 
 
 def _decision(check: Check) -> str:

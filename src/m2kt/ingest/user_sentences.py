@@ -22,10 +22,15 @@ from m2kt.tasks import by_concept, load_labelled
 
 @dataclass(frozen=True)
 class UserSentences:
+    """The distinct sentences of the user's file, each with its concept's name: a sentence
+    the file repeats is judged once, since every copy would be one more paired outcome for the
+    gate's test and could make a small set look large enough to verify a packet."""
+
     source: str
     sha256: str  # of the file's bytes, for the report
     texts: list[str]
     concepts: list[str]  # each row's concept, by name
+    repeated: int = 0  # rows that repeated an earlier sentence, left out
 
     def kept(self, concepts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
         """The rows whose concept is among `concepts` (the safety screen may have dropped
@@ -35,21 +40,37 @@ class UserSentences:
         return [self.texts[i] for i in index], torch.tensor(labels, dtype=torch.long)
 
     def report(self, n: int) -> dict[str, str | int]:
-        return {"file": self.source, "sha256": self.sha256, "rows": len(self.texts), "n": n}
+        return {
+            "file": self.source,
+            "sha256": self.sha256,
+            "rows": len(self.texts),
+            "repeated": self.repeated,
+            "n": n,
+        }
 
 
 def read_user_sentences(path: str | Path, concepts: Sequence[str]) -> UserSentences:
     """A CSV of `text,label` rows whose labels are concept names; refused in one line (exit 2)
-    when it cannot be read or a label names no concept of the packet."""
+    when it cannot be read, a label names no concept of the packet, or a sentence is given
+    two labels."""
     source = str(path)
+    hint = "pass a UTF-8 CSV with a header row `text,label`, the labels the concept names"
     if not source.endswith(".csv"):
-        raise UsageError(
-            f"--verify-on takes a CSV file, got {source}",
-            "pass a UTF-8 CSV with a header row `text,label`, the labels the concept names",
-        )
+        raise UsageError(f"--verify-on takes a CSV file, got {source}", hint)
+    if not Path(source).is_file():  # before the task reader, whose hint offers bbc or tweets
+        raise UsageError(f"--verify-on {source} is not a file", hint)
     _, classes, split = load_labelled(source)
     matched = by_concept(split, classes, concepts, source)
     digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    first: dict[str, str] = {}
+    for text, label in zip(matched.texts, matched.labels.tolist(), strict=True):
+        concept = first.setdefault(text, concepts[label])
+        if concept != concepts[label]:
+            raise UsageError(
+                f"{source}: the sentence {text[:60]!r} is labelled both {concept!r} and "
+                f"{concepts[label]!r}",
+                "keep one label per sentence",
+            )
     return UserSentences(
-        source, digest, list(matched.texts), [concepts[i] for i in matched.labels.tolist()]
+        source, digest, list(first), list(first.values()), len(matched.texts) - len(first)
     )
