@@ -9,6 +9,7 @@ nothing of the screen runs, before training or after.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import m2kt.bench.safety
 from m2kt.cli import main
 from m2kt.concepts.spec import load_spec, parse_spec
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
+from m2kt.ingest.blocks import BlockSettings
 from m2kt.ingest.evaluate import load_ingested
 from m2kt.ingest.fit import FitSettings
 from m2kt.ingest.pipeline import IngestSettings, ingest
@@ -207,6 +209,31 @@ def test_the_screened_ingestion_is_accepted_without_the_concept(
     text = ["--text", "The striker scored twice in the final."]
     assert main(["evaluate", "--student", "e2", "--adapter", str(adapter), *text]) == 0
     assert "cannot answer gardening" in capsys.readouterr().err
+
+
+def test_in_blocks_the_checks_read_what_the_screen_kept(extraction, tmp_path) -> None:
+    """With `--adapter blocks` the checks' texts are read again through the adapted student,
+    one batch sliced by position: the verification probes must be those of the screened packet,
+    or every slice after them (held-in, harms, your sentences) is off by the dropped ones."""
+    mine = tmp_path / "mine.csv"
+    mine.write_text(
+        "text,label\nThe keeper saved a late penalty.,sport\n"
+        "The firm's profits doubled this year.,business\n"
+        "The senate voted down the new bill.,politics\n"
+        "Plant the tulip bulbs in autumn.,gardening\n"
+    )
+    settings = IngestSettings(
+        fit=replace(QUICK, steps=1),
+        adapter="blocks",
+        blocks=BlockSettings(steps=1),
+        gate=Gate(accept_unverified=True),
+        verify_on=str(mine),
+    )
+    outcome = ingest(load_model("e2"), extraction.packet, settings)  # its blocks keep LoRA
+    assert [d["name"] for d in outcome.report["dropped_concepts"]] == ["gardening"]
+    checks = {c.name: c for c in outcome.verdict.checks}
+    assert checks["transfer"].statistics["n"] == 3  # one left out a kept concept
+    assert checks["yours: transfer"].statistics["n"] == 3  # the gardening row left out
 
 
 def test_drop_concepts_keeps_a_valid_packet(extraction) -> None:

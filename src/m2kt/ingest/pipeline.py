@@ -154,8 +154,9 @@ def ingest(
     progress: StageProgress | None = None,
     auditor: ModelView | None = None,
 ) -> Ingestion:
-    """Ingest `packet` into the frozen student `view`; `auditor`, another model, audits the
-    packet's concepts in its own space instead of the student's (`m2kt ingest --auditor`)."""
+    """Ingest `packet` into the frozen student `view`; `auditor`, another model, judges what
+    the packet's probes say in its own space, while what a concept's vector hides is still
+    judged in the student's, where it lands (`m2kt ingest --auditor`)."""
     settings = settings or IngestSettings()
     progress = progress or quiet
     started = time.perf_counter()
@@ -253,8 +254,11 @@ def ingest(
     adapted: dict[str, torch.Tensor] = {}  # the checks' texts read through the adapted student
     hint_pairs: list[list[int]] = []
     if settings.adapter == "blocks":
-        result, hint_pairs = _fit_in_blocks(view, packet, reading, targets, settings, fit, progress)
-        verification = list(concept_probes(packet).verification_texts)
+        # the screened packet: its traces teach, its probes line up with `reading`'s labels
+        result, hint_pairs = _fit_in_blocks(
+            view, working, reading, targets, settings, fit, progress
+        )
+        verification = list(concept_probes(working).verification_texts)
         texts = verification + held_texts + unsafe_texts + user_texts
         again = _read_states(
             view,
