@@ -132,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="judge what the probes say in this model's space (an embedded id, a directory or "
         "a .gguf); the concept vectors still count through their drift from the teacher's "
-        "reading",
+        "reading. Not loaded with --no-safety-screen",
     )
     parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"

@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "directory or a .gguf), a judge that may tell harm from its near-misses better than a "
         "small student; what a concept's vector hides is still judged in the student's space. "
         "Development set, e1 -> e2 judged by l1: 78.3%% of injected harms detected at 1%% false "
-        "alarms against 54.0%% without",
+        "alarms against 54.0%% without. Not loaded with --no-screen",
     )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
