@@ -31,7 +31,6 @@ calibrated threshold (detected, false alarms, per category and per distinct beni
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import time
@@ -49,7 +48,7 @@ from m2kt.atomic import atomic_write_bytes
 from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.models.load import load_model
-from m2kt.packet import Packet, make_provenance
+from m2kt.packet import Packet, concept_probes, make_provenance
 from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_STATES_TENSOR
 from m2kt.report.figures import safety_roc
 from m2kt.safety.audit import Audit
@@ -335,10 +334,9 @@ def _export_audit(
     )
     judged = None
     if judge is not None:
-        texts = [p for c in m.concepts for p in c.probes]
-        starts = [0, *itertools.accumulate(len(c.probes) for c in m.concepts)]
-        groups = [list(range(a, b)) for a, b in itertools.pairwise(starts)]
-        judged = judge_probes(judge, screen, texts, groups)
+        probes = concept_probes(packet)
+        groups = [probes.indices(k) for k in range(len(m.concepts))]
+        judged = judge_probes(judge, screen, list(probes.texts), groups)
     return audit_teacher(
         screen,
         [c.id for c in m.concepts],
