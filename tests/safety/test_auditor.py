@@ -387,3 +387,15 @@ def test_an_export_auditor_judges_the_probes_and_the_vector_counts_by_its_drift(
     honest[3] = vectors[0]
     passed = audit_teacher(screen, ids, names, honest, under_sport, judged_as(harm_as_sport))
     assert not passed.flagged, [(f.name, f.score) for f in passed.findings]
+
+
+def test_an_export_auditor_reads_the_probes_its_groups_index(teacher, student) -> None:
+    """`m2kt extract --auditor`: the export step hands the auditor the probe texts the concept
+    groups index; read in its space, the harm is flagged and nothing else, and the provenance
+    counts what the auditor read."""
+    audit = ExportScreen(auditor=student)
+    spec = parse_spec(HIDDEN, "hidden.yaml")
+    result = extract_packet(teacher, spec, ExtractionSettings(layers=[-1]), audit=audit)
+    assert list(audit.flagged.values()) == ["gardening"]
+    measured = result.packet.manifest.provenance.measurements
+    assert measured["safety_auditor_inputs"] > len(spec.all_probes())
