@@ -95,6 +95,8 @@ def test_no_screen_keeps_the_auditor_out_but_not_the_safety_probes(packets, keys
     ("which", "extra", "code", "message"),
     [
         ("patch", ["--allow-unsigned"], 2, "patch packet without concepts"),
+        # not "the label … names no concept": the packet is what is wrong
+        ("patch", ["--allow-unsigned", "--verify-on", "mine.csv"], 2, "patch packet without"),
         ("good", ["--residual-rank", "9999"], 2, "does not fit a student of width 384"),
         ("bad", [], 1, "not signed"),
     ],

@@ -496,9 +496,9 @@ def _fit_in_blocks(
 def user_sentences(path: str | None, packet: Packet) -> UserSentences | None:
     """The user's sentences, read and matched to the packet's concepts before any model reads
     anything; refused if they share a text with the packet (they would not be held out)."""
-    if path is None:
+    if path is None or not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return None
-    names = [c.name for c in packet.manifest.concepts or []]
+    names = [c.name for c in packet.manifest.concepts]
     found = read_user_sentences(path, names)
     _check_independent(found.texts, packet, f"--verify-on {path}", "drop the shared rows")
     return found

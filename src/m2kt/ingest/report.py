@@ -50,7 +50,8 @@ class IngestionReport(TypedDict):
     m2kt_version: str
     accepted: bool
     verification: str  # verified, unverifiable (refused) or unverified (accepted on request)
-    # the user's own sentences (--verify-on): file, sha256, rows, n judged, the three accuracies
+    # the user's own sentences (--verify-on): file, sha256, distinct rows, repeats left out, n
+    # judged, the three accuracies
     verified_on: dict[str, Any] | None
     packet: PacketSide
     student: StudentSide
