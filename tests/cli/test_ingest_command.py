@@ -119,7 +119,7 @@ def test_bad_input_is_refused_and_nothing_is_written(
         (b"text,label\nA goal.,sport\nRates rose.,finance\n", "x.csv", "'finance' names no"),
         (b"text,label\nCaf\xe9 prices,business\nGoal,sport\n", "latin1.csv", "cannot read"),
         (b"text,label\nA goal.,sport\n", "mine.txt", "--verify-on takes a CSV file"),
-        (None, "missing.csv", "is not a file"),
+        (None, "missing.csv", "no such --verify-on file"),
     ],
 )
 def test_a_bad_file_of_your_sentences_is_refused_in_one_line_before_any_model_loads(

@@ -133,6 +133,6 @@ def test_a_sentence_with_two_labels_is_refused(tmp_path) -> None:
 def test_a_directory_is_refused_as_no_file_of_yours(tmp_path) -> None:
     """Not with the task reader's hint, which offers bbc or tweets: --verify-on takes neither."""
     (tmp_path / "mine.csv").mkdir()
-    with pytest.raises(UsageError, match="--verify-on .*mine.csv is not a file") as refused:
+    with pytest.raises(UsageError, match="--verify-on file .*mine.csv is not a regular") as refused:
         read_user_sentences(tmp_path / "mine.csv", ["sport", "business"])
     assert "tweets" not in refused.value.hint

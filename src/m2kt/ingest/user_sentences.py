@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from m2kt.errors import UsageError
-from m2kt.tasks import by_concept, load_labelled
+from m2kt.inputs import read_bounded
+from m2kt.tasks import Split, by_concept, labelled_rows
+from m2kt.tasks.text_classification import MAX_CSV_BYTES
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,11 @@ def read_user_sentences(path: str | Path, concepts: Sequence[str]) -> UserSenten
     hint = "pass a UTF-8 CSV with a header row `text,label`, the labels the concept names"
     if not source.endswith(".csv"):
         raise UsageError(f"--verify-on takes a CSV file, got {source}", hint)
-    if not Path(source).is_file():  # before the task reader, whose hint offers bbc or tweets
-        raise UsageError(f"--verify-on {source} is not a file", hint)
-    _, classes, split = load_labelled(source)
+    data = read_bounded(Path(source), "--verify-on file", MAX_CSV_BYTES, hint)
+    texts, labels, classes = labelled_rows(data, Path(source))
+    split = Split(texts, torch.tensor(labels, dtype=torch.long))
     matched = by_concept(split, classes, concepts, source)
-    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()  # of the bytes judged, read once
     first: dict[str, str] = {}
     for text, label in zip(matched.texts, matched.labels.tolist(), strict=True):
         concept = first.setdefault(text, concepts[label])

@@ -6,9 +6,18 @@ from m2kt.tasks.text_classification import (
     Split,
     TextClassificationTask,
     by_concept,
+    labelled_rows,
     load_labelled,
     load_task,
 )
 
-__all__ = ["TASKS", "Split", "TextClassificationTask", "by_concept", "load_labelled", "load_task"]
+__all__ = [
+    "TASKS",
+    "Split",
+    "TextClassificationTask",
+    "by_concept",
+    "labelled_rows",
+    "load_labelled",
+    "load_task",
+]
 __all__ += ["FAMILIES", "SymbolicFamily", "SymbolicSplit", "SymbolicTask", "symbolic_task"]

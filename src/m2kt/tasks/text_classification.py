@@ -27,6 +27,7 @@ from m2kt.resources import package_file
 # Limits of a task CSV: it is read whole, and each row is one model input.
 MAX_CSV_BYTES = 256 << 20
 MAX_CSV_ROWS = 1_000_000
+CSV_HINT = "pass a UTF-8 CSV file with a header row `text,label` and one row per example"
 MAX_CLASSES = 10_000
 MAX_LABEL_CHARS = 256
 
@@ -143,14 +144,20 @@ def _from_csv(path: Path, seed: int) -> TextClassificationTask:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[int], tuple[str, ...]]:
-    """Your own labelled texts; class names are the distinct labels, in sorted order.
+    """Your own labelled texts, read with at most MAX_CSV_BYTES (`labelled_rows`)."""
+    return labelled_rows(read_bounded(path, "task CSV", MAX_CSV_BYTES, CSV_HINT), path)
 
-    Read with limits (MAX_CSV_BYTES, UTF-8, MAX_CSV_ROWS rows, MAX_CLASSES labels of at most
-    MAX_LABEL_CHARS characters), and refused before any model loads when it cannot make a
-    classification task: no rows, one label only, or a class too small to split.
+
+def labelled_rows(data: bytes, path: Path) -> tuple[list[str], list[int], tuple[str, ...]]:
+    """The texts, label indices and classes of a CSV file's bytes (`data`, read from `path`);
+    class names are the distinct labels, in sorted order. Parsed from bytes so that a caller
+    can record the hash of exactly what was read (`m2kt ingest --verify-on`).
+
+    Read with limits (UTF-8, MAX_CSV_ROWS rows, MAX_CLASSES labels of at most MAX_LABEL_CHARS
+    characters), and refused before any model loads when it cannot make a classification task:
+    no rows, one label only, or a class too small to split.
     """
-    hint = "pass a UTF-8 CSV file with a header row `text,label` and one row per example"
-    data = read_bounded(path, "task CSV", MAX_CSV_BYTES, hint)
+    hint = CSV_HINT
     try:
         reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
         rows = []
