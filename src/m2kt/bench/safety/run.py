@@ -433,13 +433,13 @@ def render(result: dict[str, Any]) -> str:
     plan, curves, decisions = result["plan"], result["curves"], result["decisions"]
     test = result["test_set"]
     auditor = plan.get("auditor")
-    space = f"student space, probes judged by {auditor}" if auditor else "student space"
+    judged = f", probes judged by {auditor}" if auditor else ""  # on both sides
     lines = [
         f"# Safety auditor: teacher {plan['teacher']}, student {plan['student']}"
         + (f", auditor {auditor}" if auditor else "")
         + f", {plan['seeds']} seeds, {plan['concept_set']} set (sha256 {test['sha256'][:16]}…)",
         "",
-        f"| | export (teacher space) | ingestion ({space}) |",
+        f"| | export (teacher space{judged}) | ingestion (student space{judged}) |",
         "|---|---|---|",
     ]
 
