@@ -128,6 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--auditor",
+        type=model_reference,
         metavar="MODEL",
         help="judge what the probes say in this model's space (an embedded id, a directory or "
         "a .gguf); the concept vectors still count through their drift from the teacher's "

@@ -138,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--auditor",
+        type=model_reference,
         metavar="MODEL",
         help="audit the packet's concepts in this model's space instead of the student's (an "
         "embedded id, a directory or a .gguf): a judge that tells harm from its near-misses "
