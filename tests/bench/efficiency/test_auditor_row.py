@@ -39,7 +39,7 @@ def test_the_auditor_row_ingests_the_same_packet_with_the_auditor_judging(tmp_pa
     assert set(packet["inputs"]) == {"teacher", "student"}
     assert audited["inputs"]["student"] == packet["inputs"]["student"]
     assert audited["inputs_total"] == packet["inputs_total"] + read
-    assert audited["safety_screen"] == "on" and audited["dropped_concepts"] == []
+    assert audited["safety_screen"] == "on" and audited["dropped_concepts"] == {}
     saved = json.loads((tmp_path / "results.json").read_text())
     (curves,) = (s["curves"] for s in saved["settings"].values())
     assert FIELDS | {"packet_digest"} <= set(curves["packet, auditor e1"][0])

@@ -288,7 +288,7 @@ def _scored(
         "accepted": outcome.accepted,
         "verification": report["verification"],
         "concepts_kept": len(outcome.memory.config.concepts) if outcome.memory else None,
-        "dropped_concepts": [d["name"] for d in report["dropped_concepts"]],
+        "dropped_concepts": {d["name"]: d["reason"] for d in report["dropped_concepts"]},
         "checks": {c["name"]: [c["before"], c["after"], c["passed"]] for c in report["checks"]},
         "ingestion_inputs": report["inputs"],
         "alignment": report["alignment"],
