@@ -29,16 +29,19 @@ def extract_packet(
     screen: bool = True,
     keep_flagged: bool = False,
     sign: str | Path | None = None,
+    auditor: Model | None = None,
 ) -> Extraction:
     """A knowledge packet of `spec`'s concepts as `teacher` knows them (`m2kt extract`).
 
     `screen` audits the concepts and traces by meaning before export and drops what it flags
     (`keep_flagged` keeps it, and the provenance says so); `sign` is a private key file (from
-    `m2kt keygen`) that signs the packet. Save it with `extraction.packet.save(path)`.
+    `m2kt keygen`) that signs the packet. `auditor`, another model, judges what the probes say
+    (`m2kt extract --auditor`). Save it with `extraction.packet.save(path)`.
     """
     view = _model(teacher)
     concepts = spec if isinstance(spec, ConceptSpec) else load_spec(str(spec))
-    audit = ExportScreen() if screen else None
+    judge = _model(auditor) if auditor is not None else None
+    audit = ExportScreen(auditor=judge) if screen else None
     extraction = pipeline.extract_packet(view, concepts, settings, audit=audit)
     if audit is not None:
         packet, notes = finish_export(extraction.packet, audit, keep_flagged)

@@ -126,6 +126,8 @@ def test_safety_refuses_slots_that_move_onto_unsafe_concepts() -> None:
     assert safety_check(_memory(anchors), states, unsafe, 0.05).passed
     onto = torch.stack([unsafe[0], *anchors[1:]])
     assert not safety_check(_memory(anchors, onto), states, unsafe, 0.05).passed
+    # with the calibrated screen on, the slots are its to judge (screen_check), once
+    assert safety_check(_memory(anchors, onto), states, unsafe, 0.05, slots_screened=True).passed
 
 
 def test_screen_refuses_a_slot_on_the_unsafe_side() -> None:

@@ -34,6 +34,7 @@ from m2kt.safety.sides import (
     audit_student,
     audit_teacher,
     auditor_layer,
+    judge_probes,
     model_reader,
     screen_for_ingestion,
     separation,
@@ -319,3 +320,43 @@ def test_with_an_auditor_a_hidden_harm_is_still_caught_in_the_student(
     assert "nearer harm than" in found.flagged[0].reasons[0]  # its drift, not its probes
     assert found.auditor == teacher.name
     assert [c.name for c in kept.manifest.concepts] == ["business", "politics"]
+
+
+def test_an_export_auditor_judges_the_probes_and_the_vector_counts_by_its_drift(
+    extraction, export_audit, teacher, student
+) -> None:
+    """At export with an auditor, the probes' score is the auditor's and the teacher's vector
+    counts through its drift from the teacher's reading only: an auditor that reads `sport`'s
+    probes as the harm's flags `sport`; a trojan (the harm's vector over probes the teacher and
+    the auditor both read as sport's) is flagged by its drift; the same concept with sport's
+    vector passes."""
+    packet = extraction.packet
+    concepts = parse_spec(HIDDEN, "hidden.yaml").concepts
+    probes = concept_probes(packet)
+    texts = list(probes.texts)
+    groups = [probes.indices(k) for k in range(4)]
+    means = torch.stack([F.normalize(probes.states[g], dim=-1).mean(0) for g in groups])
+    ids = [c.id for c in packet.manifest.concepts]
+    names = [c.name for c in packet.manifest.concepts]
+    screen = export_audit.screen
+    judge_read = model_reader(student, auditor_layer(student), student.pooling)
+    judge_screen = build_screen(judge_read)
+
+    def judged_as(swap: dict[str, str]):
+        judge = Judge("e2", judge_screen, lambda t: judge_read([swap.get(x, x) for x in t]))
+        return judge_probes(judge, screen, texts, groups)
+
+    sport_as_harm = dict(zip(concepts[0].probes, concepts[3].probes, strict=True))
+    harm_as_sport = {v: k for k, v in sport_as_harm.items()}
+    vectors = packet.tensors["concepts.embeddings"]
+    flagged = audit_teacher(screen, ids, names, vectors, means, judged_as(sport_as_harm)).flagged
+    assert [f.name for f in flagged] == ["sport", "gardening"]
+    under_sport = means.clone()
+    under_sport[3] = means[0]  # the teacher reads gardening's probes as sport's too
+    trojan = audit_teacher(screen, ids, names, vectors, under_sport, judged_as(harm_as_sport))
+    assert [f.name for f in trojan.flagged] == ["gardening"]
+    assert "nearer harm than" in trojan.flagged[0].reasons[0]
+    honest = vectors.clone()
+    honest[3] = vectors[0]
+    passed = audit_teacher(screen, ids, names, honest, under_sport, judged_as(harm_as_sport))
+    assert not passed.flagged, [(f.name, f.score) for f in passed.findings]

@@ -127,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the packet's provenance says they were flagged and kept",
     )
     parser.add_argument(
+        "--auditor",
+        metavar="MODEL",
+        help="judge what the probes say in this model's space (an embedded id, a directory or "
+        "a .gguf); the concept vectors still count through their drift from the teacher's "
+        "reading (docs/security.md)",
+    )
+    parser.add_argument(
         "--attention-length", type=int, default=16, metavar="L", help="resampled map size"
     )
     parser.add_argument(
@@ -181,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     with distributed.joined(args.device) as world:
         view = load_on(world, args.teacher, args.max_length)
         with stage_progress(world) as progress:
-            audit = None if args.no_safety_screen else ExportScreen()
+            auditor = load_on(world, args.auditor, args.max_length) if args.auditor else None
+            audit = None if args.no_safety_screen else ExportScreen(auditor=auditor)
             result = extract_packet(view, spec, settings, progress, audit, task_inputs=tasks)
     if not world.is_writer:
         return 0

@@ -132,6 +132,7 @@ class ExportAudit(Protocol):
         pooling: Pooling,
         concepts: ConceptSet,
         states: torch.Tensor,
+        texts: list[str],
         batch_size: int,
     ) -> tuple[list[str], dict[str, float]]: ...
 
@@ -236,7 +237,7 @@ def extract_packet(
         notes.append(chance)
     safety: dict[str, float] = {}
     if audit is not None:
-        flagged, safety = audit(view, layer, pooling, concepts, states, settings.batch_size)
+        flagged, safety = audit(view, layer, pooling, concepts, states, texts, settings.batch_size)
         notes += flagged
 
     # Parts D (readout) and L (layers), attention, traces, graph.

@@ -312,6 +312,7 @@ def ingest(
                 unsafe_states,
                 m.safety,
                 (adapted["held"], adapted["unsafe"]) if adapted else None,
+                slots_screened=screen is not None,
             ),
             zero_shot_check(
                 memory,

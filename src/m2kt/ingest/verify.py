@@ -16,8 +16,8 @@ Checks, each a number before and after with a margin:
   accuracy (leave one out) on a probe set that no packet carries, with its pooled states before
   and with the adapter's residual after. It may not drop by more than the margin.
 - safety: how close the student's adapted states and the concept slots come to its own
-  representations of unsafe-concept descriptions; they may not come closer by more than the
-  margin.
+  representations of unsafe-concept descriptions; the states may not come closer by more than
+  the margin, nor the slots unless the calibrated screen judges them (below).
 - alignment: the map from the teacher's space, fitted on the packet's anchor texts, judged on
   anchors held out of the fit: its R² may not be below a floor (a map that explains less than
   that carries the teacher's concepts to the wrong place).
@@ -300,11 +300,17 @@ def safety_check(
     unsafe: torch.Tensor,
     margin: float,
     adapted: tuple[torch.Tensor, torch.Tensor] | None = None,
+    slots_screened: bool = False,
 ) -> Check:
     """Mean over probes of the highest cosine to any unsafe description, and the slots' highest.
 
     `adapted`: the probes and the unsafe descriptions read through an in-block adapter; after
-    is measured in the adapted student's own space, against its own reading of the harms."""
+    is measured in the adapted student's own space, against its own reading of the harms.
+    With `slots_screened` (the calibrated screen is on and judges the slots, `screen_check`)
+    the slots' raw closeness is reported and not compared: a chemistry concept lies nearer the
+    description of a nerve agent than the student's own anchors do without being about harm,
+    and refusing it for that refused the user's science spec (issue 17); one threshold,
+    applied once."""
     unsafe = F.normalize(unsafe, dim=-1)
     after_states, after_unsafe = (states, unsafe) if adapted is None else adapted
     after_unsafe = F.normalize(after_unsafe, dim=-1)
@@ -314,10 +320,11 @@ def safety_check(
         after = float((moved @ after_unsafe.T).max(-1).values.mean())
         slots = float((memory.slots() @ after_unsafe.T).max())
         anchors = float((memory.anchors @ unsafe.T).max())
-    passed = after <= before + margin and slots <= anchors + margin
+    passed = after <= before + margin and (slots_screened or slots <= anchors + margin)
     reason = (
         f"closeness to unsafe concepts: probes {after:.3f} after against {before:.3f}, concept "
-        f"slots {slots:.3f} against the student's own anchors {anchors:.3f} (margin {margin})"
+        f"slots {slots:.3f} against the student's own anchors {anchors:.3f} (margin {margin}"
+        + ("; the slots are judged by the calibrated screen)" if slots_screened else ")")
     )
     return Check("safety", before, max(after, slots), passed, reason)
 

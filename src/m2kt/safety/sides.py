@@ -61,9 +61,13 @@ def audit_teacher(
     names: list[str],
     embeddings: torch.Tensor,
     probe_means: torch.Tensor,
+    judged: Scores | None = None,
 ) -> Audit:
     """Export-time audit in the teacher's own space; `probe_means` [K, d] is the mean of each
-    concept's unit probe states."""
+    concept's unit probe states. With an auditor's `judged` scores of the probes (on this
+    screen's scale), the probes are judged by the auditor and the concept's vector counts
+    through its drift from the teacher's reading only, as at ingestion: its own score is the
+    teacher's reading again, which the auditor is there to overrule."""
     consistency = F.normalize(embeddings.float(), dim=-1) @ F.normalize(probe_means, dim=-1).T
     return audit_concepts(
         screen,
@@ -72,10 +76,27 @@ def audit_teacher(
         {"concept": embeddings},
         probe_means,
         consistency,
-        space="teacher",
+        space="teacher" if judged is None else "teacher, probes judged by an auditor",
         drift_margin=EXPORT_DRIFT_MARGIN,
-        vectors_scored=True,
+        vectors_scored=judged is None,
+        judged=judged,
     )
+
+
+def judge_probes(
+    judge: Judge, screen: SafetyScreen, texts: list[str], groups: list[list[int]]
+) -> Scores:
+    """The auditor's scores of each concept's probes (`groups`: indices into `texts`), moved
+    onto `screen`'s scale: their margin over the auditor's threshold, added to this one's."""
+    read = F.normalize(judge.read(texts).float(), dim=-1)
+    judged = judge.screen.score(torch.stack([read[g].mean(0) for g in groups]))
+    return Scores(judged.values - judge.screen.threshold + screen.threshold, judged.nearest)
+
+
+def make_judge(auditor: ModelView, unsafe_file: str | None = None, batch_size: int = 16) -> Judge:
+    """An auditor model's screen, calibrated in its space at `auditor_layer`."""
+    read = model_reader(auditor, auditor_layer(auditor), auditor.pooling, batch_size)
+    return Judge(auditor.name, _usable_screen(auditor, read, unsafe_file), read)
 
 
 def fit_audit_alignment(teacher: torch.Tensor, student: torch.Tensor) -> ConceptAlignmentLayer:
@@ -146,16 +167,7 @@ def audit_student(
     )
     if judge is None:
         return audit
-    read_judged = judge.read(list(probes.texts))
-    judged = judge.screen.score(
-        torch.stack(
-            [
-                F.normalize(read_judged[probes.indices(k)], dim=-1).mean(0)
-                for k in range(len(m.concepts))
-            ]
-        )
-    )
-    on_this_scale = judged.values - judge.screen.threshold + screen.threshold
+    groups = [probes.indices(k) for k in range(len(m.concepts))]
     decided = audit_concepts(
         screen,
         ids,
@@ -164,7 +176,7 @@ def audit_student(
         anchors,
         consistency,
         drift_margin=JUDGED_DRIFT_MARGIN,
-        judged=Scores(on_this_scale, judged.nearest),
+        judged=judge_probes(judge, screen, list(probes.texts), groups),
     )
     return replace(
         decided,
@@ -223,10 +235,7 @@ def screen_for_ingestion(
     screen = _usable_screen(view, read, unsafe_file)
     if not packet.manifest.concepts:  # no concepts: ingestion refuses it itself
         return screen, None, packet
-    judge = None
-    if auditor is not None:
-        judge_read = model_reader(auditor, auditor_layer(auditor), auditor.pooling, batch_size)
-        judge = Judge(auditor.name, _usable_screen(auditor, judge_read, unsafe_file), judge_read)
+    judge = make_judge(auditor, unsafe_file, batch_size) if auditor is not None else None
     found = audit_student(screen, packet, read, judge)
     refuse_unless_two_kept(found)
     kept = packet
@@ -244,6 +253,7 @@ class ExportScreen:
 
     screen: SafetyScreen | None = None
     flagged: dict[str, str] = field(default_factory=dict)  # concept id → name
+    auditor: ModelView | None = None  # judges the probes (`m2kt extract --auditor`)
 
     def __call__(
         self,
@@ -252,6 +262,7 @@ class ExportScreen:
         pooling: Pooling,
         concepts: ConceptSet,
         states: torch.Tensor,
+        texts: list[str],
         batch_size: int = 16,
     ) -> tuple[list[str], dict[str, float]]:
         """`states` [N, d] are the teacher's states of the probe texts the concept groups
@@ -268,12 +279,18 @@ class ExportScreen:
         means = torch.stack(
             [F.normalize(states[g.probes].float(), dim=-1).mean(0) for g in concepts.groups]
         )
+        judged, judge_reads = None, 0.0
+        if self.auditor is not None:
+            judge = make_judge(self.auditor, None, batch_size)
+            judged = judge_probes(judge, screen, texts, [g.probes for g in concepts.groups])
+            judge_reads = judge.screen.calibration["texts_read"] + len(texts)
         audit = audit_teacher(
             screen,
             [g.id for g in concepts.groups],
             [g.name for g in concepts.groups],
             concepts.embeddings,
             means,
+            judged,
         )
         self.flagged = {f.id: f.name for f in audit.flagged}
         notes = [f"safety: concept {f.name!r} flagged: {f.reasons[0]}" for f in audit.flagged]
@@ -282,6 +299,7 @@ class ExportScreen:
             "safety_threshold": screen.threshold,
             "safety_flagged": float(len(audit.flagged)),
             "safety_inputs": screen.calibration["texts_read"],
+            "safety_auditor_inputs": judge_reads,
         }
 
 

@@ -31,6 +31,7 @@ calibrated threshold (detected, false alarms, per category and per distinct beni
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -58,6 +59,7 @@ from m2kt.safety.sides import (
     audit_student,
     audit_teacher,
     auditor_layer,
+    judge_probes,
     model_reader,
 )
 
@@ -82,7 +84,7 @@ class SafetyPlan:
     probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
     concept_set: str = "test"  # "test", "test2": a frozen set (TEST_SETS); "dev": development
-    auditor: str | None = None  # judges the probes at ingestion (`m2kt ingest --auditor`)
+    auditor: str | None = None  # judges the probes on both sides (`--auditor` of extract, ingest)
 
 
 PLANS = {"quick": SafetyPlan(seeds=2), "full": SafetyPlan(seeds=10)}
@@ -158,7 +160,7 @@ def run_safety(
     texts = list(dict.fromkeys([*(p for c in concepts for p in c.probes), *anchor_texts]))
     sides: dict[str, tuple[SafetyScreen, dict[str, torch.Tensor]]] = {}
     roles = [("teacher", plan.teacher), ("student", plan.student)]
-    if plan.auditor:  # judges the probes at ingestion (`m2kt ingest --auditor`)
+    if plan.auditor:  # judges the probes on both sides (`--auditor` of extract and ingest)
         roles.append(("auditor", plan.auditor))
     for role, model in roles:
         log(f"reading {len(texts)} probes and the screen's texts with {model}")
@@ -200,7 +202,7 @@ def run_safety(
                     plan, rng, concepts, injected, kind, teacher_states, anchors
                 )
                 for side, audit in (
-                    ("export", _export_audit(teacher_screen, packet, teacher_states)),
+                    ("export", _export_audit(teacher_screen, packet, teacher_states, judge)),
                     ("ingest", audit_student(student_screen, packet, lookup, judge)),
                 ):
                     for finding, concept in zip(audit.findings, truth, strict=True):
@@ -317,7 +319,12 @@ def _build(
     )
 
 
-def _export_audit(screen: SafetyScreen, packet: Packet, states: dict[str, torch.Tensor]) -> Audit:
+def _export_audit(
+    screen: SafetyScreen,
+    packet: Packet,
+    states: dict[str, torch.Tensor],
+    judge: Judge | None = None,
+) -> Audit:
     m = packet.manifest
     assert m.concepts is not None
     means = torch.stack(
@@ -326,12 +333,19 @@ def _export_audit(screen: SafetyScreen, packet: Packet, states: dict[str, torch.
             for c in m.concepts
         ]
     )
+    judged = None
+    if judge is not None:
+        texts = [p for c in m.concepts for p in c.probes]
+        starts = [0, *itertools.accumulate(len(c.probes) for c in m.concepts)]
+        groups = [list(range(a, b)) for a, b in itertools.pairwise(starts)]
+        judged = judge_probes(judge, screen, texts, groups)
     return audit_teacher(
         screen,
         [c.id for c in m.concepts],
         [c.name for c in m.concepts],
         packet.tensors[CONCEPTS_TENSOR],
         means,
+        judged,
     )
 
 
