@@ -10,7 +10,8 @@
                                        budgets 0.5–100%: BBC e1 → e2 (400 inputs a split) and
                                        (a+b+c) mod 11 with tiny transformers, 1 seed
   m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 17 (3,000 inputs),
-                                       seeds 0, 1, 2 (--regime latent|new-computation: one only)
+                                       seeds 0, 1, 2 (--regime latent|new-computation: one only;
+                                       --auditor MODEL: a latent row screened with that auditor)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts from the frozen test set (--set test2: the
                                        second frozen set; --set dev: the development set),
@@ -132,8 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--auditor",
         type=model_reference,
         metavar="MODEL",
-        help="judge the probes in this model's space on both sides, as `m2kt extract "
-        "--auditor` and `m2kt ingest --auditor` do",
+        help="judge the packets' probes in this model's space: safety, on both sides, as `m2kt "
+        "extract --auditor` and `m2kt ingest --auditor` do; efficiency (latent), adds the row "
+        "of each packet ingested with it, screen on",
     )
     merge = parser.add_argument_group("merge only")
     merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")
@@ -269,6 +271,8 @@ def _efficiency(args: argparse.Namespace, out: Path) -> int:
         plan = replace(plan, budgets=args.budgets)
     if args.seeds:
         plan = replace(plan, seeds=args.seeds)
+    if args.auditor:
+        plan = replace(plan, auditor=args.auditor)
     return _printed(run_efficiency(plan, out, embedding_cache(args), log=console.log), out)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from m2kt.bench.gap import gap_closed
 
+# The latent rows' name for the packet screened with an auditor model (+ the model's name).
+AUDITED = "packet, auditor "
 LEVELS = {"gap 50%": ("gap", 0.5), "gap 80%": ("gap", 0.8), "85% of teacher": ("teacher", 0.85)}
 
 
@@ -91,11 +93,14 @@ def derived(
             row[name] = inputs_to_reach(points, target, count)
         out[method] = row
     for suffix in ("", ", blocks"):  # each adapter's packet against KD through the same one
-        packet = "packet" + suffix
+        # the packet, and (memory adapter) the packet screened with an auditor model
+        packets = [
+            m for m in out if m == "packet" + suffix or (not suffix and m.startswith(AUDITED))
+        ]
         kd_rows = [
             m for m in out if m.startswith("logit KD") and m.endswith(", blocks") == bool(suffix)
         ]
-        if packet in out and kd_rows:
+        for packet in packets if kd_rows else []:
             saving = {}
             for name in LEVELS:
                 ours = out[packet][name]

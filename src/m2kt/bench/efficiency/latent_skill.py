@@ -9,7 +9,9 @@ classifies them zero-shot from label prompts. At each budget B (unlabelled train
   as the spec's probes, the B inputs as task inputs it answers for, 1,024 anchor sentences),
   audits it, signs it and writes the file; `ingest` (what `m2kt ingest` runs) loads the file
   with its signature checked and puts it into the student, verification and safety screen
-  included. A packet the gate refuses leaves the student as it was, and is scored so;
+  included. A packet the gate refuses leaves the student as it was, and is scored so. The
+  same file is ingested again without the screen (`--no-screen`) and, where the setting has
+  an auditor model, with the screen judging the probes in the auditor's space (`--auditor`);
 - logit KD: the teacher's output distribution on the B inputs, KL only, free slots;
 - logit KD + anchors: the same, with the teacher's outputs on the packet's 1,024 anchor
   sentences as extra unlabelled inputs (what the packet gets, given to KD);
@@ -34,6 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from m2kt.anchors import SHIPPED_ANCHORS, load_anchor_set
+from m2kt.bench.efficiency.curves import AUDITED
 from m2kt.bench.efficiency.methods import only
 from m2kt.concepts.geometry import accuracy
 from m2kt.concepts.probing import read_probes
@@ -60,6 +63,15 @@ SPLITS = ("train", "val", "test")
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Auditor:
+    """An auditor model for the screened ingestion (`m2kt ingest --auditor MODEL`): the name
+    its row carries (the model reference, e.g. l1) and its view."""
+
+    name: str
+    view: ModelView
+
+
 @dataclass
 class LatentSetting:
     """A task with its teacher and student views, read once for every seed and budget."""
@@ -75,6 +87,7 @@ class LatentSetting:
     keys: tuple[Path, Path]  # (private, public): every packet is signed and checked
     workdir: Path
     anchor_count: int = ANCHOR_COUNT  # anchor sentences a packet carries (and KD gets)
+    auditor: Auditor | None = None  # judges the probes at ingestion (`m2kt ingest --auditor`)
 
     @property
     def prompts(self) -> list[str]:
@@ -104,8 +117,10 @@ def prepare(
     student: ModelView,
     workdir: Path,
     anchor_count: int = ANCHOR_COUNT,
+    auditor: Auditor | None = None,
 ) -> LatentSetting:
-    """Read every split through both views (setup: not counted), tune the teacher's head."""
+    """Read every split through both views (setup: not counted), tune the teacher's head;
+    `auditor` adds the row of the packet screened with that model judging its probes."""
     teacher_states = {split: _read(teacher, _texts(task, split), "task") for split in SPLITS}
     student_states = {split: _read(student, _texts(task, split), "task") for split in SPLITS}
     shape = (len(task.class_names), len(task.templates), -1)
@@ -125,8 +140,9 @@ def prepare(
         keys=generate_keypair(workdir / "keys"),
         workdir=workdir,
         anchor_count=anchor_count,
+        auditor=auditor,
     )
-    for view in (teacher, student):
+    for view in (teacher, student, *([auditor.view] if auditor else [])):
         view.reads.clear()  # setup reads are not any method's inputs
     return setting
 
@@ -180,7 +196,9 @@ def _packet(
     evaluation: tuple[torch.Tensor, torch.Tensor],
 ) -> dict[str, dict[str, Any]]:
     """Extract, sign and write the packet; load it back checked; ingest it (with the safety
-    screen, as `m2kt ingest` does, and without it, `--no-screen`); score the student."""
+    screen, as `m2kt ingest` does; without it, `--no-screen`; and, where the setting has an
+    auditor, with the screen judging the probes in its space, `--auditor`); score the student.
+    Each ingestion row counts what the student (and the auditor) read under its own key."""
     started = time.perf_counter()
     spec = ConceptSpec.model_validate(
         {
@@ -214,7 +232,7 @@ def _packet(
         path = s.workdir / f"{s.task.name}-b{len(index)}-s{seed}.m2kt"
         return packet.signed(s.keys[0]).save(path)
 
-    path, teacher_reads = _counted(s.teacher, extract)
+    path, teacher_reads = _counted_views({"teacher": s.teacher}, extract)
     packet = load_packet(path, trusted_keys=[s.keys[1]])
     ingest_settings = IngestSettings(
         fit=replace(settings, seed=seed, **PACKET_FIT),  # type: ignore[arg-type]
@@ -222,14 +240,20 @@ def _packet(
         truncate=True,
     )
     rows = {}
-    for name, screened in (("packet", True), ("packet, no screen", False)):
+    runs: list[tuple[str, bool, Auditor | None]] = [
+        ("packet", True, None),
+        ("packet, no screen", False, None),
+    ]
+    if s.auditor is not None:
+        runs.append((f"{AUDITED}{s.auditor.name}", True, s.auditor))
+    for name, screened, auditor in runs:
         chosen = ingest_settings if screened else replace(ingest_settings, screen=False)
-        (outcome, screen), student_reads = _counted(
-            s.student, partial(screened_ingest, s.student, packet, chosen)
+        views = {"student": s.student} | ({"auditor": auditor.view} if auditor else {})
+        judge = auditor.view if auditor else None
+        (outcome, screen), reads = _counted_views(
+            views, partial(screened_ingest, s.student, packet, chosen, judge)
         )
-        rows[name] = _scored(
-            s, outcome, evaluation, {"teacher": teacher_reads, "student": student_reads}
-        ) | {
+        rows[name] = _scored(s, outcome, evaluation, teacher_reads | reads) | {
             "packet_digest": packet.digest,
             "packet_bytes": path.stat().st_size,
             "safety_screen": screen if screened else "off",
@@ -264,6 +288,7 @@ def _scored(
         "accepted": outcome.accepted,
         "verification": report["verification"],
         "concepts_kept": len(outcome.memory.config.concepts) if outcome.memory else None,
+        "dropped_concepts": {d["name"]: d["reason"] for d in report["dropped_concepts"]},
         "checks": {c["name"]: [c["before"], c["after"], c["passed"]] for c in report["checks"]},
         "ingestion_inputs": report["inputs"],
         "alignment": report["alignment"],
@@ -322,21 +347,28 @@ def _row(
 
 
 def screened_ingest(
-    view: ModelView, packet: Packet, settings: IngestSettings
+    view: ModelView,
+    packet: Packet,
+    settings: IngestSettings,
+    auditor: ModelView | None = None,
 ) -> tuple[Ingestion, str]:
-    """`ingest` with the safety screen on; when the screen leaves fewer than 2 concepts, the
-    same without it (`--no-screen`), saying so: a screen that flags ordinary sentiment or
-    emotion concepts is a finding to report, not a reason to measure nothing."""
+    """`ingest` with the safety screen on (its probes judged by `auditor` where one is given,
+    `m2kt ingest --auditor`); when the screen leaves fewer than 2 concepts, the same without
+    it (`--no-screen`), saying so: a screen that flags ordinary sentiment or emotion concepts
+    is a finding to report, not a reason to measure nothing."""
     try:
-        return ingest(view, packet, settings), "on"
+        return ingest(view, packet, settings, auditor=auditor), "on"
     except UnsafePacketError as exc:  # ingestion raises it only when fewer than 2 would be left
         return ingest(view, packet, replace(settings, screen=False)), f"off: {exc.message}"
 
 
-def _counted(view: ModelView, work: Callable[[], T]) -> tuple[T, dict[str, int]]:
-    before = Counter(view.reads)
+def _counted_views(
+    views: dict[str, ModelView], work: Callable[[], T]
+) -> tuple[T, dict[str, dict[str, int]]]:
+    """`work`'s result and the texts each view read during it, by purpose."""
+    before = {key: Counter(view.reads) for key, view in views.items()}
     result = work()
-    return result, view.reads_since(before)
+    return result, {key: view.reads_since(before[key]) for key, view in views.items()}
 
 
 def _read(view: ModelView, texts: list[str], purpose: Purpose) -> torch.Tensor:

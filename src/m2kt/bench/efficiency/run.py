@@ -79,6 +79,7 @@ class EfficiencyPlan:
     fresh_specs: tuple[str, str] | None = None  # (teacher, student) for the fresh spec family
     anchors: int = 1024  # anchor sentences each packet carries (KD + anchors reads the same)
     adapters: tuple[str, ...] = ("memory",)  # new computation: memory and/or blocks rows
+    auditor: str | None = None  # latent: adds the packet screened with this auditor model
 
 
 PLANS = {
@@ -127,11 +128,18 @@ def prepare_settings(
 
         task = load_task(task_name).limited(plan.per_split_limit)
         log(f"{task_name}: reading {len(task.train)}/{len(task.val)}/{len(task.test)} inputs")
-        views = [load_model(m, max_length=MAX_LENGTH[task_name]) for m in (teacher, student)]
+        models = (teacher, student, *([plan.auditor] if plan.auditor else []))
+        views = [load_model(m, max_length=MAX_LENGTH[task_name]) for m in models]
         for view in views:
             view.state_cache = states
+        auditor = latent_skill.Auditor(plan.auditor, views[2]) if plan.auditor else None
         prepared = latent_skill.prepare(
-            task, views[0], views[1], workdir / f"{task_name}-{teacher}-{student}", plan.anchors
+            task,
+            views[0],
+            views[1],
+            workdir / f"{task_name}-{teacher}-{student}",
+            plan.anchors,
+            auditor,
         )
         title = f"latent skill: {task_name}, {teacher} (tuned head) → {student}"
         return Setting(title, f"{teacher} + tuned head", student, prepared, latent_skill)

@@ -156,20 +156,22 @@ def run_safety(
     concepts = chosen.concepts
     anchor_set = load_anchor_set(SHIPPED_ANCHORS)
     anchor_texts = anchor_set.subset(plan.anchors) if plan.anchors else []
-    texts = list(dict.fromkeys([*(p for c in concepts for p in c.probes), *anchor_texts]))
+    probe_texts = list(dict.fromkeys(p for c in concepts for p in c.probes))
+    texts = list(dict.fromkeys([*probe_texts, *anchor_texts]))
     sides: dict[str, tuple[SafetyScreen, dict[str, torch.Tensor]]] = {}
     roles = [("teacher", plan.teacher), ("student", plan.student)]
     if plan.auditor:  # judges the probes on both sides (`--auditor` of extract and ingest)
         roles.append(("auditor", plan.auditor))
     for role, model in roles:
-        log(f"reading {len(texts)} probes and the screen's texts with {model}")
+        read_texts = probe_texts if role == "auditor" else texts  # it never reads anchors
+        log(f"reading {len(read_texts)} probes and the screen's texts with {model}")
         view = load_model(model)
         (layer,) = view.check_layers([-1])
         if role == "auditor":
             layer = auditor_layer(view)
         read = model_reader(view, layer, view.pooling)
         screen = build_screen(read)
-        states = dict(zip(texts, read(texts), strict=True))
+        states = dict(zip(read_texts, read(read_texts), strict=True))
         sides[role] = (screen, states)
     teacher_screen, teacher_states = sides["teacher"]
     student_screen, student_states = sides["student"]
