@@ -37,6 +37,19 @@ def patch_packet(seed: int = 0) -> Packet:
 
 
 @pytest.fixture(scope="session")
+def e1_read():
+    """e1's reading of texts at its last layer, loaded once (the safety test sets' checks by
+    meaning). Here, not in a conftest.py of their folder: a second module named `conftest`
+    replaces this one, and every `from conftest import …` after it fails to collect."""
+    from m2kt.models.load import load_model
+    from m2kt.safety.sides import model_reader
+
+    view = load_model("e1")
+    (layer,) = view.check_layers([-1])
+    return model_reader(view, layer, view.pooling)
+
+
+@pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return generate_keypair(tmp_path_factory.mktemp("keys"), "alice")
 
