@@ -105,3 +105,11 @@ def test_a_planted_back_import_is_found(tmp_path: Path, folder: str, planted: st
     (copy / folder).mkdir(parents=True)
     (copy / folder / "planted.py").write_text(planted + "\n")
     assert back_imports(copy) == [f"{folder}/planted.py:1 imports {planted.split()[1]}"]
+
+
+def test_the_tests_share_one_conftest() -> None:
+    """The test modules import helpers with `from conftest import …`; a second conftest.py
+    below tests/ (no package `__init__` there) is imported under the same name and replaces
+    the shared one, and every module collected after it fails to import."""
+    tests = Path(__file__).parent
+    assert sorted(tests.rglob("conftest.py")) == [tests / "conftest.py"]
