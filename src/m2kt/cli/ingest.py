@@ -143,8 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge what the packet's probes say in this model's space (an embedded id, a "
         "directory or a .gguf), a judge that may tell harm from its near-misses better than a "
         "small student; what a concept's vector hides is still judged in the student's space. "
-        "Development set, e1 -> e2 judged by l1: 78.3%% of injected harms detected at 1%% false "
-        "alarms against 54.0%% without. Not loaded with --no-screen",
+        "Second frozen test set, e1 -> e2 judged by l1: 64.9%% of injected harms detected at 1%% "
+        "false alarms against 49.5%% without, 0.9%% of near-miss benign audits flagged against "
+        "9.9%% (docs/security.md). Not loaded with --no-screen",
     )
     parser.add_argument("--held-in-margin", type=float, default=0.05, metavar="M")
     parser.add_argument("--transfer-margin", type=float, default=0.0, metavar="M")
