@@ -34,3 +34,17 @@ def test_the_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert found.concept in namespace["adapted"].concepts  # type: ignore[attr-defined]
     assert (tmp_path / "adapters" / "topics" / "adapter_config.json").is_file()
     assert len(capsys.readouterr().out.splitlines()) >= 6
+
+
+def test_ingest_packet_opens_an_unsigned_file_only_when_told(tmp_path: Path) -> None:
+    """As `m2kt ingest --allow-unsigned`: refused by default; allowed, the file is opened and
+    judged for what it is (here a patch packet, which ingestion refuses by kind)."""
+    from m2kt.errors import UnsignedPacketError, UsageError
+
+    from conftest import patch_packet
+
+    path = patch_packet().save(tmp_path / "patch.m2kt")
+    with pytest.raises(UnsignedPacketError):
+        m2kt.ingest_packet("e2", path)
+    with pytest.raises(UsageError, match="patch packet without concepts"):
+        m2kt.ingest_packet("e2", path, allow_unsigned=True)

@@ -61,15 +61,17 @@ def ingest_packet(
     trusted_keys: Iterable[str | Path] = (),
     out: str | Path | None = None,
     auditor: Model | None = None,
+    allow_unsigned: bool = False,
 ) -> Ingestion:
     """`packet` ingested into the frozen `student`, verified, kept or rolled back (`m2kt ingest`).
 
-    A path is opened with its signature checked against `trusted_keys`. With `out`, an accepted
+    A path is opened with its signature checked against `trusted_keys`; an unsigned one is
+    refused unless `allow_unsigned` (`--allow-unsigned`). With `out`, an accepted
     adapter is saved there (a PEFT-like folder); a rolled-back one saves nothing. `auditor`,
     another model, audits the packet in its own space (`m2kt ingest --auditor`).
     """
     if not isinstance(packet, Packet):
-        packet = load_packet(packet, trusted_keys=trusted_keys)
+        packet = load_packet(packet, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
     judge = _model(auditor) if auditor is not None else None
     ingestion = ingest(_model(student), packet, settings, auditor=judge)
     if out is not None and ingestion.accepted:
