@@ -136,3 +136,15 @@ def test_a_directory_is_refused_as_no_file_of_yours(tmp_path) -> None:
     with pytest.raises(UsageError, match="--verify-on file .*mine.csv is not a regular") as refused:
         read_user_sentences(tmp_path / "mine.csv", ["sport", "business"])
     assert "tweets" not in refused.value.hint
+
+
+def test_concepts_your_sentences_never_name_are_said_to_be_unchecked(
+    packet, student, tmp_path
+) -> None:
+    """A verdict on your sentences covers the concepts they name: the others are listed in the
+    report and said in a note, not passed over as verified."""
+    left_out = sorted(MINE)[0]
+    partial = write_csv(tmp_path / "partial.csv", {k: v for k, v in MINE.items() if k != left_out})
+    outcome = ingest(student, packet, IngestSettings(verify_on=str(partial), gate=UNVERIFIED))
+    assert outcome.report["verified_on"]["unchecked_concepts"] == [left_out]
+    assert any(f"name no {left_out!r}" in n for n in outcome.report["notes"]), outcome.report

@@ -224,6 +224,13 @@ def ingest(
             f"{user.repeated} rows of your file repeat an earlier sentence: each sentence was "
             "judged once"
         )
+    unchecked = [c for c in reading.concepts if user and c not in user.concepts]
+    if unchecked:  # the verdict covers the concepts your sentences name, and only those
+        reading.notes.append(
+            f"your sentences name no {', '.join(repr(c) for c in unchecked[:8])}"
+            + (f" (and {len(unchecked) - 8} more)" if len(unchecked) > 8 else "")
+            + ": the verification on them says nothing of these concepts"
+        )
     if user and len(user_texts) < len(user.texts):
         reading.notes.append(
             f"{len(user.texts) - len(user_texts)} of your {len(user.texts)} sentences are of "
@@ -375,7 +382,7 @@ def ingest(
             "unverified": "unverified",
             "refused: too few probes": "unverifiable",
         }.get(transfer.get("decision", ""), "verified"),
-        "verified_on": _verified_on(user, yours, len(user_texts)),
+        "verified_on": _verified_on(user, yours, len(user_texts), unchecked),
         "packet": {
             "digest": packet.digest,
             "signer": packet.signer.fingerprint if packet.signer else None,
@@ -504,15 +511,19 @@ def user_sentences(path: str | None, packet: Packet) -> UserSentences | None:
     return found
 
 
-def _verified_on(user: UserSentences | None, checks: list[Check], n: int) -> dict[str, Any] | None:
+def _verified_on(
+    user: UserSentences | None, checks: list[Check], n: int, unchecked: list[str]
+) -> dict[str, Any] | None:
     """The report's record of the user's sentences: the file's hash, how many were judged
-    (rows of concepts the screen dropped are left out) and the three accuracies."""
+    (rows of concepts the screen dropped are left out), the kept concepts they never name
+    and the three accuracies."""
     if user is None:
         return None
+    record = user.report(n) | {"unchecked_concepts": unchecked}
     if not checks:
-        return user.report(n)
+        return record
     transfer, zero_shot = checks
-    return user.report(n) | {
+    return record | {
         "own_anchors": transfer.before,
         "zero_shot": zero_shot.before,
         "packet": transfer.after,
