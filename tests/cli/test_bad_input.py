@@ -143,6 +143,27 @@ def test_a_bench_fit_length_too_short_is_refused_first(length: str, tmp_path: Pa
     assert f"fit length {length} is too short" in refused(capsys, argv)
 
 
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ("bbc:e1", "not task:teacher:student"),
+        ("news:e1:e2", "a task of bbc, tweets"),
+        ("tweets:e1:zz9", "unknown model 'zz9'"),
+    ],
+)
+def test_bench_pairs_that_name_no_setting_are_refused_first(
+    pairs: str, message: str, tmp_path: Path, capsys
+) -> None:
+    argv = ["bench", "efficiency", "--regime", "latent", "--pairs", pairs, "--out", str(tmp_path)]
+    assert message in refused(capsys, argv)
+
+
+def test_bench_pairs_read_as_latent_settings() -> None:
+    from m2kt.cli.bench import _pairs
+
+    assert _pairs("tweets:e1:e2,bbc:e2:e1") == (("tweets", "e1", "e2"), ("bbc", "e2", "e1"))
+
+
 def test_a_signature_mismatch_names_the_member_not_bytes(keys, tmp_path: Path) -> None:
     signed = knowledge_packet().signed(keys[0])
     members = parse_container(signed.to_bytes(), DEFAULT_LIMITS)

@@ -11,7 +11,8 @@
                                        (a+b+c) mod 11 with tiny transformers, 1 seed
   m2kt bench efficiency --mode full    BBC and tweets e1 → e2, (a+b+c) mod 17 (3,000 inputs),
                                        seeds 0, 1, 2 (--regime latent|new-computation: one only;
-                                       --auditor MODEL: a latent row screened with that auditor)
+                                       --auditor MODEL: a latent row screened with that auditor;
+                                       --pairs tweets:e1:e2: these latent settings only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts from the frozen test set (--set test2: the
                                        second frozen set; --set dev: the development set),
@@ -64,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["both", "latent", "new-computation"],
         default="both",
         help="efficiency only: run one regime's settings",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=_pairs,
+        metavar="TASK:TEACHER:STUDENT,...",
+        help="efficiency, latent only: these settings in place of the mode's "
+        "(tasks bbc, tweets; e.g. tweets:e1:e2)",
     )
     parser.add_argument(
         "--adapter",
@@ -273,6 +281,8 @@ def _efficiency(args: argparse.Namespace, out: Path) -> int:
         plan = replace(plan, seeds=args.seeds)
     if args.auditor:
         plan = replace(plan, auditor=args.auditor)
+    if args.pairs and plan.latent:
+        plan = replace(plan, latent=args.pairs)
     return _printed(run_efficiency(plan, out, embedding_cache(args), log=console.log), out)
 
 
@@ -284,6 +294,23 @@ def _fractions(text: str) -> tuple[float, ...]:
     if not values or not all(0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: each share must be in (0, 1]")
     return values
+
+
+def _pairs(text: str) -> tuple[tuple[str, str, str], ...]:
+    """`task:teacher:student` settings of the latent regime, comma-separated, checked before
+    anything loads."""
+    from m2kt.bench.patch.run import MAX_LENGTH
+
+    found = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or parts[0] not in MAX_LENGTH:
+            raise argparse.ArgumentTypeError(
+                f"{item[:40]!r} is not task:teacher:student with a task of "
+                f"{', '.join(MAX_LENGTH)} (e.g. tweets:e1:e2)"
+            )
+        found.append((parts[0], model_reference(parts[1]), model_reference(parts[2])))
+    return tuple(found)
 
 
 def _seeds(text: str) -> tuple[int, ...]:
