@@ -57,8 +57,8 @@ from m2kt.safety.sides import (
     Judge,
     audit_student,
     audit_teacher,
-    auditor_layer,
     judge_probes,
+    make_judge,
     model_reader,
 )
 
@@ -166,27 +166,23 @@ def run_safety(
         read_texts = probe_texts if role == "auditor" else texts  # it never reads anchors
         log(f"reading {len(read_texts)} probes and the screen's texts with {model}")
         view = load_model(model)
-        (layer,) = view.check_layers([-1])
-        if role == "auditor":
-            layer = auditor_layer(view)
-        read = model_reader(view, layer, view.pooling)
-        screen = build_screen(read)
+        if role == "auditor":  # the product's auditor: its layer, its screen, its refusal
+            made = make_judge(view)
+            screen, read = made.screen, made.read
+        else:
+            (layer,) = view.check_layers([-1])
+            read = model_reader(view, layer, view.pooling)
+            screen = build_screen(read)
         states = dict(zip(read_texts, read(read_texts), strict=True))
         sides[role] = (screen, states)
     teacher_screen, teacher_states = sides["teacher"]
     student_screen, student_states = sides["student"]
 
-    def lookup(batch: list[str]) -> torch.Tensor:
-        return torch.stack([student_states[t] for t in batch])
-
+    lookup = _cached(student_states)
     judge = None
     if plan.auditor:
         auditor_screen, auditor_states = sides["auditor"]
-        judge = Judge(
-            plan.auditor,
-            auditor_screen,
-            lambda batch: torch.stack([auditor_states[t] for t in batch]),
-        )
+        judge = Judge(plan.auditor, auditor_screen, _cached(auditor_states))
 
     anchors = (
         (anchor_set, anchor_texts, torch.stack([teacher_states[t] for t in anchor_texts]))
@@ -240,6 +236,11 @@ def run_safety(
     atomic_write_bytes(out / "results.md", render(result).encode())
     atomic_write_bytes(out / "results.png", safety_roc(result))
     return result
+
+
+def _cached(states: dict[str, torch.Tensor]) -> Callable[[list[str]], torch.Tensor]:
+    """A model's reader over the states it has already read (every text is read once)."""
+    return lambda batch: torch.stack([states[t] for t in batch])
 
 
 def _packet(
