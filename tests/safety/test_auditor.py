@@ -26,7 +26,7 @@ from m2kt.ingest.fit import FitSettings
 from m2kt.ingest.pipeline import IngestSettings, ingest
 from m2kt.ingest.verify import Gate
 from m2kt.models.load import load_model
-from m2kt.packet import concept_probes
+from m2kt.packet import concept_probes, text_states
 from m2kt.packet.manifest import PROBE_STATES_TENSOR
 from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
@@ -289,7 +289,8 @@ def test_a_weak_blend_is_flagged_by_its_drift_from_its_probes(
     for audit in (export, ingestion):
         found = [(f.name, round(f.score, 3), f.reasons) for f in audit.findings]
         assert [f.name for f in audit.flagged] == ["sport"], found
-        assert "nearer harm than its own probes" in audit.flagged[0].reasons[0], found
+        assert "nearer harm than" in audit.flagged[0].reasons[0], found  # its drift
+    assert "its own probes" in export.flagged[0].reasons[0]
     assert len(export.flagged[0].reasons) == 1  # neither its plain score nor its consistency
 
 
@@ -399,3 +400,54 @@ def test_an_export_auditor_reads_the_probes_its_groups_index(teacher, student) -
     assert list(audit.flagged.values()) == ["gardening"]
     measured = result.packet.manifest.provenance.measurements
     assert measured["safety_auditor_inputs"] > len(spec.all_probes())
+
+
+def test_a_blend_under_the_drift_margin_is_caught_against_the_teachers_probe_states(
+    extraction, student
+) -> None:
+    """Round 4: α = 0.3 of the harm in `sport` drifts less than the margin from the student's
+    reading of its probes (φ's error widens that margin); measured against φ of the teacher's
+    own states of those probes, where φ's error is common to both, it is caught."""
+    _, found, _ = screen_for_ingestion(student, _blend(extraction.packet, 0.3), -1, None)
+    found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
+    assert [f.name for f in found.flagged] == ["sport"], found_all
+    assert (
+        "than the teacher's own states of its probes do, both aligned"
+        in (found.flagged[0].reasons[0])
+    )
+
+
+def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(
+    extraction, teacher, student, monkeypatch
+) -> None:
+    """With the student-space references switched off, the same blend is still caught by its
+    drift in the auditor's space, ψ(c_k) against ψ of its probes' teacher states."""
+    monkeypatch.setattr("m2kt.safety.sides.JUDGED_TEACHER_DRIFT_MARGIN", float("inf"))
+    _, found, _ = screen_for_ingestion(
+        student, _blend(extraction.packet, 0.3), -1, None, auditor=teacher
+    )
+    found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
+    assert [f.name for f in found.flagged] == ["sport"], found_all
+    assert f"both seen in {teacher.name}'s space" in found.flagged[0].reasons[0]
+    assert found.auditor_inputs_read > len(text_states(extraction.packet))
+
+
+def test_a_forged_part_p_does_not_hide_a_trojan(extraction, teacher, student) -> None:
+    """A forger puts the harm's vector under `sport`'s probes and claims, in part P, that the
+    teacher read those probes as the harm: the references made of part P see nothing hidden,
+    and the student's own reading of the probe texts still gives the vector away."""
+    packet = extraction.packet
+    probes = concept_probes(packet)
+    vectors = packet.tensors["concepts.embeddings"].clone()
+    vectors[0] = vectors[3]
+    states = packet.tensors[PROBE_STATES_TENSOR].clone()
+    states[probes.indices(0)] = states[probes.indices(3)]
+    forged = packet.rebuilt(
+        {**packet.tensors, "concepts.embeddings": vectors, PROBE_STATES_TENSOR: states}
+    )
+    forged = drop_concepts(forged, {forged.manifest.concepts[3].id})
+    for auditor in (None, teacher):
+        _, found, _ = screen_for_ingestion(student, forged, -1, None, auditor=auditor)
+        found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
+        assert [f.name for f in found.flagged] == ["sport"], found_all
+        assert "nearer harm than its own probes do" in found.flagged[0].reasons[0]

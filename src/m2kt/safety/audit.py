@@ -20,7 +20,7 @@ Two signals, both reported per concept with the reason:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,11 +48,21 @@ DRIFT_MARGIN = 0.1
 DRIFT_GAIN = 4.0
 EXPORT_DRIFT_MARGIN = 0.06
 INGEST_DRIFT_MARGIN = 0.1
-# With an auditor model judging the probes (`m2kt ingest --auditor`), a benign concept's probe
-# score sits further below the threshold, so a smaller drift can count. Development set, e1 →
-# e2 judged by l1, 3 seeds: margin 0.1 / 0.06 / 0.03 detect 69.2% / 78.3% / 78.3% at 1% false
-# alarms, and flag 0.0% / 0.1% / 2.4% of the benign concepts at the threshold.
-JUDGED_DRIFT_MARGIN = 0.06
+# Beside that drift, ingestion measures two more (round 4, `m2kt.safety.sides.audit_student`),
+# both against the teacher's own states of the concept's probes (part P) so that the map's error
+# is common to both sides of the difference and a small margin can count: φ(c_k) against φ of
+# their mean in the student's space, and, with an auditor model, ψ(c_k) against ψ of their mean
+# in the auditor's space (ψ fitted on the same pairs as φ). A forger who also fits part P to the
+# hidden vector defeats those references, not the student's reading of the probe texts: hence
+# beside, not instead. Development set, e1 → e2, 3 seeds, detection at 1% false alarms / benign
+# concepts flagged at the threshold: without an auditor 54.0% / 8.8% before, 67.7% / 8.8% with
+# the teacher drift at 0.04, 77.8% / 10.7% at 0.02; with l1 judging the probes 78.3% / 0.1%
+# before, 83.8% / 0.0% with the teacher drift at 0.02 (the first drift's margin 0.06 → 0.1: the
+# same detection, fewer false alarms), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
+# 86.9% / 0.0%; 0: 87.4% / 1.6%).
+TEACHER_DRIFT_MARGIN = 0.04
+JUDGED_TEACHER_DRIFT_MARGIN = 0.02
+AUDITOR_DRIFT_MARGIN = 0.02
 
 
 class UnsafePacketError(VerificationError):
@@ -75,6 +85,17 @@ class Finding:
     @property
     def flagged(self) -> bool:
         return bool(self.reasons)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How much nearer harm each concept's vector scores than a reference of it does: [K]
+    `values`, counted beyond `margin`; `against` finishes "its vector scores x nearer harm
+    than …" in the reason."""
+
+    values: torch.Tensor
+    margin: float
+    against: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,7 @@ def audit_concepts(
     drift_margin: float = INGEST_DRIFT_MARGIN,
     vectors_scored: bool = False,
     judged: Scores | None = None,
+    drifts: Sequence[Drift] = (),
 ) -> Audit:
     """Screen each concept's vectors and its probes' reading, both [K, d] in one space.
 
@@ -139,6 +161,9 @@ def audit_concepts(
     `judged` are an auditor model's scores of the probes, on this screen's scale (its margin
     over its own threshold added to this one's): they replace the probes' own score, while the
     drift stays measured against this model's reading, in its space, where φ(c_k) lies.
+
+    `drifts` are more references a vector's score is measured against (`Drift`); the largest
+    excess over its margin, the first drift's included, counts.
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
     own = screen.score(probes)
@@ -164,13 +189,18 @@ def audit_concepts(
                     f"{label} scores {value:.3f} on the harm probe (threshold "
                     f"{screen.threshold:.3f}); nearest unsafe description: '{scores.nearest[k]}'"
                 )
-        hidden = DRIFT_GAIN * max(0.0, drift - drift_margin)
+        excess, what, by, margin = drift - drift_margin, "its own probes do", drift, drift_margin
+        for more in drifts:
+            other = float(more.values[k])
+            if other - more.margin > excess:
+                excess, what, by, margin = other - more.margin, more.against, other, more.margin
+        hidden = DRIFT_GAIN * max(0.0, excess)
         if hidden > 0:
             if best <= screen.threshold < best + hidden:
                 reasons.append(
-                    f"its vector scores {drift:.3f} nearer harm than its own probes do (margin "
-                    f"{drift_margin:.2f}): something is hidden in it; nearest unsafe "
-                    f"description: '{scored[vector].nearest[k]}'"
+                    f"its vector scores {by:.3f} nearer harm than {what} (margin {margin:.2f}): "
+                    f"something is hidden in it; nearest unsafe description: "
+                    f"'{scored[vector].nearest[k]}'"
                 )
             best += hidden
         cos = None
@@ -187,20 +217,26 @@ def audit_concepts(
     return Audit(findings, screen.threshold, space)
 
 
-def probe_consistency(packet: Packet) -> torch.Tensor | None:
-    """[K, K] cosine of each concept to the mean teacher state of each concept's probes.
-
-    Uses the packet's probe states (part P); None when it carries none.
-    """
+def teacher_probe_means(packet: Packet) -> torch.Tensor | None:
+    """[K, d_T] the unit mean of each concept's unit probe states in the teacher's space (part
+    P); None when the packet carries none."""
     probes = concept_probes(packet)
     if probes.states is None:
         return None
+    states = probes.states
     means = [
-        F.normalize(probes.states[probes.indices(k)], dim=-1).mean(0)
+        F.normalize(states[probes.indices(k)], dim=-1).mean(0)
         for k in range(len(packet.manifest.concepts or []))
     ]
-    concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
-    return concepts @ F.normalize(torch.stack(means), dim=-1).T
+    return F.normalize(torch.stack(means), dim=-1)
+
+
+def probe_consistency(packet: Packet) -> torch.Tensor | None:
+    """[K, K] cosine of each concept to the mean teacher state of each concept's probes."""
+    means = teacher_probe_means(packet)
+    if means is None:
+        return None
+    return F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1) @ means.T
 
 
 def screen_traces(

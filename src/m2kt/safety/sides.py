@@ -17,15 +17,19 @@ from m2kt.models.view import ModelView, Pooling
 from m2kt.packet import Packet, concept_probes, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
+    AUDITOR_DRIFT_MARGIN,
     EXPORT_DRIFT_MARGIN,
-    JUDGED_DRIFT_MARGIN,
+    JUDGED_TEACHER_DRIFT_MARGIN,
+    TEACHER_DRIFT_MARGIN,
     Audit,
+    Drift,
     UnsafePacketError,
     audit_concepts,
     drop_concepts,
     probe_consistency,
     refuse_unless_two_kept,
     screen_traces,
+    teacher_probe_means,
 )
 from m2kt.safety.screen import ReadTexts, SafetyScreen, Scores, screen_from_file
 
@@ -158,9 +162,15 @@ def audit_student(
     cal = fit_audit_alignment(teacher, student)
     with torch.no_grad():
         aligned = cal(F.normalize(concepts.float(), dim=-1))
+    means = teacher_probe_means(packet)
     ids, names = [c.id for c in m.concepts], [c.name for c in m.concepts]
     consistency = probe_consistency(packet)
-    audit = audit_concepts(screen, ids, names, {"aligned concept": aligned}, anchors, consistency)
+    view = {"aligned concept": aligned}
+    where = "aligned into the student"
+    own = []
+    if means is not None:
+        own.append(probe_drift(screen, cal, concepts, means, where, TEACHER_DRIFT_MARGIN))
+    audit = audit_concepts(screen, ids, names, view, anchors, consistency, drifts=own)
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
     audit = replace(
@@ -169,15 +179,28 @@ def audit_student(
     if judge is None:
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
+    judge_reads = len(probes.texts)
+    judged_drifts = []
+    if means is not None:
+        judged_drifts.append(
+            probe_drift(screen, cal, concepts, means, where, JUDGED_TEACHER_DRIFT_MARGIN)
+        )
+        if len(paired) >= 2:
+            psi = fit_audit_alignment(teacher, judge.read(list(paired)))
+            judge_reads += len(paired)
+            where = f"seen in {judge.name}'s space"
+            judged_drifts.append(
+                probe_drift(judge.screen, psi, concepts, means, where, AUDITOR_DRIFT_MARGIN)
+            )
     decided = audit_concepts(
         screen,
         ids,
         names,
-        {"aligned concept": aligned},
+        view,
         anchors,
         consistency,
-        drift_margin=JUDGED_DRIFT_MARGIN,
         judged=judge_probes(judge, screen, list(probes.texts), groups),
+        drifts=judged_drifts,
     )
     return replace(
         decided,
@@ -185,9 +208,26 @@ def audit_student(
         inputs_read=audit.inputs_read,
         traces=traces,
         auditor=judge.name,
-        auditor_inputs_read=len(probes.texts) + int(judge.screen.calibration["texts_read"]),
+        auditor_inputs_read=judge_reads + int(judge.screen.calibration["texts_read"]),
         baseline={f.name: f.score for f in audit.findings},
     )
+
+
+def probe_drift(
+    screen: SafetyScreen,
+    into: ConceptAlignmentLayer,
+    concepts: torch.Tensor,
+    means: torch.Tensor,
+    where: str,
+    margin: float,
+) -> Drift:
+    """How much nearer harm each concept's vector scores on `screen` than the mean of its
+    probes' teacher states (`means`, `teacher_probe_means`), both mapped by `into` into the
+    screen's space: a map's error moves both alike, so an honest concept's drift stays small."""
+    with torch.no_grad():
+        vectors = screen.score(into(F.normalize(concepts.float(), dim=-1))).values
+        gap = vectors - screen.score(into(means)).values
+    return Drift(gap, margin, f"the teacher's own states of its probes do, both {where}")
 
 
 def auditor_layer(view: ModelView) -> int:

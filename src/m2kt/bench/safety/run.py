@@ -172,8 +172,7 @@ def run_safety(
     if plan.auditor:  # judges the probes on both sides (`--auditor` of extract and ingest)
         roles.append(("auditor", plan.auditor))
     for role, model in roles:
-        read_texts = probe_texts if role == "auditor" else texts  # it never reads anchors
-        log(f"reading {len(read_texts)} probes and the screen's texts with {model}")
+        log(f"reading {len(texts)} probes and anchors and the screen's texts with {model}")
         view = load_model(model)
         if role == "auditor":  # the product's auditor: its layer, its screen, its refusal
             made = make_judge(view)
@@ -182,7 +181,7 @@ def run_safety(
             (layer,) = view.check_layers([-1])
             read = model_reader(view, layer, view.pooling)
             screen = build_screen(read)
-        states = dict(zip(read_texts, read(read_texts), strict=True))
+        states = dict(zip(texts, read(texts), strict=True))
         sides[role] = (screen, states)
     teacher_screen, teacher_states = sides["teacher"]
     student_screen, student_states = sides["student"]
