@@ -451,3 +451,14 @@ def test_a_forged_part_p_does_not_hide_a_trojan(extraction, teacher, student) ->
         found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
         assert [f.name for f in found.flagged] == ["sport"], found_all
         assert "nearer harm than its own probes do" in found.flagged[0].reasons[0]
+
+
+def test_a_heads_row_is_not_judged_against_its_probes_teacher_states(extraction, student) -> None:
+    """A teacher's head row is a direction that tells its class apart, not a reading of its
+    probes: the references made of part P leave it to the student's reading of the probe
+    texts. The blend the teacher's probe states catch (above) passes when labelled `head`."""
+    blended = _blend(extraction.packet, 0.3)
+    concepts = blended.manifest.concepts
+    as_head = blended.rebuilt(concepts=[c.model_copy(update={"method": "head"}) for c in concepts])
+    _, found, _ = screen_for_ingestion(student, as_head, -1, None)
+    assert not found.flagged, [(f.name, round(f.score, 3), f.reasons) for f in found.findings]

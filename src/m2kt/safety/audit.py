@@ -231,6 +231,16 @@ def teacher_probe_means(packet: Packet) -> torch.Tensor | None:
     return F.normalize(torch.stack(means), dim=-1)
 
 
+def read_from_probes(packet: Packet) -> torch.Tensor:
+    """[K] bool: the concepts whose vector the teacher read from its probes (every method but
+    `head`). A head's row is the teacher's classifier, a direction that tells its class from
+    the others, not a reading of its probes: its drift from their mean is its nature, not a
+    hidden harm (in round 3, e1's head row for tweets `negative` scored 0.086 nearer harm in
+    e2's space than e2's reading of its tweets), so the references made of part P do not judge
+    it; the student's reading of its probe texts still does. A forger who labels a trojan `head` meets that drift alone, as in round 3."""
+    return torch.tensor([c.method != "head" for c in packet.manifest.concepts or []])
+
+
 def probe_consistency(packet: Packet) -> torch.Tensor | None:
     """[K, K] cosine of each concept to the mean teacher state of each concept's probes."""
     means = teacher_probe_means(packet)

@@ -27,6 +27,7 @@ from m2kt.safety.audit import (
     audit_concepts,
     drop_concepts,
     probe_consistency,
+    read_from_probes,
     refuse_unless_two_kept,
     screen_traces,
     teacher_probe_means,
@@ -169,7 +170,7 @@ def audit_student(
     where = "aligned into the student"
     own = []
     if means is not None:
-        own.append(probe_drift(screen, cal, concepts, means, where, TEACHER_DRIFT_MARGIN))
+        own.append(probe_drift(screen, cal, packet, means, where, TEACHER_DRIFT_MARGIN))
     audit = audit_concepts(screen, ids, names, view, anchors, consistency, drifts=own)
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
@@ -183,14 +184,14 @@ def audit_student(
     judged_drifts = []
     if means is not None:
         judged_drifts.append(
-            probe_drift(screen, cal, concepts, means, where, JUDGED_TEACHER_DRIFT_MARGIN)
+            probe_drift(screen, cal, packet, means, where, JUDGED_TEACHER_DRIFT_MARGIN)
         )
         if len(paired) >= 2:
             psi = fit_audit_alignment(teacher, judge.read(list(paired)))
             judge_reads += len(paired)
             where = f"seen in {judge.name}'s space"
             judged_drifts.append(
-                probe_drift(judge.screen, psi, concepts, means, where, AUDITOR_DRIFT_MARGIN)
+                probe_drift(judge.screen, psi, packet, means, where, AUDITOR_DRIFT_MARGIN)
             )
     decided = audit_concepts(
         screen,
@@ -216,17 +217,19 @@ def audit_student(
 def probe_drift(
     screen: SafetyScreen,
     into: ConceptAlignmentLayer,
-    concepts: torch.Tensor,
+    packet: Packet,
     means: torch.Tensor,
     where: str,
     margin: float,
 ) -> Drift:
     """How much nearer harm each concept's vector scores on `screen` than the mean of its
     probes' teacher states (`means`, `teacher_probe_means`), both mapped by `into` into the
-    screen's space: a map's error moves both alike, so an honest concept's drift stays small."""
+    screen's space: a map's error moves both alike, so an honest concept's drift stays small.
+    Concepts not read from their probes (`read_from_probes`) drift by 0 here."""
+    concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
     with torch.no_grad():
-        vectors = screen.score(into(F.normalize(concepts.float(), dim=-1))).values
-        gap = vectors - screen.score(into(means)).values
+        gap = screen.score(into(concepts)).values - screen.score(into(means)).values
+    gap = torch.where(read_from_probes(packet), gap, torch.zeros_like(gap))
     return Drift(gap, margin, f"the teacher's own states of its probes do, both {where}")
 
 
