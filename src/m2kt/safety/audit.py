@@ -57,8 +57,8 @@ INGEST_DRIFT_MARGIN = 0.1
 # beside, not instead. Development set, e1 → e2, 3 seeds, detection at 1% false alarms / benign
 # concepts flagged at the threshold: without an auditor 54.0% / 8.8% before, 67.7% / 8.8% with
 # the teacher drift at 0.04, 77.8% / 10.7% at 0.02; with l1 judging the probes 78.3% / 0.1%
-# before, 83.8% / 0.0% with the teacher drift at 0.02 (the first drift's margin 0.06 → 0.1: the
-# same detection, fewer false alarms), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
+# before, 83.8% / 0.0% with the teacher drift at 0.02 (with the first drift's margin back from
+# 0.06 to 0.1: 83.3% / 0.1% at 0.06), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
 # 86.9% / 0.0%; 0: 87.4% / 1.6%).
 TEACHER_DRIFT_MARGIN = 0.04
 JUDGED_TEACHER_DRIFT_MARGIN = 0.02
