@@ -408,18 +408,22 @@ def test_an_export_auditor_reads_the_probes_its_groups_index(teacher, student) -
 
 
 def test_a_blend_under_the_drift_margin_is_caught_against_the_teachers_probe_states(
-    extraction, student
+    extraction, student, monkeypatch
 ) -> None:
     """Round 4: α = 0.3 of the harm in `sport` drifts less than the margin from the student's
     reading of its probes (φ's error widens that margin); measured against φ of the teacher's
     own states of those probes, where φ's error is common to both, it is caught."""
-    _, found, _ = screen_for_ingestion(student, _blend(extraction.packet, 0.3), -1, None)
+    blended = _blend(extraction.packet, 0.3)
+    _, found, _ = screen_for_ingestion(student, blended, -1, None)
     found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
     assert [f.name for f in found.flagged] == ["sport"], found_all
     assert (
         "than the teacher's own states of its probes do, both aligned"
         in (found.flagged[0].reasons[0])
     )
+    monkeypatch.setattr("m2kt.safety.sides.TEACHER_DRIFT_MARGIN", float("inf"))
+    _, without, _ = screen_for_ingestion(student, blended, -1, None)
+    assert not without.flagged, "the first drift alone already catches α = 0.3"
 
 
 def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(

@@ -7,15 +7,16 @@ Two signals, both reported per concept with the reason:
   drift only: see below);
 - hidden meaning: a vector that scores nearer harm than its own probes' reading does (its
   *drift*) hides something there: a harmful vector under benign probes, or one blended into a
-  benign concept. An honest concept's vector is read from its probes, so its drift is noise
-  (real extractions of the user specs: at most 0.01 at export, 0.06 at ingestion, where φ adds
-  its own error); drift beyond the side's margin is added to the concept's score `DRIFT_GAIN`
-  times over, so that a weak blend (α = 0.25 moves the score by about 0.13) crosses the same
-  threshold as a plain harm. A vector that also disagrees with its probes (cosine to the mean of
-  its probes' teacher states not the highest among all concepts', or more than
-  `CONSISTENCY_MARGIN` below the packet's median) and drifts by more than `DRIFT_MARGIN` is
-  flagged whatever its score. A vector that is merely wrong (pointing at another benign
-  concept) is not a safety matter; verification catches it.
+  benign concept (at ingestion also measured against the teacher's own states of its probes,
+  part P, seen through the same map: `Drift`). An honest concept's vector is read from its
+  probes, so its drift is noise (real extractions of the user specs: at most 0.01 at export,
+  0.06 at ingestion, where φ adds its own error); drift beyond the side's margin is added to the
+  concept's score `DRIFT_GAIN` times over, so that a weak blend (α = 0.25 moves the score by
+  about 0.13) crosses the same threshold as a plain harm. A vector that also disagrees with its
+  probes (cosine to the mean of its probes' teacher states not the highest among all concepts',
+  or more than `CONSISTENCY_MARGIN` below the packet's median) and drifts by more than
+  `DRIFT_MARGIN` is flagged whatever its score. A vector that is merely wrong (pointing at
+  another benign concept) is not a safety matter; verification catches it.
 """
 
 from __future__ import annotations
