@@ -485,3 +485,25 @@ def test_a_packet_without_part_p_is_still_audited(extraction, teacher, student) 
         assert [f.name for f in found.flagged] == ["gardening"], found_all
     screen_texts = found.inputs_read - len(dict.fromkeys(probes.texts))
     assert found.auditor_inputs_read == screen_texts + len(probes.texts)
+
+
+def test_a_concept_without_probes_is_flagged_not_passed(extraction, student) -> None:
+    """A packet may list a concept with no probes (a spec may not): with no reading to measure
+    it against, its scores are NaN and passed every check; a harm's vector went through."""
+    packet = extraction.packet
+    probes = concept_probes(packet)
+    rows = torch.nonzero(probes.labels != 3).flatten()
+    concepts = [
+        c.model_copy(update={"probes": []}) if k == 3 else c
+        for k, c in enumerate(packet.manifest.concepts)
+    ]
+    tensors = {k: v for k, v in packet.tensors.items() if not k.startswith("traces.")}
+    tensors[PROBE_STATES_TENSOR] = tensors[PROBE_STATES_TENSOR][rows]
+    tensors.pop(LAYER_STATES_TENSOR, None)
+    tensors.pop(LAYER_EMBEDDINGS_TENSOR, None)
+    bare = packet.rebuilt(tensors, concepts=concepts, layers=None, traces=None)
+    _, found, kept = screen_for_ingestion(student, bare, -1, None)
+    found_all = [(f.name, f.score, f.reasons) for f in found.findings]
+    assert [f.name for f in found.flagged] == ["gardening"], found_all
+    assert "it has no probes" in found.flagged[0].reasons[0]
+    assert [c.name for c in kept.manifest.concepts] == ["sport", "business", "politics"]

@@ -21,6 +21,7 @@ Two signals, both reported per concept with the reason:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -165,6 +166,9 @@ def audit_concepts(
 
     `drifts` are more references a vector's score is measured against (`Drift`); the largest
     excess over its margin, the first drift's included, counts.
+
+    A concept without probes (a packet may list none; a spec may not) has no reading, so its
+    scores and drifts are NaN and would pass every test above: it is flagged instead.
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
     own = screen.score(probes)
@@ -177,6 +181,10 @@ def audit_concepts(
     findings = []
     for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
         reasons, best, nearest = [], float("-inf"), ""
+        if not math.isfinite(float(probe_scores[k])):  # no probes: no reading, no drift
+            reasons.append(
+                "it has no probes, so nothing it hides can be measured against their reading"
+            )
         vector = max(views, key=lambda label: float(scored[label].values[k]))
         drift = float(scored[vector].values[k]) - float(probe_scores[k])
         for label, scores in scored.items():
