@@ -27,7 +27,12 @@ from m2kt.ingest.pipeline import IngestSettings, ingest
 from m2kt.ingest.verify import Gate
 from m2kt.models.load import load_model
 from m2kt.packet import concept_probes, text_states
-from m2kt.packet.manifest import PROBE_STATES_TENSOR
+from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
+    LAYER_EMBEDDINGS_TENSOR,
+    LAYER_STATES_TENSOR,
+    PROBE_STATES_TENSOR,
+)
 from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import UnsafePacketError, drop_concepts
 from m2kt.safety.screen import build_screen
@@ -403,18 +408,22 @@ def test_an_export_auditor_reads_the_probes_its_groups_index(teacher, student) -
 
 
 def test_a_blend_under_the_drift_margin_is_caught_against_the_teachers_probe_states(
-    extraction, student
+    extraction, student, monkeypatch
 ) -> None:
     """Round 4: α = 0.3 of the harm in `sport` drifts less than the margin from the student's
     reading of its probes (φ's error widens that margin); measured against φ of the teacher's
     own states of those probes, where φ's error is common to both, it is caught."""
-    _, found, _ = screen_for_ingestion(student, _blend(extraction.packet, 0.3), -1, None)
+    blended = _blend(extraction.packet, 0.3)
+    _, found, _ = screen_for_ingestion(student, blended, -1, None)
     found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
     assert [f.name for f in found.flagged] == ["sport"], found_all
     assert (
         "than the teacher's own states of its probes do, both aligned"
         in (found.flagged[0].reasons[0])
     )
+    monkeypatch.setattr("m2kt.safety.sides.TEACHER_DRIFT_MARGIN", float("inf"))
+    _, without, _ = screen_for_ingestion(student, blended, -1, None)
+    assert not without.flagged, "the first drift alone already catches α = 0.3"
 
 
 def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(
@@ -423,13 +432,16 @@ def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(
     """With the student-space references switched off, the same blend is still caught by its
     drift in the auditor's space, ψ(c_k) against ψ of its probes' teacher states."""
     monkeypatch.setattr("m2kt.safety.sides.JUDGED_TEACHER_DRIFT_MARGIN", float("inf"))
-    _, found, _ = screen_for_ingestion(
-        student, _blend(extraction.packet, 0.3), -1, None, auditor=teacher
-    )
+    blended = _blend(extraction.packet, 0.3)
+    _, found, _ = screen_for_ingestion(student, blended, -1, None, auditor=teacher)
     found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
     assert [f.name for f in found.flagged] == ["sport"], found_all
     assert f"both seen in {teacher.name}'s space" in found.flagged[0].reasons[0]
-    assert found.auditor_inputs_read > len(text_states(extraction.packet))
+    probes, paired = concept_probes(blended), text_states(blended)
+    # the screen's calibration texts are the same for every model; the auditor read each
+    # concept's probes to judge them, and every paired text (probes and anchors) to fit ψ
+    screen_texts = found.inputs_read - len(dict.fromkeys([*probes.texts, *paired]))
+    assert found.auditor_inputs_read == screen_texts + len(probes.texts) + len(paired)
 
 
 def test_a_forged_part_p_does_not_hide_a_trojan(extraction, teacher, student) -> None:
@@ -462,3 +474,47 @@ def test_a_heads_row_is_not_judged_against_its_probes_teacher_states(extraction,
     as_head = blended.rebuilt(concepts=[c.model_copy(update={"method": "head"}) for c in concepts])
     _, found, _ = screen_for_ingestion(student, as_head, -1, None)
     assert not found.flagged, [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
+
+
+def test_a_packet_without_part_p_is_still_audited(extraction, teacher, student) -> None:
+    """Part P is optional: without the teacher's probe states there is no reference made of them
+    and no ψ, and the audit still runs on the student's reading of the probe texts, with and
+    without an auditor, which then reads only the probes."""
+    dropped = {
+        PROBE_STATES_TENSOR,
+        ANCHOR_STATES_TENSOR,
+        LAYER_EMBEDDINGS_TENSOR,
+        LAYER_STATES_TENSOR,
+    }
+    tensors = {k: v for k, v in extraction.packet.tensors.items() if k not in dropped}
+    packet = extraction.packet.rebuilt(tensors, probes=None, anchors=None, layers=None)
+    probes = concept_probes(packet)
+    assert probes.states is None and not text_states(packet)
+    for auditor in (None, teacher):
+        _, found, _ = screen_for_ingestion(student, packet, -1, None, auditor=auditor)
+        found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
+        assert [f.name for f in found.flagged] == ["gardening"], found_all
+    screen_texts = found.inputs_read - len(dict.fromkeys(probes.texts))
+    assert found.auditor_inputs_read == screen_texts + len(probes.texts)
+
+
+def test_a_concept_without_probes_is_flagged_not_passed(extraction, student) -> None:
+    """A packet may list a concept with no probes (a spec may not): with no reading to measure
+    it against, its scores are NaN and passed every check; a harm's vector went through."""
+    packet = extraction.packet
+    probes = concept_probes(packet)
+    rows = torch.nonzero(probes.labels != 3).flatten()
+    concepts = [
+        c.model_copy(update={"probes": []}) if k == 3 else c
+        for k, c in enumerate(packet.manifest.concepts)
+    ]
+    tensors = {k: v for k, v in packet.tensors.items() if not k.startswith("traces.")}
+    tensors[PROBE_STATES_TENSOR] = tensors[PROBE_STATES_TENSOR][rows]
+    tensors.pop(LAYER_STATES_TENSOR, None)
+    tensors.pop(LAYER_EMBEDDINGS_TENSOR, None)
+    bare = packet.rebuilt(tensors, concepts=concepts, layers=None, traces=None)
+    _, found, kept = screen_for_ingestion(student, bare, -1, None)
+    found_all = [(f.name, f.score, f.reasons) for f in found.findings]
+    assert [f.name for f in found.flagged] == ["gardening"], found_all
+    assert "it has no probes" in found.flagged[0].reasons[0]
+    assert [c.name for c in kept.manifest.concepts] == ["sport", "business", "politics"]

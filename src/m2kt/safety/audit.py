@@ -7,19 +7,21 @@ Two signals, both reported per concept with the reason:
   drift only: see below);
 - hidden meaning: a vector that scores nearer harm than its own probes' reading does (its
   *drift*) hides something there: a harmful vector under benign probes, or one blended into a
-  benign concept. An honest concept's vector is read from its probes, so its drift is noise
-  (real extractions of the user specs: at most 0.01 at export, 0.06 at ingestion, where φ adds
-  its own error); drift beyond the side's margin is added to the concept's score `DRIFT_GAIN`
-  times over, so that a weak blend (α = 0.25 moves the score by about 0.13) crosses the same
-  threshold as a plain harm. A vector that also disagrees with its probes (cosine to the mean of
-  its probes' teacher states not the highest among all concepts', or more than
-  `CONSISTENCY_MARGIN` below the packet's median) and drifts by more than `DRIFT_MARGIN` is
-  flagged whatever its score. A vector that is merely wrong (pointing at another benign
-  concept) is not a safety matter; verification catches it.
+  benign concept (at ingestion also measured against the teacher's own states of its probes,
+  part P, seen through the same map: `Drift`). An honest concept's vector is read from its
+  probes, so its drift is noise (real extractions of the user specs: at most 0.01 at export,
+  0.06 at ingestion, where φ adds its own error); drift beyond the side's margin is added to the
+  concept's score `DRIFT_GAIN` times over, so that a weak blend (α = 0.25 moves the score by
+  about 0.13) crosses the same threshold as a plain harm. A vector that also disagrees with its
+  probes (cosine to the mean of its probes' teacher states not the highest among all concepts',
+  or more than `CONSISTENCY_MARGIN` below the packet's median) and drifts by more than
+  `DRIFT_MARGIN` is flagged whatever its score. A vector that is merely wrong (pointing at
+  another benign concept) is not a safety matter; verification catches it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,8 +59,8 @@ INGEST_DRIFT_MARGIN = 0.1
 # beside, not instead. Development set, e1 → e2, 3 seeds, detection at 1% false alarms / benign
 # concepts flagged at the threshold: without an auditor 54.0% / 8.8% before, 67.7% / 8.8% with
 # the teacher drift at 0.04, 77.8% / 10.7% at 0.02; with l1 judging the probes 78.3% / 0.1%
-# before, 83.8% / 0.0% with the teacher drift at 0.02 (the first drift's margin 0.06 → 0.1: the
-# same detection, fewer false alarms), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
+# before, 83.8% / 0.0% with the teacher drift at 0.02 (with the first drift's margin back from
+# 0.06 to 0.1: 83.3% / 0.1% at 0.06), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
 # 86.9% / 0.0%; 0: 87.4% / 1.6%).
 TEACHER_DRIFT_MARGIN = 0.04
 JUDGED_TEACHER_DRIFT_MARGIN = 0.02
@@ -164,6 +166,9 @@ def audit_concepts(
 
     `drifts` are more references a vector's score is measured against (`Drift`); the largest
     excess over its margin, the first drift's included, counts.
+
+    A concept without probes (a packet may list none; a spec may not) has no reading, so its
+    scores and drifts are NaN and would pass every test above: it is flagged instead.
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
     own = screen.score(probes)
@@ -176,6 +181,10 @@ def audit_concepts(
     findings = []
     for k, (cid, name) in enumerate(zip(ids, names, strict=True)):
         reasons, best, nearest = [], float("-inf"), ""
+        if not math.isfinite(float(probe_scores[k])):  # no probes: no reading, no drift
+            reasons.append(
+                "it has no probes, so nothing it hides can be measured against their reading"
+            )
         vector = max(views, key=lambda label: float(scored[label].values[k]))
         drift = float(scored[vector].values[k]) - float(probe_scores[k])
         for label, scores in scored.items():
@@ -237,7 +246,8 @@ def read_from_probes(packet: Packet) -> torch.Tensor:
     the others, not a reading of its probes: its drift from their mean is its nature, not a
     hidden harm (in round 3, e1's head row for tweets `negative` scored 0.086 nearer harm in
     e2's space than e2's reading of its tweets), so the references made of part P do not judge
-    it; the student's reading of its probe texts still does. A forger who labels a trojan `head` meets that drift alone, as in round 3."""
+    it; the student's reading of its probe texts still does. A forger who labels a trojan
+    `head` meets that drift alone, as in round 3."""
     return torch.tensor([c.method != "head" for c in packet.manifest.concepts or []])
 
 

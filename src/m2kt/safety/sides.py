@@ -137,11 +137,16 @@ def audit_student(
     concept/anchor pairs without either), counts through its drift from that reading
     (`audit_concepts`). The anchors matter: a map fitted on a handful of
     benign probes spans only their directions, so a harmful vector hidden under them would be
-    carried into the student as its benign shadow.
+    carried into the student as its benign shadow. With part P, φ(c_k) is also measured against
+    φ of the teacher's own states of its probes (`probe_drift`): one map carries both, so its
+    error cancels and a smaller margin counts; beside the first drift, not instead, because a
+    forger can fit part P to the hidden vector but not the student's reading of the texts.
 
     With a `judge`, what the probes *say* is judged in the auditor's space (its reading of them,
     on its own calibrated screen), and what a vector *hides* (its drift) in the student's, where
-    the vector lands; the audit keeps the student's own scores as its `baseline`.
+    the vector lands, and with part P and pairs to fit ψ on, ψ(c_k) against ψ of its probes'
+    teacher states on the auditor's screen too (those reads counted in `auditor_inputs_read`);
+    the audit keeps the student's own scores as its `baseline`.
     """
     m = packet.manifest
     assert m.concepts is not None
@@ -163,15 +168,15 @@ def audit_student(
     cal = fit_audit_alignment(teacher, student)
     with torch.no_grad():
         aligned = cal(F.normalize(concepts.float(), dim=-1))
-    means = teacher_probe_means(packet)
+    means = teacher_probe_means(packet)  # None without part P: the first drift alone counts
     ids, names = [c.id for c in m.concepts], [c.name for c in m.concepts]
     consistency = probe_consistency(packet)
-    view = {"aligned concept": aligned}
-    where = "aligned into the student"
-    own = []
+    views = {"aligned concept": aligned}
+    drifts = []
     if means is not None:
-        own.append(probe_drift(screen, cal, packet, means, where, TEACHER_DRIFT_MARGIN))
-    audit = audit_concepts(screen, ids, names, view, anchors, consistency, drifts=own)
+        where = "aligned into the student"
+        drifts.append(probe_drift(screen, cal, packet, means, where, TEACHER_DRIFT_MARGIN))
+    audit = audit_concepts(screen, ids, names, views, anchors, consistency, drifts=drifts)
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
     audit = replace(
@@ -181,23 +186,19 @@ def audit_student(
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
     judge_reads = len(probes.texts)
-    judged_drifts = []
-    if means is not None:
+    judged_drifts = [replace(drift, margin=JUDGED_TEACHER_DRIFT_MARGIN) for drift in drifts]
+    if means is not None and len(paired) >= 2:  # ψ is fitted on the pairs φ is
+        psi = fit_audit_alignment(teacher, judge.read(list(paired)))
+        judge_reads += len(paired)
+        where = f"seen in {judge.name}'s space"
         judged_drifts.append(
-            probe_drift(screen, cal, packet, means, where, JUDGED_TEACHER_DRIFT_MARGIN)
+            probe_drift(judge.screen, psi, packet, means, where, AUDITOR_DRIFT_MARGIN)
         )
-        if len(paired) >= 2:
-            psi = fit_audit_alignment(teacher, judge.read(list(paired)))
-            judge_reads += len(paired)
-            where = f"seen in {judge.name}'s space"
-            judged_drifts.append(
-                probe_drift(judge.screen, psi, packet, means, where, AUDITOR_DRIFT_MARGIN)
-            )
     decided = audit_concepts(
         screen,
         ids,
         names,
-        view,
+        views,
         anchors,
         consistency,
         judged=judge_probes(judge, screen, list(probes.texts), groups),
