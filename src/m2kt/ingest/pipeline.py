@@ -224,7 +224,7 @@ def ingest(
             f"{user.repeated} rows of your file repeat an earlier sentence: each sentence was "
             "judged once"
         )
-    unchecked = [c for c in reading.concepts if user and c not in user.concepts]
+    unchecked = [c for c in reading.concepts if c not in user.concepts] if user else []
     if unchecked:  # the verdict covers the concepts your sentences name, and only those
         reading.notes.append(
             f"your sentences name no {', '.join(repr(c) for c in unchecked[:8])}"

@@ -232,9 +232,8 @@ def teacher_probe_means(packet: Packet) -> torch.Tensor | None:
     probes = concept_probes(packet)
     if probes.states is None:
         return None
-    states = probes.states
     means = [
-        F.normalize(states[probes.indices(k)], dim=-1).mean(0)
+        F.normalize(probes.states[probes.indices(k)], dim=-1).mean(0)
         for k in range(len(packet.manifest.concepts or []))
     ]
     return F.normalize(torch.stack(means), dim=-1)

@@ -157,26 +157,25 @@ def labelled_rows(data: bytes, path: Path) -> tuple[list[str], list[int], tuple[
     characters), and refused before any model loads when it cannot make a classification task:
     no rows, one label only, or a class too small to split.
     """
-    hint = CSV_HINT
     try:
         reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
         rows = []
         for row in reader:
             rows.append(row)
             if len(rows) > MAX_CSV_ROWS:
-                raise UsageError(f"{path} has over {MAX_CSV_ROWS:,} rows", hint)
+                raise UsageError(f"{path} has over {MAX_CSV_ROWS:,} rows", CSV_HINT)
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", hint) from None
+        raise UsageError(f"cannot read {path}: {exc}", CSV_HINT) from None
     if not {"text", "label"} <= set(reader.fieldnames or ()):
-        raise UsageError(f"{path} needs a header with `text` and `label` columns", hint)
+        raise UsageError(f"{path} needs a header with `text` and `label` columns", CSV_HINT)
     if not rows:
-        raise UsageError(f"{path} has a header but no rows", hint)
+        raise UsageError(f"{path} has a header but no rows", CSV_HINT)
     for number, row in enumerate(rows, start=2):
         text, label = row["text"], row["label"]
         if not isinstance(text, str) or not isinstance(label, str):
-            raise UsageError(f"{path}, line {number}: a row needs both text and label", hint)
+            raise UsageError(f"{path}, line {number}: a row needs both text and label", CSV_HINT)
         if not text.strip() or not label.strip():
-            raise UsageError(f"{path}, line {number}: empty text or label", hint)
+            raise UsageError(f"{path}, line {number}: empty text or label", CSV_HINT)
         if len(label.strip()) > MAX_LABEL_CHARS:
             raise UsageError(f"{path}, line {number}: a label over {MAX_LABEL_CHARS} characters")
     classes = tuple(sorted({row["label"].strip() for row in rows}))
@@ -186,7 +185,7 @@ def labelled_rows(data: bytes, path: Path) -> tuple[list[str], list[int], tuple[
             "add examples of the other classes",
         )
     if len(classes) > MAX_CLASSES:
-        raise UsageError(f"{path} has {len(classes):,} labels; at most {MAX_CLASSES:,}", hint)
+        raise UsageError(f"{path} has {len(classes):,} labels; at most {MAX_CLASSES:,}", CSV_HINT)
     texts = [" ".join(row["text"].split()) for row in rows]
     labels = [classes.index(row["label"].strip()) for row in rows]
     return texts, labels, classes
