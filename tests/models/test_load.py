@@ -44,9 +44,28 @@ def test_a_directory_missing_real_weights_is_refused(tmp_path: Path) -> None:
         load_model(str(tmp_path))
 
 
-def test_one_list_of_ids_and_an_encoder_only_where_there_is_one() -> None:
+def test_one_list_of_ids() -> None:
     assert set(EMBEDDED) == {"e1", "e2", "e3", "l1"}
     with pytest.raises(UsageError, match="unknown model"):
         load_model("e4")
+
+
+def test_l1_loads_without_transformers_bars_and_offers_no_encoder(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI draws one bar per stage on stderr; transformers' own bars (de-quantizing the GGUF
+    file, loading weights) would interleave with it, so a load draws none of them and leaves
+    their switches as it found them. (One l1 load for both checks: it takes seconds.)"""
+    import huggingface_hub.utils as hub
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    before = (hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled())
+    gguf_bar = gguf_reader.tqdm
+    view = load_model("l1")
+    drawn = capfd.readouterr().err
+    assert "GGUF tensors" not in drawn and "Loading weights" not in drawn and "it/s" not in drawn
+    assert (hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()) == before
+    assert gguf_reader.tqdm is gguf_bar
     with pytest.raises(UsageError, match="causal language model"):
-        load_model("l1").encoder()
+        view.encoder()

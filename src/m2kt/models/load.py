@@ -9,6 +9,8 @@ sentence embeddings (`load_model("e2").encoder()`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,16 @@ def load_model(spec: str, *, max_length: int | None = None) -> ModelView:
 
     `max_length` caps the context (defaults to the model's own).
     """
+    kind = check_model_reference(spec)
+    with _their_progress_bars_off():
+        return _load(spec, kind, max_length)
+
+
+def _load(spec: str, kind: str, max_length: int | None) -> ModelView:
     from m2kt.models import embedded
     from m2kt.models.causal_lm import l1_file, load_causal_lm, load_l1
     from m2kt.models.text_encoder import from_pretrained_dir
 
-    kind = check_model_reference(spec)
     short = spec.split(":", 1)[0].lower()
     path = Path(spec)
     if kind == "l1":
@@ -83,6 +90,36 @@ def check_model_reference(spec: str) -> str:
         "a .gguf file, nor a local directory",
         "pass e1/e2/e3/l1, a GGUF file or the path of a Hugging Face model directory",
     )
+
+
+@contextmanager
+def _their_progress_bars_off() -> Iterator[None]:
+    """transformers draws a bar per load ("Loading weights", and for a GGUF file "Converting and
+    de-quantizing GGUF tensors"); the CLI draws its own bar per stage, and two kinds of bar on one
+    stderr garble both. Theirs are switched off while a model loads, then put back as they were.
+
+    transformers' switch (`disable_progress_bar`) also switches huggingface_hub's bars, so both
+    are restored. Its GGUF reader calls `tqdm.auto.tqdm` directly, past that switch, so for the
+    load its `tqdm` is pointed at transformers' switchable one.
+    """
+    import huggingface_hub.utils as hub
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    theirs_on, hub_on = hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
+    gguf_bar = gguf_reader.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_reader.tqdm = hf_logging.tqdm
+    try:
+        yield
+    finally:
+        gguf_reader.tqdm = gguf_bar
+        if theirs_on:
+            hf_logging.enable_progress_bar()
+        if hub_on:
+            hub.enable_progress_bars()
+        else:
+            hub.disable_progress_bars()
 
 
 def _causal_view(
