@@ -95,6 +95,19 @@ def test_an_auditor_that_is_no_model_is_refused_before_any_model_loads(
     assert message in refused(capsys, [*argv, "--auditor", auditor])
 
 
+def test_evaluate_without_a_student_says_what_to_pass_with_an_example(capsys) -> None:
+    """argparse alone says only which arguments are missing; the hint names each one's value
+    and a command line of the command's own examples that passes them."""
+    line = refused(capsys, ["evaluate", "--adapter", "adapters/bbc", "--task", "bbc"])
+    assert "the following arguments are required: --student" in line
+    assert "(hint: pass --student MODEL (the model the adapter was ingested into), e.g. " in line
+    assert "`m2kt evaluate --student e2 --adapter adapters/bbc --task bbc`)" in line
+    line = refused(capsys, ["evaluate", "--student", "e2", "--adapter", "adapters/bbc"])
+    assert "(hint: pass --task TASK (bbc, tweets or a CSV file) or --text TEXT" in line
+    line = refused(capsys, ["patch", "apply", "--model", "e1"])  # no examples: its help
+    assert line.endswith("(hint: pass PATCH; see `m2kt patch apply --help`)")
+
+
 def test_signing_key_is_checked_first(tmp_path: Path, capsys) -> None:
     (tmp_path / "bad.key").write_text("not a key")
     for key in ("bad.key", "missing.key", "."):

@@ -191,6 +191,10 @@ def test_bad_argument_is_one_line_exit_2(command, argv, case, world, capsys) -> 
     assert len(lines) == 1 and lines[0].startswith("error: "), out.err
     assert "(hint: " in lines[0] and "Traceback" not in out.err
     assert "loading" not in out.err
+    message, _, hint = lines[0].partition(" (hint: ")
+    if "arguments are required: " in message or message.endswith(" is required"):
+        # argparse found it missing: the hint says what to pass
+        assert hint.startswith("pass ") and case.split()[0] in hint, lines[0]
 
 
 def test_serve_help_says_what_the_upload_screen_does_not_catch(capsys) -> None:

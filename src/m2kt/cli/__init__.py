@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -56,11 +57,63 @@ COMMAND_GROUPS = (
 )
 
 
+# argparse's words when required arguments are missing: every name, or one of a group.
+_MISSING = re.compile(r"the following arguments are required: (?P<names>.+)")
+_MISSING_ONE = re.compile(r"one of the arguments (?P<names>.+) is required")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors as UsageErrors: one line with a hint, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+        raise UsageError(f"{self.prog}: {message}", self._hint(message))
+
+    def _hint(self, message: str) -> str:
+        """For missing arguments, what to pass (`--student MODEL`) and the first of the
+        command's own examples that passes it; otherwise, or with no such example, its help."""
+        every, one = _MISSING.fullmatch(message), _MISSING_ONE.fullmatch(message)
+        if every:
+            names = every["names"].split(", ")
+            *first, last = (self._wanted(name) for name in names)
+            hint = "pass " + (f"{', '.join(first)} and {last}" if first else last)
+        elif one:
+            names = one["names"].split()
+            hint = "pass " + " or ".join(self._wanted(name) for name in names)
+        else:
+            return f"see `{self.prog} --help`"
+        options = {name for name in names if name.startswith("-")}
+        for example in _examples(self.description or "", self.prog):
+            passed = options & set(example.split())
+            if passed == options or (one and passed):
+                return f"{hint}, e.g. `{example}`"
+        return f"{hint}; see `{self.prog} --help`"
+
+    def _wanted(self, name: str) -> str:
+        """`name` as argparse lists it (`--student`, `PACKET`), with its value and help."""
+        for action in self._actions:
+            if name == "/".join(action.option_strings):
+                name = f"{name} {action.metavar or action.dest.upper()}"
+            elif action.option_strings or name not in (action.metavar, action.dest):
+                continue
+            return f"{name} ({action.help})" if action.help else name
+        return name
+
+
+def _examples(description: str, prog: str) -> list[str]:
+    """The command lines under `Example:` or `Examples:` in a command's docstring, without
+    their trailing `# …` comments."""
+    lines = description.splitlines()
+    heading = next((i for i, line in enumerate(lines) if line in ("Example:", "Examples:")), None)
+    if heading is None:
+        return []
+    examples = []
+    for line in lines[heading + 1 :]:
+        if not line.strip():
+            break
+        example = " ".join(line.split(" #")[0].split())
+        if example.startswith(f"{prog} "):
+            examples.append(example)
+    return examples
 
 
 def build_parser() -> argparse.ArgumentParser:

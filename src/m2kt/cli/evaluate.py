@@ -23,7 +23,13 @@ SUMMARY = "score a student with an ingested adapter, or predict"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--student", required=True, type=model_reference, metavar="MODEL")
+    parser.add_argument(
+        "--student",
+        required=True,
+        type=model_reference,
+        metavar="MODEL",
+        help="the model the adapter was ingested into",
+    )
     parser.add_argument("--adapter", required=True, metavar="DIR", help="from `m2kt ingest`")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", metavar="TASK", help="bbc, tweets or a CSV file")
