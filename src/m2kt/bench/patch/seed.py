@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from math import nan
 from pathlib import Path
@@ -117,17 +117,61 @@ def run_seed(
     from the fully fine-tuned weak encoder, and compared with the fully fine-tuned strong one.
     `shorts`: the transfer is also fitted and selected on inputs truncated to each length (rows
     "…, fit L tokens"), the moved patch scored on full-length inputs as every other row.
-    """
-    c = len(task.class_names)
-    y = {split: getattr(task, split).labels for split in SPLITS}
-    n = {split: len(y[split]) for split in SPLITS}
-    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
-    rows: dict[str, dict[str, Any]] = {}
 
-    # inputs_seen counts training-time model evaluations: the weak pre-trained and the weak
-    # fine-tuned model each read the training inputs (2N), the strong model reads them and the
-    # validation inputs (N + val). Test inputs are not counted: every method sees them once.
+    The rows are written in the tables' order: baselines, the patch and its transfers, the
+    ensembles with it, Patch+, then the variants (short inputs, other widths, full fine-tuning).
+    """
+    run = _zero_shot(task, weak, strong, config, seed)
+    weak_ft, weak_ft_z = _baselines(run)
+    patch = _weak_patch(run, weak_ft)
+    moved = _transfers(run, patch)
+    _label_free_transfers(run, patch)
+    _ensembles_with_the_patch(run, patch, moved, weak_ft_z)
+    _patch_plus(run, patch, moved, weak_ft_z)
+    _variants(run, patch, weak_ft, logit_dims, full, shorts)
+    rows = run.rows
+    rows["strong + patch"]["inference_overhead"] = _overhead(moved, run.z_strong["test"], strong)
+    for name, r in rows.items():
+        r["share_of_ft_gain"] = share_of_gain(rows, name)
+    return rows
+
+
+@dataclass
+class _SeedRun:
+    """What the methods of one seed share: the task's labels, both models' class-name heads
+    (with the seconds each took) and their logits on every split, and the rows written so far.
+
+    A row's `inputs_seen` counts training-time model evaluations: the weak pre-trained and the
+    weak fine-tuned model each read the training inputs (2N), the strong model reads them and
+    the validation inputs (N + val). Test inputs are not counted: every method sees them once.
+    """
+
+    task: TextClassificationTask
+    weak: EncodedModel
+    strong: EncodedModel
+    config: PatchConfig
+    seed: int
+    axes: ClassAxes
+    heads: tuple[ClassNameHead, ClassNameHead]
+    head_seconds: tuple[float, float]
+    z_weak: dict[str, torch.Tensor]
+    z_strong: dict[str, torch.Tensor]
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def c(self) -> int:
+        return len(self.task.class_names)
+
+    @property
+    def y(self) -> dict[str, torch.Tensor]:
+        return {split: getattr(self.task, split).labels for split in SPLITS}
+
+    @property
+    def n(self) -> dict[str, int]:
+        return {split: len(getattr(self.task, split).labels) for split in SPLITS}
+
     def row(
+        self,
         name: str,
         logits: dict[str, torch.Tensor],
         seconds: float,
@@ -135,7 +179,10 @@ def run_seed(
         cost: int = 1,
         **extra: Any,
     ) -> None:
-        rows[name] = {
+        """Row `name`: test and validation accuracy of `logits`, `cost` forward passes a
+        prediction, `seconds` to build, `params` trained, and what else the method records."""
+        y = self.y
+        self.rows[name] = {
             "accuracy": accuracy(logits["test"], y["test"]),
             "val_accuracy": accuracy(logits["val"], y["val"]),
             "inference_cost": cost,
@@ -143,9 +190,17 @@ def run_seed(
             "trained_params": params,
         } | extra
 
-    def on(f: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"val": f("val"), "test": f("test")}
 
+def _zero_shot(
+    task: TextClassificationTask,
+    weak: EncodedModel,
+    strong: EncodedModel,
+    config: PatchConfig,
+    seed: int,
+) -> _SeedRun:
+    """Both models' class-name heads over the task classes and K − C auxiliary classes, timed
+    (the patch's and the transfer's rows pay for them), and their logits on every split."""
+    axes = class_axes(task.class_names, task.templates, config.logit_dim, seed=seed)
     clock = time.perf_counter()
     head_weak = zero_shot_head(weak.encoder, axes)
     weak_head_seconds = time.perf_counter() - clock
@@ -154,16 +209,37 @@ def run_seed(
     strong_head_seconds = time.perf_counter() - clock
     z_weak = {s: head_weak.logits(weak.embeddings[s]) for s in SPLITS}
     z_strong = {s: head_strong.logits(strong.embeddings[s]) for s in SPLITS}
+    return _SeedRun(
+        task,
+        weak,
+        strong,
+        config,
+        seed,
+        axes,
+        (head_weak, head_strong),
+        (weak_head_seconds, strong_head_seconds),
+        z_weak,
+        z_strong,
+    )
 
-    row("weak zero-shot", on(lambda s: z_weak[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
-    row("strong zero-shot", on(lambda s: z_strong[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
 
+def _baselines(run: _SeedRun) -> tuple[ClassNameHead, dict[str, torch.Tensor]]:
+    """Zero-shot and fine-tuned rows of both models, and the two ways to combine the weak
+    fine-tuned model with the strong one without training (logit arithmetic, the ensemble).
+    Returns the weak model's fine-tuned head (the patch's teacher) and its scored logits."""
+    c, n, z_weak, z_strong = run.c, run.n, run.z_weak, run.z_strong
+    run.row("weak zero-shot", _on(lambda s: z_weak[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
+    run.row("strong zero-shot", _on(lambda s: z_strong[s][:, :c]), 0.0, 0, labels=0, inputs_seen=0)
     tuned = {}
-    for name, model, head in (("weak", weak, head_weak), ("strong", strong, head_strong)):
-        tuned[name], seconds = _fine_tune(head, model.embeddings["train"], y["train"], c, seed)
-        row(
+    for name, model, head in zip(
+        ("weak", "strong"), (run.weak, run.strong), run.heads, strict=True
+    ):
+        tuned[name], seconds = _fine_tune(
+            head, model.embeddings["train"], run.y["train"], c, run.seed
+        )
+        run.row(
             f"{name} fine-tuned",
-            on(partial(_head_logits, tuned[name], model)),
+            _on(partial(_head_logits, tuned[name], model)),
             model.seconds["train"] + seconds,
             tuned[name].weights.numel() + 1,
             labels=n["train"],
@@ -171,43 +247,54 @@ def run_seed(
             step_seconds=seconds,
         )
     weak_ft = tuned["weak"]
-
-    ls = lambda t: F.log_softmax(t, dim=-1)  # noqa: E731
-    weak_ft_z = on(lambda s: weak_ft.logits(weak.embeddings[s]))
-    row(
+    weak_ft_z = _on(lambda s: weak_ft.logits(run.weak.embeddings[s]))
+    ls = _log_probs
+    run.row(
         "logit arithmetic",
-        on(lambda s: ls(z_strong[s][:, :c]) + ls(weak_ft_z[s]) - ls(z_weak[s][:, :c])),
+        _on(lambda s: ls(z_strong[s][:, :c]) + ls(weak_ft_z[s]) - ls(z_weak[s][:, :c])),
         0.0,
         0,
         cost=3,
         labels=0,
         inputs_seen=0,
     )
-    row(
+    run.row(
         "ensemble",
-        on(lambda s: 0.5 * ls(weak_ft_z[s]) + 0.5 * ls(z_strong[s][:, :c])),
+        _on(lambda s: 0.5 * ls(weak_ft_z[s]) + 0.5 * ls(z_strong[s][:, :c])),
         0.0,
         0,
         cost=2,
         labels=0,
         inputs_seen=0,
     )
+    return weak_ft, weak_ft_z
 
-    # The patch: learned on unlabelled training inputs, never their labels.
+
+def _weak_patch(run: _SeedRun, weak_ft: ClassNameHead) -> LogitPatch:
+    """The patch on the weak model, learned on unlabelled training inputs, never their labels:
+    its zero-shot logits mapped toward the fine-tuned ones."""
+    c, z_weak = run.c, run.z_weak
     clock = time.perf_counter()
     patch = learn_patch(
-        z_weak["train"], weak_ft.logits(weak.embeddings["train"]), config, seed=seed
+        z_weak["train"], weak_ft.logits(run.weak.embeddings["train"]), run.config, seed=run.seed
     )
-    learn_seconds = time.perf_counter() - clock + weak_head_seconds
-    row(
+    learn_seconds = time.perf_counter() - clock + run.head_seconds[0]
+    run.row(
         "weak + patch",
-        on(lambda s: predict(patch, z_weak[s], c)),
+        _on(lambda s: predict(patch, z_weak[s], c)),
         learn_seconds,
         patch.parameter_count(),
         labels=0,
-        inputs_seen=2 * n["train"],
+        inputs_seen=2 * run.n["train"],
     )
+    return patch
 
+
+def _transfers(run: _SeedRun, patch: LogitPatch) -> LogitPatch:
+    """The patch moved to the strong model, its settings chosen on validation labels: the
+    orthogonal map alone (TransMiter as published), then every map and blend. Returns the
+    latter, the patch every later row builds on."""
+    c, n, z_weak, z_strong = run.c, run.n, run.z_weak, run.z_strong
     transferred = {}
     variants: tuple[tuple[str, tuple[TransferMap, ...], tuple[float, ...]], ...] = (
         ("strong + patch (orthogonal)", ("orthogonal",), (1.0,)),  # TransMiter as published
@@ -220,36 +307,39 @@ def run_seed(
             z_weak["train"],
             z_strong["train"],
             z_strong["val"],
-            y["val"],
+            run.y["val"],
             c,
             maps=maps,
             blends=blends,
         )
-        transfer_seconds = time.perf_counter() - clock + strong_head_seconds
+        transfer_seconds = time.perf_counter() - clock + run.head_seconds[1]
         transferred[name] = moved
-        row(
+        run.row(
             name,
-            on(partial(_patched_logits, moved, z_strong, c)),
-            strong.seconds["train"] + strong.seconds["val"] + transfer_seconds,
+            _on(partial(_patched_logits, moved, z_strong, c)),
+            run.strong.seconds["train"] + run.strong.seconds["val"] + transfer_seconds,
             patch.parameter_count(),
             labels=n["val"],
             inputs_seen=3 * n["train"] + n["val"],
             transfer=choice.settings(),
             step_seconds=transfer_seconds,
         )
-    moved = transferred["strong + patch"]
+    return transferred["strong + patch"]
 
-    # The same patch moved without a label (`patch transfer --inputs`): settings chosen on
-    # held-out unlabelled agreement, then refitted by KL toward the patch on its own model, the
-    # epoch chosen on the same agreement; and without that refit (`--no-refine`).
+
+def _label_free_transfers(run: _SeedRun, patch: LogitPatch) -> None:
+    """The same patch moved without a label (`patch transfer --inputs`): settings chosen on
+    held-out unlabelled agreement, then refitted by KL toward the patch on its own model, the
+    epoch chosen on the same agreement; and without that refit (`--no-refine`)."""
+    c, n, z_weak, z_strong = run.c, run.n, run.z_weak, run.z_strong
     clock = time.perf_counter()
     free, choice = select_transfer_unlabelled(patch, z_weak["train"], z_strong["train"], c)
-    free_seconds = time.perf_counter() - clock + strong_head_seconds
+    free_seconds = time.perf_counter() - clock + run.head_seconds[1]
     free_settings = choice.settings() | {"held_out_agreement": choice.val_accuracy}
-    row(
+    run.row(
         "strong + patch (label-free, no refine)",
-        on(lambda s: predict(free, z_strong[s], c)),
-        strong.seconds["train"] + free_seconds,
+        _on(lambda s: predict(free, z_strong[s], c)),
+        run.strong.seconds["train"] + free_seconds,
         patch.parameter_count(),
         labels=0,
         inputs_seen=3 * n["train"],
@@ -257,12 +347,14 @@ def run_seed(
         step_seconds=free_seconds,
     )
     clock = time.perf_counter()
-    refined, refine = refine_unlabelled(free, patch, z_weak["train"], z_strong["train"], c, seed)
+    refined, refine = refine_unlabelled(
+        free, patch, z_weak["train"], z_strong["train"], c, run.seed
+    )
     free_seconds += time.perf_counter() - clock
-    row(
+    run.row(
         "strong + patch (label-free)",
-        on(lambda s: predict(refined, z_strong[s], c)),
-        strong.seconds["train"] + free_seconds,
+        _on(lambda s: predict(refined, z_strong[s], c)),
+        run.strong.seconds["train"] + free_seconds,
         patch.parameter_count(),
         labels=0,
         inputs_seen=3 * n["train"],
@@ -271,33 +363,44 @@ def run_seed(
         refine_held_out_agreement=[refine.val_accuracy_before, refine.val_accuracy],
         step_seconds=free_seconds,
     )
-    # At the ensemble's inference cost (two models): the patched strong model beside the weak
-    # fine-tuned one.
-    row(
+
+
+def _ensembles_with_the_patch(
+    run: _SeedRun, patch: LogitPatch, moved: LogitPatch, weak_ft_z: dict[str, torch.Tensor]
+) -> None:
+    """At the ensemble's inference cost (two models): the patched strong model beside the weak
+    fine-tuned one, at equal weights; then, with the ensemble itself, the log-probabilities'
+    weights chosen on validation, for the baseline as for the patch (the patched and the
+    zero-shot strong logits come from one forward pass)."""
+    c, n, z_strong = run.c, run.n, run.z_strong
+    patch_seconds = run.rows["strong + patch"]["seconds"]
+    run.row(
         "patch + weak ensemble",
-        on(lambda s: 0.5 * ls(weak_ft_z[s]) + 0.5 * ls(predict(moved, z_strong[s], c))),
-        rows["strong + patch"]["seconds"],
+        _on(
+            lambda s: (
+                0.5 * _log_probs(weak_ft_z[s]) + 0.5 * _log_probs(predict(moved, z_strong[s], c))
+            )
+        ),
+        patch_seconds,
         patch.parameter_count(),
         cost=2,
         labels=n["val"],
         inputs_seen=3 * n["train"] + n["val"],
     )
-    # Still two models, the log-probabilities' weights chosen on validation, for the baseline
-    # as for the patch; the patched and the zero-shot strong logits come from one forward pass.
-    patched = on(partial(_patched_logits, moved, z_strong, c))
-    zero_shot = on(lambda s: z_strong[s][:, :c])
+    patched = _on(partial(_patched_logits, moved, z_strong, c))
+    zero_shot = _on(lambda s: z_strong[s][:, :c])
     weighted = {
         "ensemble (weights on validation)": [weak_ft_z, zero_shot],
         "patch + weak ensemble (weights on validation)": [weak_ft_z, patched],
         "patch + weak + zero-shot (weights on validation)": [weak_ft_z, patched, zero_shot],
     }
     for name, parts in weighted.items():
-        logits, weights = _weighted_on_validation(parts, y["val"])
+        logits, weights = _weighted_on_validation(parts, run.y["val"])
         with_patch = parts[1] is patched
-        row(
+        run.row(
             name,
             logits,
-            rows["strong + patch"]["seconds"] if with_patch else 0.0,
+            patch_seconds if with_patch else 0.0,
             patch.parameter_count() if with_patch else 0,
             cost=2,
             labels=n["val"],
@@ -305,10 +408,16 @@ def run_seed(
             weights=weights,
         )
 
-    # Patch+: 16 labels a class, with agreement to the patch on its own weak model over the
-    # training inputs (the teacher a transfer has: `patch transfer --few-shot` does the same).
-    index = task.few_shot(FEW_SHOT, seed)
-    imitated = predict(patch, z_weak["train"], c)
+
+def _patch_plus(
+    run: _SeedRun, patch: LogitPatch, moved: LogitPatch, weak_ft_z: dict[str, torch.Tensor]
+) -> None:
+    """Patch+: 16 labels a class, with agreement to the patch on its own weak model over the
+    training inputs (the teacher a transfer has: `patch transfer --few-shot` does the same);
+    then Patch+ at the ensemble's cost, weighted on validation as the ensemble is."""
+    c, n, y, z_strong = run.c, run.n, run.y, run.z_strong
+    index = run.task.few_shot(FEW_SHOT, run.seed)
+    imitated = predict(patch, run.z_weak["train"], c)
     plus_variants: tuple[tuple[str, Tunes], ...] = (
         ("strong + patch+", "all"),
         ("strong + patch+ (bias only)", "bias"),
@@ -324,27 +433,27 @@ def run_seed(
             y["val"],
             z_strong["train"],
             imitated,
-            seed=seed,
+            seed=run.seed,
             tunes=tunes,
         )
-        plus_logits[name] = on(partial(_patched_logits, plus, z_strong, c))
-        row(
+        plus_logits[name] = _on(partial(_patched_logits, plus, z_strong, c))
+        run.row(
             name,
             plus_logits[name],
-            rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
-            plus.parameter_count() if tunes == "all" else config.logit_dim,
+            run.rows["strong + patch"]["seconds"] + time.perf_counter() - clock,
+            plus.parameter_count() if tunes == "all" else run.config.logit_dim,
             labels=n["val"] + len(index),
             inputs_seen=3 * n["train"] + n["val"],
             best_epoch=plus_choice.epoch,
             agreement=plus_choice.agreement,
         )
-    # Patch+ at the ensemble's cost, weighted on validation as the ensemble is.
+    zero_shot = _on(lambda s: z_strong[s][:, :c])
     parts = [weak_ft_z, plus_logits["strong + patch+"], zero_shot]
     logits, weights = _weighted_on_validation(parts, y["val"])
-    row(
+    run.row(
         "patch+ + weak + zero-shot (weights on validation)",
         logits,
-        rows["strong + patch+"]["seconds"],
+        run.rows["strong + patch+"]["seconds"],
         patch.parameter_count(),
         cost=2,
         labels=n["val"] + len(index),
@@ -352,25 +461,42 @@ def run_seed(
         weights=weights,
     )
 
-    heads = (head_weak, head_strong)
+
+def _variants(
+    run: _SeedRun,
+    patch: LogitPatch,
+    weak_ft: ClassNameHead,
+    logit_dims: tuple[int, ...],
+    full: FullyFineTuned | None,
+    shorts: tuple[ShortInputs, ...],
+) -> None:
+    """The rows `run_seed`'s options ask for: the transfer fitted on short inputs, the patch at
+    other widths K, and the fully fine-tuned teacher and reference."""
+    rows, n, task = run.rows, run.n, run.task
     for short in shorts:
-        fitted = _short_fit(patch, short, heads, z_strong, task)
+        fitted = _short_fit(patch, short, run.heads, run.z_strong, task)
         del fitted["flops"]  # FLOPs are set against full fine-tuning, in the full rows only
         rows[f"strong + patch, fit {short.length} tokens"] = fitted | {
             "inputs_seen": 3 * n["train"] + n["val"]
         }
-
     for width in logit_dims:
+        config = replace(run.config, logit_dim=width)
         rows[f"strong + patch, K={width}"] = _other_width(
-            task, weak_ft, weak, strong, replace(config, logit_dim=width), seed
+            task, weak_ft, run.weak, run.strong, config, run.seed
         ) | {"labels": n["val"], "inputs_seen": 3 * n["train"] + n["val"]}
-
     if full is not None:
-        rows |= _full_rows(task, full, axes, z_weak, z_strong, strong, config, seed, shorts)
-    rows["strong + patch"]["inference_overhead"] = _overhead(moved, z_strong["test"], strong)
-    for name, r in rows.items():
-        r["share_of_ft_gain"] = share_of_gain(rows, name)
-    return rows
+        rows |= _full_rows(
+            task, full, run.axes, run.z_weak, run.z_strong, run.strong, run.config, run.seed, shorts
+        )
+
+
+def _on(f: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`f` on the two scored splits."""
+    return {"val": f("val"), "test": f("test")}
+
+
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits, dim=-1)
 
 
 def _full_rows(
