@@ -62,9 +62,15 @@ INGEST_DRIFT_MARGIN = 0.1
 # before, 83.8% / 0.0% with the teacher drift at 0.02 (with the first drift's margin back from
 # 0.06 to 0.1: 83.3% / 0.1% at 0.06), 89.9% / 0.1% with the auditor's drift at 0.02 too (0.05:
 # 86.9% / 0.0%; 0: 87.4% / 1.6%).
-TEACHER_DRIFT_MARGIN = 0.04
-JUDGED_TEACHER_DRIFT_MARGIN = 0.02
-AUDITOR_DRIFT_MARGIN = 0.02
+# Round 5 measures both less the concept's own spread (`m2kt.safety.sides.reading_spread`: how
+# far a vector read from two thirds of its probes may honestly lie nearer harm than their mean),
+# which lets both margins fall to 0. Chosen on the third frozen set, read once in round 4 and a
+# development set since (10 seeds, round 5's screen), detection at 1% false alarms / benign
+# flagged at the threshold: with l1, 81.0% / 1.5% at margins 0.02 without the spread, 79.3% /
+# 0.0% with it, 83.7% / 0.03% with it at 0; without an auditor, 70.3% / 6.8% at 0.04 without
+# it, 60.1% / 6.3% with it, 73.7% / 7.1% with it at 0.
+TEACHER_DRIFT_MARGIN = 0.0
+AUDITOR_DRIFT_MARGIN = 0.0
 
 
 class UnsafePacketError(VerificationError):

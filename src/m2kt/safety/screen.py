@@ -45,9 +45,12 @@ from m2kt.safety.descriptions import _lines, default_unsafe_descriptions, read_d
 HERE = Path(__file__).parent
 ReadTexts = Callable[[list[str]], torch.Tensor]  # texts → [N, d] states of one model
 WEIGHT_DECAY = 0.001  # chosen on the development set (bench/safety/concepts.yaml)
-FALSE_ALARM_TARGET = (
-    0.04  # out-of-fold false alarms the threshold allows (set on the development set)
-)
+# Out-of-fold false alarms the threshold allows. 0.04 on the development set until round 5;
+# its wrongs without violence (harm_training.yaml) lie nearer ordinary life, and on the third
+# frozen set (read once, a development set since) 0.04 let 1.9% of benign concepts through at
+# export, 0.03 0.8% with detection 97.5% → 96.7%.
+FALSE_ALARM_TARGET = 0.03
+MIN_SEPARATION = 0.5  # a screen separating less of its calibration than this is not used
 BENIGN_BLOCK = 6  # benign example lines left out together (neighbouring lines share a theme)
 
 
@@ -112,13 +115,26 @@ def default_calibration() -> Calibration:
     return read_calibration(HERE / "calibration.yaml")
 
 
-def harm_training() -> dict[str, dict[str, list[str]]]:
-    """Harm category → its `descriptions` (lines of unsafe_concepts.txt) and `examples`."""
+def harm_training(subtle: bool = True) -> dict[str, dict[str, list[str]]]:
+    """Harm category → its `descriptions` (lines of unsafe_concepts.txt), `examples` and benign
+    `near_misses`; without `subtle`, the categories marked so (wrongs without violence) are
+    left out."""
     raw = yaml.safe_load((HERE / "harm_training.yaml").read_text(encoding="utf-8"))
     return {
-        str(k): {"descriptions": v["descriptions"], "examples": v["examples"]}
+        str(k): {
+            "descriptions": v["descriptions"],
+            "examples": v["examples"],
+            "near_misses": v.get("near_misses", []),
+        }
         for k, v in raw.items()
+        if subtle or not v.get("subtle", False)
     }
+
+
+def subtle_descriptions() -> set[str]:
+    """The description lines of the subtle harm categories."""
+    every, core = harm_training(), harm_training(subtle=False)
+    return {d for name, part in every.items() if name not in core for d in part["descriptions"]}
 
 
 def read_calibration(path: str | Path) -> Calibration:
@@ -143,16 +159,23 @@ def read_calibration(path: str | Path) -> Calibration:
     return Calibration(parts["benign"], parts["unsafe"])
 
 
-def training_groups(extra_descriptions: Sequence[str] = ()) -> list[Group]:
+def training_groups(extra_descriptions: Sequence[str] = (), subtle: bool = True) -> list[Group]:
     """Every text the probe learns from, in the groups that are left out together.
 
-    Shipped description lines come with their harm category; a user's extra lines form one
-    more category. The benign references are never left out (they are the axis of ordinary
-    life every fit needs); benign examples are left out in blocks of `BENIGN_BLOCK` lines.
+    Shipped description lines come with their harm category (the subtle ones only with
+    `subtle`); a user's extra lines form one more category. The benign references are never
+    left out (they are the axis of ordinary life every fit needs); benign examples are left out
+    in blocks of `BENIGN_BLOCK` lines.
     """
+    harms = harm_training(subtle)
     groups = [
         Group(name, True, tuple(part["descriptions"] + part["examples"]), category=True)
-        for name, part in harm_training().items()
+        for name, part in harms.items()
+    ]
+    groups += [
+        Group(f"{name} near-misses", False, tuple(part["near_misses"]))
+        for name, part in harms.items()
+        if part["near_misses"]
     ]
     shipped = set(default_unsafe_descriptions())
     extra = [d for d in extra_descriptions if d not in shipped]
@@ -170,14 +193,20 @@ def training_groups(extra_descriptions: Sequence[str] = ()) -> list[Group]:
     return groups
 
 
-def build_screen(read: ReadTexts, descriptions: Sequence[str] | None = None) -> SafetyScreen:
+def build_screen(
+    read: ReadTexts, descriptions: Sequence[str] | None = None, subtle: bool = True
+) -> SafetyScreen:
     """Read the training texts with one model, fit the harm probe and its threshold.
 
     `descriptions` are the unsafe descriptions (default: the shipped list); lines beyond the
-    shipped ones are learnt as a harm category of their own. Every text is read once, in one call.
+    shipped ones are learnt as a harm category of their own. Without `subtle` the subtle harm
+    categories and their description lines are left out. Every text is read once, in one call.
     """
     descriptions = list(descriptions or default_unsafe_descriptions())
-    groups = training_groups(descriptions)
+    if not subtle:
+        left_out = subtle_descriptions()
+        descriptions = [d for d in descriptions if d not in left_out]
+    groups = training_groups(descriptions, subtle)
     texts = list(dict.fromkeys(descriptions + [t for g in groups for t in g.texts]))
     states = F.normalize(read(texts).float(), dim=-1)
     position = {t: i for i, t in enumerate(texts)}
@@ -206,6 +235,7 @@ def build_screen(read: ReadTexts, descriptions: Sequence[str] | None = None) -> 
     categories = torch.tensor([s for u, c, s in held_out if u and c])
     stats["loco_detected"] = float((categories > threshold).float().mean())
     stats["texts_read"] = float(len(texts))
+    stats["subtle"] = float(subtle)
     weight, bias = fit(None)
     m = len(descriptions)
     return SafetyScreen(
@@ -219,10 +249,35 @@ def build_screen(read: ReadTexts, descriptions: Sequence[str] | None = None) -> 
     )
 
 
+def separation(screen: SafetyScreen) -> float:
+    """How well the screen tells its left-out training groups apart: detected − false alarms."""
+    return screen.calibration["detected"] - screen.calibration["false_alarms"]
+
+
 def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
-    """The screen with the shipped descriptions, or with those of `unsafe_file` added."""
-    extra = read_descriptions(unsafe_file) if unsafe_file else []
-    return build_screen(read, default_unsafe_descriptions() + extra)
+    """The screen with the shipped descriptions, or with those of `unsafe_file` added.
+
+    It learns the subtle harms (wrongs without violence) where the space still separates its
+    held-out groups by `MIN_SEPARATION` with them, and leaves them out where it does not: a small
+    encoder (e2: 81% → 44%) cannot tell tax evasion from a tax return, and a screen that tries
+    flags the tax return and misses the bomb. `calibration["subtle"]` says which was kept.
+    Every text is read once whichever is kept."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def once(texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in seen]
+        if missing:
+            seen.update(zip(missing, read(missing), strict=True))
+        return torch.stack([seen[t] for t in texts])
+
+    descriptions = default_unsafe_descriptions()
+    descriptions += read_descriptions(unsafe_file) if unsafe_file else []
+    screen = build_screen(once, descriptions)
+    if separation(screen) >= MIN_SEPARATION:
+        return screen
+    core = build_screen(once, descriptions, subtle=False)
+    core.calibration["texts_read"] = float(len(seen))
+    return core
 
 
 def _centred(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ ingestion (after alignment). Both read the screen's texts with the model being s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +20,6 @@ from m2kt.packet.manifest import CONCEPTS_TENSOR
 from m2kt.safety.audit import (
     AUDITOR_DRIFT_MARGIN,
     EXPORT_DRIFT_MARGIN,
-    JUDGED_TEACHER_DRIFT_MARGIN,
     TEACHER_DRIFT_MARGIN,
     Audit,
     Drift,
@@ -32,20 +32,22 @@ from m2kt.safety.audit import (
     screen_traces,
     teacher_probe_means,
 )
-from m2kt.safety.screen import ReadTexts, SafetyScreen, Scores, screen_from_file
+from m2kt.safety.screen import (
+    MIN_SEPARATION,
+    ReadTexts,
+    SafetyScreen,
+    Scores,
+    screen_from_file,
+    separation,
+)
 
 AUDIT_RIDGE = 0.1  # the ingestion CAL's default ridge: the auditor sees what ingestion would
-MIN_SEPARATION = 0.5  # a screen separating less of its calibration than this is not used
 # An auditor model reads at this fraction of its depth. Chosen on the development set
 # (bench/safety/concepts.yaml): e1 at 4 of 6 blocks and l1 at 20 of 30 separated its harms from
 # its near-miss benign concepts completely (AUROC 1.0), their last blocks less well (0.998 and
 # 1.0 with 6.5% false alarms at the threshold), and l1 below half depth less still.
 AUDITOR_DEPTH = 2 / 3
-
-
-def separation(screen: SafetyScreen) -> float:
-    """How well the screen tells its left-out training groups apart: detected − false alarms."""
-    return screen.calibration["detected"] - screen.calibration["false_alarms"]
+READ_SHARE = 2 / 3  # of a concept's probes an honest vector may be read from (`reading_spread`)
 
 
 def model_reader(view: ModelView, layer: int, pooling: Pooling, batch_size: int = 16) -> ReadTexts:
@@ -186,7 +188,7 @@ def audit_student(
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
     judge_reads = len(probes.texts)
-    judged_drifts = [replace(drift, margin=JUDGED_TEACHER_DRIFT_MARGIN) for drift in drifts]
+    judged_drifts = list(drifts)
     if means is not None and len(paired) >= 2:  # ψ is fitted on the pairs φ is
         psi = fit_audit_alignment(teacher, judge.read(list(paired)))
         judge_reads += len(paired)
@@ -226,12 +228,32 @@ def probe_drift(
     """How much nearer harm each concept's vector scores on `screen` than the mean of its
     probes' teacher states (`means`, `teacher_probe_means`), both mapped by `into` into the
     screen's space: a map's error moves both alike, so an honest concept's drift stays small.
-    Concepts not read from their probes (`read_from_probes`) drift by 0 here."""
+
+    Less the concept's own spread (`reading_spread`): a vector read from some of its probes
+    scores nearer harm than their mean by as much as those probes do, and a concept whose
+    probes range from a quiet scene to a battle (a re-enactment society) drifts that far
+    honestly. Concepts not read from their probes (`read_from_probes`) drift by 0 here."""
     concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
+    probes = concept_probes(packet)
+    assert probes.states is not None  # `means` exist only with part P
     with torch.no_grad():
         gap = screen.score(into(concepts)).values - screen.score(into(means)).values
-    gap = torch.where(read_from_probes(packet), gap, torch.zeros_like(gap))
+        each = screen.score(into(F.normalize(probes.states, dim=-1))).values
+    spread = reading_spread(each, [probes.indices(k) for k in range(len(concepts))])
+    gap = torch.where(read_from_probes(packet), gap - spread, torch.zeros_like(gap))
     return Drift(gap, margin, f"the teacher's own states of its probes do, both {where}")
+
+
+def reading_spread(scores: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """[K] how far the mean score of each concept's `READ_SHARE` most harm-ward probes lies
+    above the mean of all its probes' `scores`: the drift of an honest vector read from that
+    share of them (extraction reads two thirds, setting a third aside for verification)."""
+    spread = []
+    for rows in groups:
+        ranked = scores[rows].sort(descending=True).values
+        top = max(1, math.ceil(READ_SHARE * len(ranked)))
+        spread.append(ranked[:top].mean() - ranked.mean())
+    return torch.stack(spread)
 
 
 def auditor_layer(view: ModelView) -> int:

@@ -35,6 +35,7 @@ from m2kt.safety.screen import (
     ReadTexts,
     default_benign_references,
     default_unsafe_descriptions,
+    subtle_descriptions,
     training_groups,
 )
 
@@ -42,6 +43,10 @@ if TYPE_CHECKING:  # a name starting with Test at module level would be collecte
     from m2kt.bench.safety.run import TestConcept
 
 BLIND = ["test2", "test3"]  # each written after the sets listed before it in TEST_SETS
+# Sets frozen before round 5's subtle harm categories (wrongs without violence, with their
+# near-misses) are checked against the screen as it stood then: those categories came after
+# their results were read, and now cover some of their undescribed harms.
+BEFORE_SUBTLE = {"test", "test2", "test3"}
 USER_SPECS = [load_spec(p) for p in sorted((HERE / "user_specs").glob("*.yaml"))]
 FAR_FROM_REFERENCES = 0.5  # the first set's bound: a concept's mean to any single line
 # A concept's mean to another concept's mean. In e1, first-set concepts that repeat a concept
@@ -69,6 +74,16 @@ def _benign(name: str) -> list[TestConcept]:
 
 def _undescribed(name: str) -> list[TestConcept]:
     return [c for c in _frozen(name).concepts if c.unsafe and not c.described]
+
+
+def _subtle(name: str) -> bool:
+    return name not in BEFORE_SUBTLE
+
+
+def _descriptions(name: str) -> list[str]:
+    """The description list the set was written against."""
+    left_out = set() if _subtle(name) else subtle_descriptions()
+    return [d for d in default_unsafe_descriptions() if d not in left_out]
 
 
 def _means(read: ReadTexts, probe_lists: list[list[str]]) -> torch.Tensor:
@@ -136,7 +151,8 @@ def test_a_blind_set_shares_no_text_with_the_screen_the_dev_set_or_an_earlier_se
     tested = [p for c in _frozen(name).concepts for p in c.probes]
     assert len(set(tested)) == len(tested)
     assert not set(tested) & (learnt | looked_at)
-    used = {c.name for c in earlier if c.unsafe} | {g.name for g in training_groups() if g.category}
+    categories = {g.name for g in training_groups(subtle=_subtle(name)) if g.category}
+    used = {c.name for c in earlier if c.unsafe} | categories
     assert not {c.name for c in _undescribed(name)} & used
 
 
@@ -167,7 +183,7 @@ def test_its_benign_concepts_do_not_mirror_a_benign_concept_looked_at_before(
     earlier += [(c.name, list(c.probes)) for spec in USER_SPECS for c in spec.concepts]
     earlier += [
         (g.name, list(g.texts))
-        for g in training_groups()
+        for g in training_groups(subtle=_subtle(name))
         if not g.unsafe and g.name != "benign references"  # lines, checked above
     ]
     nearest, which = (benign_means(name) @ _means(e1_read, [p for _, p in earlier]).T).max(-1)
@@ -180,7 +196,7 @@ def test_its_benign_concepts_do_not_mirror_a_benign_concept_looked_at_before(
 
 @pytest.mark.parametrize("name", BLIND)
 def test_its_undescribed_harms_match_no_description_by_meaning(name, e1_read) -> None:
-    descriptions = F.normalize(e1_read(default_unsafe_descriptions()), dim=-1)
+    descriptions = F.normalize(e1_read(_descriptions(name)), dim=-1)
     undescribed = _undescribed(name)
     nearest = (_means(e1_read, [c.probes for c in undescribed]) @ descriptions.T).max(-1).values
     assert float(nearest.max()) < FAR_FROM_REFERENCES, {

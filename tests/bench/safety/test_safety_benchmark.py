@@ -64,7 +64,10 @@ def test_the_test_set_shares_no_text_with_what_the_screen_learns_or_is_tuned_on(
     assert not tested & learnt and not tested & tuned
     assert not tuned & learnt  # a development figure on a training sentence would flatter it
     dev_harms = {c.name for c in development_set().concepts if c.unsafe}
-    categories = {g.name for g in training_groups() if g.category}
+    # the screen as it stood when this set was frozen: round 5's subtle categories (arson,
+    # animal cruelty, ...) came after its results were read, and now cover some of its
+    # undescribed harms, which is why a fourth set was written
+    categories = {g.name for g in training_groups(subtle=False) if g.category}
     undescribed = {c.name for c in CONCEPTS if c.unsafe and not c.described}
     assert not undescribed & (dev_harms | categories)
 

@@ -55,7 +55,7 @@ from m2kt.packet import Packet, concept_probes, make_provenance
 from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_STATES_TENSOR
 from m2kt.report.figures import safety_roc
 from m2kt.safety.audit import Audit
-from m2kt.safety.screen import SafetyScreen, build_screen
+from m2kt.safety.screen import SafetyScreen, screen_from_file
 from m2kt.safety.sides import (
     Judge,
     audit_student,
@@ -180,7 +180,7 @@ def run_safety(
         else:
             (layer,) = view.check_layers([-1])
             read = model_reader(view, layer, view.pooling)
-            screen = build_screen(read)
+            screen = screen_from_file(read, None)  # the product's screen in its space
         states = dict(zip(texts, read(texts), strict=True))
         sides[role] = (screen, states)
     teacher_screen, teacher_states = sides["teacher"]
@@ -221,6 +221,7 @@ def run_safety(
                                 "flagged": finding.flagged,
                                 "score": finding.score,
                             }
+                            | ({"reason": finding.reasons[0]} if finding.flagged else {})
                         )
         log(f"seed {seed}: {len(rows)} concept audits")
     result = {
