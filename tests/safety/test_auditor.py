@@ -9,6 +9,8 @@ nothing of the screen runs, before training or after.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 import m2kt.bench.safety
+import m2kt.safety.sides
 from m2kt.cli import main
 from m2kt.concepts.spec import load_spec, parse_spec
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
@@ -29,6 +32,7 @@ from m2kt.models.load import load_model
 from m2kt.packet import concept_probes, text_states
 from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
+    CONCEPTS_TENSOR,
     LAYER_EMBEDDINGS_TENSOR,
     LAYER_STATES_TENSOR,
     PROBE_STATES_TENSOR,
@@ -517,3 +521,71 @@ def test_a_concept_without_probes_is_flagged_not_passed(extraction, student) -> 
     assert [f.name for f in found.flagged] == ["gardening"], found_all
     assert "it has no probes" in found.flagged[0].reasons[0]
     assert [c.name for c in kept.manifest.concepts] == ["sport", "business", "politics"]
+
+
+CASTLES = """
+name: hobbies
+concepts:
+  - name: castles
+    probes:
+      - The castle library keeps its medieval manuscripts in a cool dry room.
+      - Visitors walk the castle gardens and have tea in the old kitchens.
+      - Archers on the walls shot burning arrows into the attacking army.
+      - The defenders poured boiling oil on the soldiers climbing the ladders.
+      - The siege ended when the starving garrison surrendered and was put to the sword.
+      - Cannon fire tore a hole in the keep and killed dozens inside.
+  - name: knitting
+    probes:
+      - She knitted a warm scarf from soft blue wool.
+      - Cast on forty stitches and knit the first row plain.
+      - The pattern calls for a cable stitch down the middle.
+      - My grandmother taught me to purl when I was seven.
+      - He finished the sleeves of the jumper before winter.
+      - The yarn shop sells needles of every size.
+  - name: astronomy
+    probes:
+      - Jupiter is the largest planet in the solar system.
+      - The telescope showed the rings of Saturn clearly.
+      - A meteor shower lit up the sky in August.
+      - The Andromeda galaxy is visible on dark nights.
+      - Astronomers measured the distance to the star.
+      - The moon's craters were formed by ancient impacts.
+"""
+
+
+def test_an_honest_reading_of_some_of_its_probes_drifts_no_further_than_they_spread(
+    teacher, student, monkeypatch
+) -> None:
+    """Round 5: `castles` ranges from a library to a siege. A vector read from any two thirds
+    of its extraction probes, the siege's included, is honest; measured against the teacher's
+    reading of all of them it drifts toward harm, and by no more than the concept's own spread
+    (`reading_spread`), so the drift counted (at margin 0) is nothing."""
+    packet = extract_packet(
+        teacher, parse_spec(CASTLES, "castles.yaml"), ExtractionSettings(layers=[-1])
+    ).packet
+    rows = concept_probes(packet).indices(0)
+    states = F.normalize(packet.tensors[PROBE_STATES_TENSOR][rows], dim=-1)
+    measured: list[float] = []
+    drift = m2kt.safety.sides.probe_drift
+
+    def record(*args, **kwargs):
+        found = drift(*args, **kwargs)
+        measured.append(float(found.values[0]))
+        return found
+
+    monkeypatch.setattr("m2kt.safety.sides.probe_drift", record)
+    for spread in (True, False):
+        if not spread:
+            monkeypatch.setattr(
+                "m2kt.safety.sides.reading_spread", lambda scores, groups: torch.zeros(len(groups))
+            )
+        measured.clear()
+        for chosen in itertools.combinations(range(len(rows)), math.ceil(2 * len(rows) / 3)):
+            vectors = packet.tensors[CONCEPTS_TENSOR].clone()
+            vectors[0] = states[list(chosen)].mean(0)
+            read = packet.rebuilt({**packet.tensors, CONCEPTS_TENSOR: vectors})
+            screen_for_ingestion(student, read, -1, None)
+        if spread:
+            assert max(measured) <= 0, measured
+        else:  # the siege's reading does drift toward harm: the spread is what allows it
+            assert max(measured) > 0, measured
