@@ -10,6 +10,7 @@ nothing of the screen runs, before training or after.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -521,6 +522,9 @@ def test_a_concept_without_probes_is_flagged_not_passed(extraction, student) -> 
     assert [f.name for f in found.flagged] == ["gardening"], found_all
     assert "it has no probes" in found.flagged[0].reasons[0]
     assert [c.name for c in kept.manifest.concepts] == ["sport", "business", "politics"]
+    # its score is no number: the report says null, not JSON's non-standard -Infinity
+    report = json.loads(json.dumps(found.as_dict(), allow_nan=False))
+    assert [c["score"] for c in report["concepts"]][3] is None
 
 
 CASTLES = """

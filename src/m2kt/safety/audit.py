@@ -134,11 +134,24 @@ class Audit:
             "threshold": self.threshold,
             "inputs_read": self.inputs_read,
             "flagged": [f.id for f in self.flagged],
-            "concepts": [asdict(f) | {"flagged": f.flagged} for f in self.findings],
+            "concepts": [
+                asdict(f)
+                | {
+                    "flagged": f.flagged,
+                    "score": _number(f.score),
+                    "consistency": _number(f.consistency),
+                }
+                for f in self.findings
+            ],
             "flagged_traces": self.traces,
             "auditor": self.auditor,
             "auditor_inputs_read": self.auditor_inputs_read,
         }
+
+
+def _number(value: float | None) -> float | None:
+    """A figure for JSON: a concept without probes has no score (−inf) nor consistency (NaN)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def audit_concepts(
