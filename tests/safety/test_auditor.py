@@ -443,9 +443,11 @@ def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(
     assert f"both seen in {teacher.name}'s space" in found.flagged[0].reasons[0]
     probes, paired = concept_probes(blended), text_states(blended)
     # the screen's calibration texts are the same for every model; the auditor read each
-    # concept's probes to judge them, and every paired text (probes and anchors) to fit ψ
-    screen_texts = found.inputs_read - len(dict.fromkeys([*probes.texts, *paired]))
-    assert found.auditor_inputs_read == screen_texts + len(probes.texts) + len(paired)
+    # concept's probes to judge them and every paired text (probes and anchors) to fit ψ, each
+    # text once
+    read_once = len(dict.fromkeys([*probes.texts, *paired]))
+    screen_texts = found.inputs_read - read_once
+    assert found.auditor_inputs_read == screen_texts + read_once
 
 
 def test_a_forged_part_p_does_not_hide_a_trojan(extraction, teacher, student) -> None:

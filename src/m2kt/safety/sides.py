@@ -187,11 +187,12 @@ def audit_student(
     if judge is None:
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
-    judge_reads = len(probes.texts)
+    fits_psi = means is not None and len(paired) >= 2  # ψ is fitted on the pairs φ is
+    wanted = texts if fits_psi else list(dict.fromkeys(probes.texts))
+    judge = _reading_once(judge, wanted)  # a probe both judged and paired is read once
     judged_drifts = list(drifts)
-    if means is not None and len(paired) >= 2:  # ψ is fitted on the pairs φ is
+    if fits_psi and means is not None:
         psi = fit_audit_alignment(teacher, judge.read(list(paired)))
-        judge_reads += len(paired)
         where = f"seen in {judge.name}'s space"
         judged_drifts.append(
             probe_drift(judge.screen, psi, packet, means, where, AUDITOR_DRIFT_MARGIN)
@@ -212,9 +213,16 @@ def audit_student(
         inputs_read=audit.inputs_read,
         traces=traces,
         auditor=judge.name,
-        auditor_inputs_read=judge_reads + int(judge.screen.calibration["texts_read"]),
+        auditor_inputs_read=len(wanted) + int(judge.screen.calibration["texts_read"]),
         baseline={f.name: f.score for f in audit.findings},
     )
+
+
+def _reading_once(judge: Judge, texts: list[str]) -> Judge:
+    """The judge with its states of `texts` read now, in one pass, and looked up after."""
+    states = judge.read(texts)
+    row = {t: i for i, t in enumerate(texts)}
+    return replace(judge, read=lambda batch: states[[row[t] for t in batch]])
 
 
 def probe_drift(
