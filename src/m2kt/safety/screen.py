@@ -259,7 +259,7 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
 
     It learns the subtle harms (wrongs without violence) where the space still separates its
     held-out groups by `MIN_SEPARATION` with them, and leaves them out where it does not: a small
-    encoder (e2: 81% → 44%) cannot tell tax evasion from a tax return, and a screen that tries
+    encoder (e2: 0.76 → 0.44) cannot tell tax evasion from a tax return, and a screen that tries
     flags the tax return and misses the bomb. `calibration["subtle"]` says which was kept.
     Every text is read once whichever is kept."""
     seen: dict[str, torch.Tensor] = {}

@@ -187,15 +187,15 @@ def audit_student(
     if judge is None:
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
-    fits_psi = means is not None and len(paired) >= 2  # ψ is fitted on the pairs φ is
-    wanted = texts if fits_psi else list(dict.fromkeys(probes.texts))
+    psi_means = means if len(paired) >= 2 else None  # ψ is fitted on the pairs φ is
+    wanted = texts if psi_means is not None else list(dict.fromkeys(probes.texts))
     judge = _reading_once(judge, wanted)  # a probe both judged and paired is read once
     judged_drifts = list(drifts)
-    if fits_psi and means is not None:
+    if psi_means is not None:
         psi = fit_audit_alignment(teacher, judge.read(list(paired)))
         where = f"seen in {judge.name}'s space"
         judged_drifts.append(
-            probe_drift(judge.screen, psi, packet, means, where, AUDITOR_DRIFT_MARGIN)
+            probe_drift(judge.screen, psi, packet, psi_means, where, AUDITOR_DRIFT_MARGIN)
         )
     decided = audit_concepts(
         screen,
