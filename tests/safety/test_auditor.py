@@ -437,10 +437,13 @@ def test_with_an_auditor_a_vector_is_also_judged_in_the_auditors_space(
     drift in the auditor's space, ψ(c_k) against ψ of its probes' teacher states."""
     monkeypatch.setattr("m2kt.safety.sides.TEACHER_DRIFT_MARGIN", float("inf"))
     blended = _blend(extraction.packet, 0.3)
+    before = teacher.reads.copy()
     _, found, _ = screen_for_ingestion(student, blended, -1, None, auditor=teacher)
     found_all = [(f.name, round(f.score, 3), f.reasons) for f in found.findings]
     assert [f.name for f in found.flagged] == ["sport"], found_all
     assert f"both seen in {teacher.name}'s space" in found.flagged[0].reasons[0]
+    # what the report counts is what the auditor model read, each text once
+    assert sum(teacher.reads_since(before).values()) == found.auditor_inputs_read
     probes, paired = concept_probes(blended), text_states(blended)
     # the screen's calibration texts are the same for every model; the auditor read each
     # concept's probes to judge them and every paired text (probes and anchors) to fit ψ, each
