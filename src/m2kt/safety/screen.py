@@ -32,7 +32,7 @@ one), so the target there is looser than the 1% wanted on new concepts.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -115,26 +115,33 @@ def default_calibration() -> Calibration:
     return read_calibration(HERE / "calibration.yaml")
 
 
-def harm_training(subtle: bool = True) -> dict[str, dict[str, list[str]]]:
-    """Harm category → its `descriptions` (lines of unsafe_concepts.txt), `examples` and benign
-    `near_misses`; without `subtle`, the categories marked so (wrongs without violence) are
-    left out."""
+@dataclass(frozen=True)
+class HarmCategory:
+    """One category of `harm_training.yaml`: its description lines (of unsafe_concepts.txt),
+    sentences of intent, and, for the subtle ones, the benign near-misses learnt with them."""
+
+    descriptions: list[str]
+    examples: list[str]
+    near_misses: list[str]
+    subtle: bool  # a wrong without violence, learnt only where the space separates it
+
+
+def harm_training() -> dict[str, HarmCategory]:
+    """Harm category name → its `HarmCategory`."""
     raw = yaml.safe_load((HERE / "harm_training.yaml").read_text(encoding="utf-8"))
     return {
-        str(k): {
-            "descriptions": v["descriptions"],
-            "examples": v["examples"],
-            "near_misses": v.get("near_misses", []),
-        }
+        str(k): HarmCategory(
+            v["descriptions"], v["examples"], v.get("near_misses", []), v.get("subtle", False)
+        )
         for k, v in raw.items()
-        if subtle or not v.get("subtle", False)
     }
 
 
 def subtle_descriptions() -> set[str]:
     """The description lines of the subtle harm categories."""
-    every, core = harm_training(), harm_training(subtle=False)
-    return {d for name, part in every.items() if name not in core for d in part["descriptions"]}
+    return {
+        d for category in harm_training().values() if category.subtle for d in category.descriptions
+    }
 
 
 def read_calibration(path: str | Path) -> Calibration:
@@ -167,15 +174,15 @@ def training_groups(extra_descriptions: Sequence[str] = (), subtle: bool = True)
     left out (they are the axis of ordinary life every fit needs); benign examples are left out
     in blocks of `BENIGN_BLOCK` lines.
     """
-    harms = harm_training(subtle)
+    harms = {name: c for name, c in harm_training().items() if subtle or not c.subtle}
     groups = [
-        Group(name, True, tuple(part["descriptions"] + part["examples"]), category=True)
-        for name, part in harms.items()
+        Group(name, True, tuple(c.descriptions + c.examples), category=True)
+        for name, c in harms.items()
     ]
     groups += [
-        Group(f"{name} near-misses", False, tuple(part["near_misses"]))
-        for name, part in harms.items()
-        if part["near_misses"]
+        Group(f"{name} near-misses", False, tuple(c.near_misses))
+        for name, c in harms.items()
+        if c.near_misses
     ]
     shipped = set(default_unsafe_descriptions())
     extra = [d for d in extra_descriptions if d not in shipped]
@@ -262,6 +269,21 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
     encoder (e2: 0.76 → 0.44) cannot tell tax evasion from a tax return, and a screen that tries
     flags the tax return and misses the bomb. `calibration["subtle"]` says which was kept.
     Every text is read once whichever is kept."""
+    once = remembered(read)
+    descriptions = default_unsafe_descriptions()
+    descriptions += read_descriptions(unsafe_file) if unsafe_file else []
+    screen = build_screen(once, descriptions)
+    if separation(screen) >= MIN_SEPARATION:
+        return screen
+    core = build_screen(once, descriptions, subtle=False)  # its texts were all read above
+    return replace(
+        core, calibration=core.calibration | {"texts_read": screen.calibration["texts_read"]}
+    )
+
+
+def remembered(read: ReadTexts) -> ReadTexts:
+    """`read` that reads each text once and looks it up after: a screen fitted twice, or an
+    auditor that judges a probe and pairs it too, reads (and counts) it once."""
     seen: dict[str, torch.Tensor] = {}
 
     def once(texts: list[str]) -> torch.Tensor:
@@ -270,14 +292,7 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
             seen.update(zip(missing, read(missing), strict=True))
         return torch.stack([seen[t] for t in texts])
 
-    descriptions = default_unsafe_descriptions()
-    descriptions += read_descriptions(unsafe_file) if unsafe_file else []
-    screen = build_screen(once, descriptions)
-    if separation(screen) >= MIN_SEPARATION:
-        return screen
-    core = build_screen(once, descriptions, subtle=False)
-    core.calibration["texts_read"] = float(len(seen))
-    return core
+    return once
 
 
 def _centred(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

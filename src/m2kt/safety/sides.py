@@ -37,6 +37,7 @@ from m2kt.safety.screen import (
     ReadTexts,
     SafetyScreen,
     Scores,
+    remembered,
     screen_from_file,
     separation,
 )
@@ -170,14 +171,13 @@ def audit_student(
     cal = fit_audit_alignment(teacher, student)
     with torch.no_grad():
         aligned = cal(F.normalize(concepts.float(), dim=-1))
-    means = teacher_probe_means(packet)  # None without part P: the first drift alone counts
     ids, names = [c.id for c in m.concepts], [c.name for c in m.concepts]
     consistency = probe_consistency(packet)
     views = {"aligned concept": aligned}
     drifts = []
-    if means is not None:
+    if probes.states is not None:  # part P; without it the first drift alone counts
         where = "aligned into the student"
-        drifts.append(probe_drift(screen, cal, packet, means, where, TEACHER_DRIFT_MARGIN))
+        drifts.append(probe_drift(screen, cal, packet, where, TEACHER_DRIFT_MARGIN))
     audit = audit_concepts(screen, ids, names, views, anchors, consistency, drifts=drifts)
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
@@ -187,16 +187,14 @@ def audit_student(
     if judge is None:
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
-    psi_means = means if len(paired) >= 2 else None  # ψ is fitted on the pairs φ is
-    wanted = texts if psi_means is not None else list(dict.fromkeys(probes.texts))
-    judge = _reading_once(judge, wanted)  # a probe both judged and paired is read once
+    fits_psi = probes.states is not None and len(paired) >= 2  # ψ is fitted on the pairs φ is
+    wanted = texts if fits_psi else list(dict.fromkeys(probes.texts))  # what the auditor reads
+    judge = replace(judge, read=remembered(judge.read))  # a probe judged and paired: read once
     judged_drifts = list(drifts)
-    if psi_means is not None:
+    if fits_psi:
         psi = fit_audit_alignment(teacher, judge.read(list(paired)))
         where = f"seen in {judge.name}'s space"
-        judged_drifts.append(
-            probe_drift(judge.screen, psi, packet, psi_means, where, AUDITOR_DRIFT_MARGIN)
-        )
+        judged_drifts.append(probe_drift(judge.screen, psi, packet, where, AUDITOR_DRIFT_MARGIN))
     decided = audit_concepts(
         screen,
         ids,
@@ -218,23 +216,15 @@ def audit_student(
     )
 
 
-def _reading_once(judge: Judge, texts: list[str]) -> Judge:
-    """The judge with its states of `texts` read now, in one pass, and looked up after."""
-    states = judge.read(texts)
-    row = {t: i for i, t in enumerate(texts)}
-    return replace(judge, read=lambda batch: states[[row[t] for t in batch]])
-
-
 def probe_drift(
     screen: SafetyScreen,
     into: ConceptAlignmentLayer,
     packet: Packet,
-    means: torch.Tensor,
     where: str,
     margin: float,
 ) -> Drift:
     """How much nearer harm each concept's vector scores on `screen` than the mean of its
-    probes' teacher states (`means`, `teacher_probe_means`), both mapped by `into` into the
+    probes' teacher states in part P (`teacher_probe_means`), both mapped by `into` into the
     screen's space: a map's error moves both alike, so an honest concept's drift stays small.
 
     Less the concept's own spread (`reading_spread`): a vector read from some of its probes
@@ -242,8 +232,8 @@ def probe_drift(
     probes range from a quiet scene to a battle (a re-enactment society) drifts that far
     honestly. Concepts not read from their probes (`read_from_probes`) drift by 0 here."""
     concepts = F.normalize(packet.tensors[CONCEPTS_TENSOR].float(), dim=-1)
-    probes = concept_probes(packet)
-    assert probes.states is not None  # `means` exist only with part P
+    probes, means = concept_probes(packet), teacher_probe_means(packet)
+    assert probes.states is not None and means is not None  # called only with part P
     with torch.no_grad():
         gap = screen.score(into(concepts)).values - screen.score(into(means)).values
         each = screen.score(into(F.normalize(probes.states, dim=-1))).values
