@@ -191,7 +191,7 @@ def audit_concepts(
     """
     scored = {label: screen.score(vectors) for label, vectors in views.items()}
     own = screen.score(probes)
-    scored["its probes"] = own if judged is None else judged
+    scored["its probes' reading"] = own if judged is None else judged
     probe_scores = own.values
     diagonal = floor = None
     if consistency is not None and len(ids) > 1:
