@@ -97,6 +97,7 @@ def test_too_few_verification_probes_refuse_unless_accepted_unverified() -> None
     )
     assert allowed.passed and allowed.statistics is not None
     assert allowed.statistics["decision"] == "unverified"
+    assert "accepted unverified" in allowed.reason and "or pass" not in allowed.reason
     none = transfer_check(_memory(anchors), states[:0], labels[:0], anchors, 0.0)
     assert not none.passed
 

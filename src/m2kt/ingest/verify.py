@@ -252,10 +252,15 @@ def _paired_check(
     if small and not test_only:
         needed = math.ceil(gate.losses_to_speak / gate.detectable_drop)
         figures["decision"] = "unverified" if gate.accept_unverified else "refused: too few probes"
+        what_next = (  # the hint a refusal needs is noise once the user has accepted
+            "accepted unverified, as --accept-unverified asks"
+            if gate.accept_unverified
+            else "extract with more probes per concept (3+ hold one out), or pass "
+            "--accept-unverified to accept it unverified"
+        )
         reason = (
             f"only {n} held-out verification probes: a drop of {gate.detectable_drop:.0%} could "
-            f"go unseen (the test needs {needed}); extract with more probes per concept (3+ "
-            "hold one out), or pass --accept-unverified to accept it unverified"
+            f"go unseen (the test needs {needed}); {what_next}"
         )
         return Check(name, acc_before, acc_after, gate.accept_unverified, reason, figures)
     worse = figures["p_value"] < gate.level
