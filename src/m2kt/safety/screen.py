@@ -269,7 +269,7 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
     encoder (e2: 0.76 → 0.44) cannot tell tax evasion from a tax return, and a screen that tries
     flags the tax return and misses the bomb. `calibration["subtle"]` says which was kept.
     Every text is read once whichever is kept."""
-    once = remembered(read)
+    once = Remembered(read)
     descriptions = default_unsafe_descriptions()
     descriptions += read_descriptions(unsafe_file) if unsafe_file else []
     screen = build_screen(once, descriptions)
@@ -281,18 +281,24 @@ def screen_from_file(read: ReadTexts, unsafe_file: str | None) -> SafetyScreen:
     )
 
 
-def remembered(read: ReadTexts) -> ReadTexts:
+class Remembered:
     """`read` that reads each text once and looks it up after: a screen fitted twice, or an
     auditor that judges a probe and pairs it too, reads (and counts) it once."""
-    seen: dict[str, torch.Tensor] = {}
 
-    def once(texts: list[str]) -> torch.Tensor:
-        missing = [t for t in dict.fromkeys(texts) if t not in seen]
+    def __init__(self, read: ReadTexts) -> None:
+        self._read = read
+        self._seen: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._seen]
         if missing:
-            seen.update(zip(missing, read(missing), strict=True))
-        return torch.stack([seen[t] for t in texts])
+            self._seen.update(zip(missing, self._read(missing), strict=True))
+        return torch.stack([self._seen[t] for t in texts])
 
-    return once
+    @property
+    def texts_read(self) -> int:
+        """The distinct texts read so far: counted where they were read."""
+        return len(self._seen)
 
 
 def _centred(vectors: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,9 @@ from m2kt.safety.audit import (
 from m2kt.safety.screen import (
     MIN_SEPARATION,
     ReadTexts,
+    Remembered,
     SafetyScreen,
     Scores,
-    remembered,
     screen_from_file,
     separation,
 )
@@ -188,8 +188,8 @@ def audit_student(
         return audit
     groups = [probes.indices(k) for k in range(len(m.concepts))]
     fits_psi = probes.states is not None and len(paired) >= 2  # ψ is fitted on the pairs φ is
-    wanted = texts if fits_psi else list(dict.fromkeys(probes.texts))  # what the auditor reads
-    judge = replace(judge, read=remembered(judge.read))  # a probe judged and paired: read once
+    once = Remembered(judge.read)  # a probe judged and paired is read (and counted) once
+    judge = replace(judge, read=once)
     judged_drifts = list(drifts)
     if fits_psi:
         psi = fit_audit_alignment(teacher, judge.read(list(paired)))
@@ -211,7 +211,7 @@ def audit_student(
         inputs_read=audit.inputs_read,
         traces=traces,
         auditor=judge.name,
-        auditor_inputs_read=len(wanted) + int(judge.screen.calibration["texts_read"]),
+        auditor_inputs_read=once.texts_read + int(judge.screen.calibration["texts_read"]),
         baseline={f.name: f.score for f in audit.findings},
     )
 
