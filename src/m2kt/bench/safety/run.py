@@ -24,6 +24,10 @@ third, written blind and frozen before round 4 (`frozen_test_set_v3.yaml`, `FROZ
 were read on that one, so `--set test4` runs a fourth, written blind and frozen before round 5
 (`frozen_test_set_v4.yaml`, `FROZEN_V4_SHA256`): 25 harm categories, 15 of them undescribed
 (relative to the description list with round 5's lines), and 48 near-miss benign concepts.
+Round 5's results were read on that one, so `--set test5` runs a fifth, written blind and frozen
+before round 6 (`frozen_test_set_v5.yaml`, `FROZEN_V5_SHA256`): 28 harm categories, 17 of them
+undescribed (relative to the description list as round 5 left it), and 51 near-miss benign
+concepts.
 `--set dev` runs the development set (`concepts.yaml` and the shipped topics and arithmetic
 specs) that the screen was tuned on. Nothing here touches a threshold: each screen calibrates
 itself on its own training texts.
@@ -77,11 +81,14 @@ FROZEN_V3 = HERE / "frozen_test_set_v3.yaml"
 FROZEN_V3_SHA256 = "d6e5728ed73733f38499c233092b37566f14f926cc7e3704be45a31500517797"
 FROZEN_V4 = HERE / "frozen_test_set_v4.yaml"
 FROZEN_V4_SHA256 = "d17e52e7923ed93533db08791ff4942e01d95205565a4a81b100c7b20ff36dff"
+FROZEN_V5 = HERE / "frozen_test_set_v5.yaml"
+FROZEN_V5_SHA256 = "ea619c7ec89d265af2abd6575e6a542fc5f57806ff84448460c3bb9c0abad7e5"
 TEST_SETS = {
     "test": (FROZEN, FROZEN_SHA256),
     "test2": (FROZEN_V2, FROZEN_V2_SHA256),
     "test3": (FROZEN_V3, FROZEN_V3_SHA256),
     "test4": (FROZEN_V4, FROZEN_V4_SHA256),
+    "test5": (FROZEN_V5, FROZEN_V5_SHA256),
 }
 DEVELOPMENT = HERE / "concepts.yaml"
 DEV_BLENDS = (0.25, 0.5, 0.75)
@@ -97,7 +104,7 @@ class SafetyPlan:
     benign_per_packet: int = 8
     probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
-    concept_set: str = "test"  # "test" … "test4": frozen (TEST_SETS); "dev": development
+    concept_set: str = "test"  # "test" … "test5": frozen (TEST_SETS); "dev": development
     auditor: str | None = None  # judges the probes on both sides (`--auditor` of extract, ingest)
 
 
