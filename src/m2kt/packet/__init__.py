@@ -30,6 +30,7 @@ from m2kt.packet.probes import (
     concept_probes,
     concept_readout,
     kept_concept_parts,
+    screen_states,
     text_states,
 )
 from m2kt.packet.signing import (
@@ -63,6 +64,7 @@ __all__ = [
     "Trace",
     "fingerprint_of_public_key",
     "anchor_states",
+    "screen_states",
     "concept_layers",
     "concept_probes",
     "concept_readout",

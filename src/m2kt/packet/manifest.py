@@ -3,8 +3,9 @@
 The manifest is the JSON half of a packet: it names every tensor with its dtype and shape and
 describes the parts C (concepts, with their extraction and verification probes), P (the
 teacher's states of the extraction probes), D (a linear concept readout), L (the concepts and
-probe states at several layers), G (abstraction graph),
-A (attention), R (reasoning traces), M (provenance) and, for model patches, the patch payload.
+probe states at several layers), N (anchors), S (the safety screen's texts), G (abstraction
+graph), A (attention), R (reasoning traces), M (provenance) and, for model patches, the patch
+payload.
 Models are strict: unknown fields, wrong types and inconsistent cross-references are refused, so
 that a packet means one thing.
 """
@@ -36,6 +37,7 @@ PARTS = (
     "readout",
     "layers",
     "anchors",
+    "screen",
     "graph",
     "attention",
     "traces",
@@ -44,6 +46,7 @@ PARTS = (
 CONCEPTS_TENSOR = "concepts.embeddings"
 PROBE_STATES_TENSOR = "probes.states"
 ANCHOR_STATES_TENSOR = "anchors.states"
+SCREEN_STATES_TENSOR = "screen.states"
 READOUT_WEIGHT_TENSOR = "readout.weight"
 READOUT_BIAS_TENSOR = "readout.bias"
 LAYER_EMBEDDINGS_TENSOR = "layers.embeddings"
@@ -158,6 +161,19 @@ class Anchors(_Strict):
     texts: list[Text] = Field(min_length=1, max_length=100_000)
 
 
+class ScreenTexts(_Strict):
+    """Part S: `screen.states` [len(texts), d_T], the teacher's states of the safety screen's
+    training texts (m2kt.safety), read at part P's layer and pooling when the export audit ran.
+
+    A student cannot read the teacher, so without them it can screen a concept's vector only
+    through a map fitted on neutral anchors, which carries harm's directions poorly; with them
+    it fits the same screen the export audit fitted, in the teacher's own space, and measures
+    each vector against its probes' teacher states there (docs/security.md, round 6).
+    """
+
+    texts: list[Text] = Field(min_length=1, max_length=100_000)
+
+
 class GraphNode(_Strict):
     id: Identifier
     name: Name
@@ -254,6 +270,7 @@ class Manifest(_Strict):
     readout: Readout | None = None
     layers: Layers | None = None
     anchors: Anchors | None = None
+    screen: ScreenTexts | None = None
     graph: Graph | None = None
     attention: Attention | None = None
     traces: list[Trace] | None = Field(default=None, max_length=100_000)
@@ -279,6 +296,8 @@ class Manifest(_Strict):
             names.update((LAYER_EMBEDDINGS_TENSOR, LAYER_STATES_TENSOR))
         if self.anchors is not None:
             names.add(ANCHOR_STATES_TENSOR)
+        if self.screen is not None:
+            names.add(SCREEN_STATES_TENSOR)
         if self.attention is not None:
             names.add(ATTENTION_TENSOR)
         for trace in self.traces or []:
@@ -297,11 +316,20 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
     if m.kind == "patch":
         if m.patch is None:
             problems.append("a patch packet needs a `patch` part")
-        knowledge = (m.concepts, m.probes, m.readout, m.layers, m.anchors, m.attention, m.traces)
+        knowledge = (
+            m.concepts,
+            m.probes,
+            m.readout,
+            m.layers,
+            m.anchors,
+            m.screen,
+            m.attention,
+            m.traces,
+        )
         if any(p is not None for p in knowledge):
             problems.append(
                 "a patch packet must not carry concepts, probes, a readout, layers, anchors, "
-                "attention or traces"
+                "screen texts, attention or traces"
             )
     elif m.patch is not None:
         problems.append("a knowledge packet must not carry a `patch` part")
@@ -348,14 +376,17 @@ def _cross_reference_problems(m: Manifest) -> list[str]:
         problems.extend(_layers_problems(m, width))
     if m.readout is not None:
         problems.extend(_readout_problems(m, width))
-    if m.anchors is not None:
-        shape = m.tensors[ANCHOR_STATES_TENSOR].shape
+    for part, tensor, what in (
+        (m.anchors, ANCHOR_STATES_TENSOR, "anchor"),
+        (m.screen, SCREEN_STATES_TENSOR, "screen"),
+    ):
+        if part is None:
+            continue
+        shape = m.tensors[tensor].shape
         if m.probes is None:
-            problems.append("anchor states need the probes part (their layer and pooling)")
-        elif len(shape) != 2 or shape[0] != len(m.anchors.texts) or (width and shape[1] != width):
-            problems.append(
-                f"{ANCHOR_STATES_TENSOR} must have shape [{len(m.anchors.texts)}, {width}]"
-            )
+            problems.append(f"{what} states need the probes part (their layer and pooling)")
+        elif len(shape) != 2 or shape[0] != len(part.texts) or (width and shape[1] != width):
+            problems.append(f"{tensor} must have shape [{len(part.texts)}, {width}]")
     if m.attention is not None:
         if m.concepts is None:
             problems.append("attention patterns need the concepts part")

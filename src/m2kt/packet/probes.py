@@ -1,9 +1,10 @@
-"""Parts P and N and the verification split, read in one place.
+"""Parts P, N and S and the verification split, read in one place.
 
 Every reader of a packet's probes (ingestion, the safety audit, merging) goes through
 `concept_probes`: which texts each concept was extracted from, the teacher's state of each
 (part P), and which texts were held out for verification; `anchor_states` reads part N, and
-`text_states` both, for whoever pairs texts across models; `concept_readout` reads part D and
+`text_states` both, for whoever pairs texts across models; `screen_states` reads part S (the
+safety screen's texts, for the auditor alone); `concept_readout` reads part D and
 `concept_layers` part L.
 Before format version 2 the states travelled as one-step traces named `probe{i}` that each
 reader recognised by its own rule.
@@ -24,6 +25,7 @@ from m2kt.packet.manifest import (
     PROBE_STATES_TENSOR,
     READOUT_BIAS_TENSOR,
     READOUT_WEIGHT_TENSOR,
+    SCREEN_STATES_TENSOR,
 )
 from m2kt.packet.packet import Packet
 
@@ -169,6 +171,17 @@ def anchor_states(packet: Packet) -> tuple[list[str], torch.Tensor] | None:
     if part is None:
         return None
     return list(part.texts), packet.tensors[ANCHOR_STATES_TENSOR].float()
+
+
+def screen_states(packet: Packet) -> dict[str, torch.Tensor] | None:
+    """Text → the teacher's state of it [d_T] for the safety screen's texts (part S), or None.
+    Not among `text_states`: they teach the auditor what harm is in the teacher's space, and
+    ingestion's maps stay fitted on the task-agnostic anchors and the probes."""
+    part = packet.manifest.screen
+    if part is None:
+        return None
+    states = packet.tensors[SCREEN_STATES_TENSOR].float()
+    return dict(zip(part.texts, states, strict=True))
 
 
 def text_states(packet: Packet) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ from m2kt.packet.manifest import (
     ANCHOR_STATES_TENSOR,
     ATTENTION_TENSOR,
     CONCEPTS_TENSOR,
+    SCREEN_STATES_TENSOR,
     TRACE_PREFIX,
 )
 from m2kt.packet.probes import concept_probes, kept_concept_parts
@@ -71,6 +72,10 @@ INGEST_DRIFT_MARGIN = 0.1
 # it, 60.1% / 6.3% with it, 73.7% / 7.1% with it at 0.
 TEACHER_DRIFT_MARGIN = 0.0
 AUDITOR_DRIFT_MARGIN = 0.0
+# Round 6: with part S, φ(c_k)'s drift is also measured in the teacher's own space, on the
+# screen fitted there from the packet's states of the screen's texts, against the teacher's
+# states of its probes (`m2kt.safety.sides.teacher_screen`), less the concept's spread.
+TEACHER_SPACE_DRIFT_MARGIN = 0.0
 
 
 class UnsafePacketError(VerificationError):
@@ -310,8 +315,9 @@ def drop_concepts(packet: Packet, ids: set[str], trace_ids: frozenset[str] = fro
     tensors = {CONCEPTS_TENSOR: packet.tensors[CONCEPTS_TENSOR][index]}
     if ATTENTION_TENSOR in packet.tensors:
         tensors[ATTENTION_TENSOR] = packet.tensors[ATTENTION_TENSOR][index]
-    if ANCHOR_STATES_TENSOR in packet.tensors:
-        tensors[ANCHOR_STATES_TENSOR] = packet.tensors[ANCHOR_STATES_TENSOR]
+    for kept_whole in (ANCHOR_STATES_TENSOR, SCREEN_STATES_TENSOR):  # parts N and S
+        if kept_whole in packet.tensors:
+            tensors[kept_whole] = packet.tensors[kept_whole]
     kept_tensors, kept_parts = kept_concept_parts(packet, keep)  # parts P, D and L
     tensors |= kept_tensors
     traces = [t for t in m.traces or [] if t.probe not in dropped_probes and t.id not in trace_ids]

@@ -295,6 +295,10 @@ class Remembered:
             self._seen.update(zip(missing, self._read(missing), strict=True))
         return torch.stack([self._seen[t] for t in texts])
 
+    def states(self) -> tuple[list[str], torch.Tensor]:
+        """The texts read so far, in the order read, and their states [N, d]."""
+        return list(self._seen), torch.stack(list(self._seen.values()))
+
     @property
     def texts_read(self) -> int:
         """The distinct texts read so far: counted where they were read."""

@@ -3,7 +3,9 @@ ingestion (after alignment). Both read the screen's texts with the model being s
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,12 +17,13 @@ from m2kt.concepts.probing import read_probes
 from m2kt.concepts.sets import ConceptSet
 from m2kt.errors import UsageError
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import Packet, concept_probes, text_states
-from m2kt.packet.manifest import CONCEPTS_TENSOR
+from m2kt.packet import Packet, concept_probes, screen_states, text_states
+from m2kt.packet.manifest import CONCEPTS_TENSOR, SCREEN_STATES_TENSOR
 from m2kt.safety.audit import (
     AUDITOR_DRIFT_MARGIN,
     EXPORT_DRIFT_MARGIN,
     TEACHER_DRIFT_MARGIN,
+    TEACHER_SPACE_DRIFT_MARGIN,
     Audit,
     Drift,
     UnsafePacketError,
@@ -175,10 +178,21 @@ def audit_student(
     consistency = probe_consistency(packet)
     views = {"aligned concept": aligned}
     drifts = []
+    read_by_teacher = None
     if probes.states is not None:  # part P; without it the first drift alone counts
         where = "aligned into the student"
         drifts.append(probe_drift(screen, cal, packet, where, TEACHER_DRIFT_MARGIN))
-    audit = audit_concepts(screen, ids, names, views, anchors, consistency, drifts=drifts)
+        own = teacher_screen(packet)
+        if own is not None:  # part S: the screen in the teacher's own space
+            where = "in the teacher's space, on the screen fitted there from part S"
+            drifts.append(probe_drift(own, _as_is, packet, where, TEACHER_SPACE_DRIFT_MARGIN))
+            read_by_teacher = _rescaled(own, teacher_probe_means(packet), screen)
+    both = None
+    if read_by_teacher is not None:
+        both = _higher(screen.score(anchors), read_by_teacher)
+    audit = audit_concepts(
+        screen, ids, names, views, anchors, consistency, judged=both, drifts=drifts
+    )
     with torch.no_grad():
         traces = screen_traces(screen, packet, lambda states: cal(F.normalize(states, dim=-1)))
     audit = replace(
@@ -216,9 +230,68 @@ def audit_student(
     )
 
 
+def teacher_screen(packet: Packet) -> SafetyScreen | None:
+    """The screen fitted in the teacher's own space from the packet's part S, as the export
+    audit fitted it there; None without part S, when part S lacks a text this m2kt's screen
+    learns from (a packet of another m2kt version), or when it does not separate its held-out
+    groups. A forger can fake part S, as part P, to blind it: the student's reading of the
+    probe texts, which no packet can fake, still stands beside it (docs/security.md).
+
+    Fitted once per distinct part S (a benchmark audits thousands of packets of one teacher)."""
+    states = screen_states(packet)
+    if states is None:
+        return None
+    key = packet.tensors[SCREEN_STATES_TENSOR].numpy().tobytes()
+    digest = hashlib.sha256(key + "\n".join(states).encode("utf-8")).hexdigest()
+    if digest not in _TEACHER_SCREENS:
+        if len(_TEACHER_SCREENS) >= 4:
+            _TEACHER_SCREENS.pop(next(iter(_TEACHER_SCREENS)))
+        _TEACHER_SCREENS[digest] = _fit_from_states(states)
+    return _TEACHER_SCREENS[digest]
+
+
+_TEACHER_SCREENS: dict[str, SafetyScreen | None] = {}
+
+
+class _Missing(Exception):
+    """Part S lacks a text the screen learns from."""
+
+
+def _fit_from_states(states: dict[str, torch.Tensor]) -> SafetyScreen | None:
+    def read(texts: list[str]) -> torch.Tensor:
+        if any(t not in states for t in texts):
+            raise _Missing
+        return torch.stack([states[t] for t in texts])
+
+    try:
+        screen = screen_from_file(read, None)
+    except _Missing:
+        return None
+    return screen if separation(screen) >= MIN_SEPARATION else None
+
+
+def _rescaled(own: SafetyScreen, vectors: torch.Tensor | None, screen: SafetyScreen) -> Scores:
+    """`own`'s scores of `vectors` moved onto `screen`'s scale (their margin over `own`'s
+    threshold added to `screen`'s), as an auditor's are (`judge_probes`)."""
+    assert vectors is not None
+    scores = own.score(vectors)
+    return Scores(scores.values - own.threshold + screen.threshold, scores.nearest)
+
+
+def _higher(a: Scores, b: Scores) -> Scores:
+    """Each concept's higher score of two readings, with its nearest description."""
+    pick = b.values > a.values
+    nearest = [y if p else x for x, y, p in zip(a.nearest, b.nearest, pick.tolist(), strict=True)]
+    return Scores(torch.where(pick, b.values, a.values), nearest)
+
+
+def _as_is(vectors: torch.Tensor) -> torch.Tensor:
+    return vectors
+
+
 def probe_drift(
     screen: SafetyScreen,
-    into: ConceptAlignmentLayer,
+    into: Callable[[torch.Tensor], torch.Tensor],
     packet: Packet,
     where: str,
     margin: float,
@@ -327,6 +400,7 @@ class ExportScreen:
     screen: SafetyScreen | None = None
     flagged: dict[str, str] = field(default_factory=dict)  # concept id → name
     auditor: ModelView | None = None  # judges the probes (`m2kt extract --auditor`)
+    read: Remembered | None = None  # the teacher's states of the screen's texts (part S)
 
     def __call__(
         self,
@@ -341,7 +415,8 @@ class ExportScreen:
         """`states` [N, d] are the teacher's states of the probe texts the concept groups
         index. A teacher whose space does not separate the screen's held-out groups (a random
         model, say) cannot be screened by meaning; that is said, not hidden."""
-        screen = screen_from_file(model_reader(view, layer, pooling, batch_size), None)
+        self.read = Remembered(model_reader(view, layer, pooling, batch_size))
+        screen = screen_from_file(self.read, None)
         if separation(screen) < MIN_SEPARATION:
             return [
                 f"safety screen not applied: this teacher separates only "
@@ -379,14 +454,21 @@ class ExportScreen:
 def finish_export(
     packet: Packet, audit: ExportScreen, keep_flagged: bool = False
 ) -> tuple[Packet, list[str]]:
-    """Screen the packet's traces, then drop what the audit flagged unless `keep_flagged`.
+    """Carry the screen's texts (part S), screen the packet's traces, then drop what the audit
+    flagged unless `keep_flagged`.
 
-    Either way the provenance says what was flagged and whether it was kept
+    Part S is the teacher's states of the texts the screen learnt from, so that a student can
+    fit the same screen in the teacher's space (`teacher_drift`); it costs no reading, the
+    audit read them. Either way the provenance says what was flagged and whether it was kept
     (`safety_flagged_concepts`, `safety_flagged_traces`, `safety_kept_flagged`). A packet whose
     every concept is flagged is refused (`UnsafePacketError`) unless kept.
     """
     if audit.screen is None:
         return packet, []
+    if audit.read is not None and packet.manifest.probes is not None:
+        texts, states = audit.read.states()
+        tensors = dict(packet.tensors) | {SCREEN_STATES_TENSOR: states.to(torch.float16)}
+        packet = packet.rebuilt(tensors, screen={"texts": texts})
     traces = screen_traces(audit.screen, packet, lambda states: states)
     notes = [f"safety: trace {t!r} flagged: {reason}" for t, reason in traces.items()]
     if not audit.flagged and not traces:

@@ -85,7 +85,9 @@ def test_the_benign_test_concepts_do_not_mirror_a_reference_by_meaning(e1_read) 
 @pytest.mark.parametrize("kind", TEST_SET.kinds)
 def test_each_disguise(kind: str, states) -> None:
     injected = next(c for c in CONCEPTS if c.unsafe)
-    packet, truth = _packet(SafetyPlan(), random.Random(0), CONCEPTS, injected, kind, states, None)
+    packet, truth = _packet(
+        SafetyPlan(), random.Random(0), CONCEPTS, injected, kind, states, (None, None)
+    )
     m = packet.manifest
     row = next(k for k, c in enumerate(truth) if c.unsafe)
     concept = m.concepts[row]
@@ -105,7 +107,13 @@ def test_a_stronger_blend_lands_nearer_the_harm(states) -> None:
     cosines = []
     for alpha in TEST_SET.blends:  # the same seed draws the same cover and probes
         packet, truth = _packet(
-            SafetyPlan(), random.Random(0), CONCEPTS, injected, f"blended {alpha:g}", states, None
+            SafetyPlan(),
+            random.Random(0),
+            CONCEPTS,
+            injected,
+            f"blended {alpha:g}",
+            states,
+            (None, None),
         )
         row = next(k for k, c in enumerate(truth) if c.unsafe)
         vector = packet.tensors["concepts.embeddings"][row]

@@ -59,10 +59,15 @@ from m2kt.concepts.spec import load_spec
 from m2kt.errors import UsageError
 from m2kt.models.load import load_model
 from m2kt.packet import Packet, concept_probes, make_provenance
-from m2kt.packet.manifest import ANCHOR_STATES_TENSOR, CONCEPTS_TENSOR, PROBE_STATES_TENSOR
+from m2kt.packet.manifest import (
+    ANCHOR_STATES_TENSOR,
+    CONCEPTS_TENSOR,
+    PROBE_STATES_TENSOR,
+    SCREEN_STATES_TENSOR,
+)
 from m2kt.report.figures import safety_roc
 from m2kt.safety.audit import Audit
-from m2kt.safety.screen import SafetyScreen, screen_from_file
+from m2kt.safety.screen import Remembered, SafetyScreen, screen_from_file
 from m2kt.safety.sides import (
     Judge,
     audit_student,
@@ -106,6 +111,7 @@ class SafetyPlan:
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
     concept_set: str = "test"  # "test" … "test5": frozen (TEST_SETS); "dev": development
     auditor: str | None = None  # judges the probes on both sides (`--auditor` of extract, ingest)
+    screen_texts: bool = True  # part S: the teacher's states of the screen's texts, as extract
 
 
 PLANS = {"quick": SafetyPlan(seeds=2), "full": SafetyPlan(seeds=10)}
@@ -181,6 +187,7 @@ def run_safety(
     probe_texts = list(dict.fromkeys(p for c in concepts for p in c.probes))
     texts = list(dict.fromkeys([*probe_texts, *anchor_texts]))
     sides: dict[str, tuple[SafetyScreen, dict[str, torch.Tensor]]] = {}
+    screen_part: tuple[list[str], torch.Tensor] | None = None
     roles = [("teacher", plan.teacher), ("student", plan.student)]
     if plan.auditor:  # judges the probes on both sides (`--auditor` of extract and ingest)
         roles.append(("auditor", plan.auditor))
@@ -192,8 +199,10 @@ def run_safety(
             screen, read = made.screen, made.read
         else:
             (layer,) = view.check_layers([-1])
-            read = model_reader(view, layer, view.pooling)
+            read = Remembered(model_reader(view, layer, view.pooling))
             screen = screen_from_file(read, None)  # the product's screen in its space
+            if role == "teacher" and plan.screen_texts:  # part S, as `m2kt extract` carries
+                screen_part = read.states()
         states = dict(zip(texts, read(texts), strict=True))
         sides[role] = (screen, states)
     teacher_screen, teacher_states = sides["teacher"]
@@ -217,7 +226,7 @@ def run_safety(
         for injected in (c for c in concepts if c.unsafe):
             for kind in chosen.kinds:
                 packet, truth = _packet(
-                    plan, rng, concepts, injected, kind, teacher_states, anchors
+                    plan, rng, concepts, injected, kind, teacher_states, (anchors, screen_part)
                 )
                 for side, audit in (
                     ("export", _export_audit(teacher_screen, packet, teacher_states, judge)),
@@ -260,6 +269,13 @@ def run_safety(
     return result
 
 
+# What a benchmark packet carries beside its concepts: part N (the anchor set, its texts and
+# the teacher's states of them) and part S (the screen's texts and the teacher's states).
+Carried = tuple[
+    tuple[AnchorSet, list[str], torch.Tensor] | None, tuple[list[str], torch.Tensor] | None
+]
+
+
 def _cached(states: dict[str, torch.Tensor]) -> Callable[[list[str]], torch.Tensor]:
     """A model's reader over the states it has already read (every text is read once)."""
     return lambda batch: torch.stack([states[t] for t in batch])
@@ -272,7 +288,7 @@ def _packet(
     injected: TestConcept,
     kind: str,
     states: dict[str, torch.Tensor],
-    anchors: tuple[AnchorSet, list[str], torch.Tensor] | None,
+    carried: Carried,
 ) -> tuple[Packet, list[TestConcept]]:
     """A packet of benign concepts with `injected` disguised as `kind`, and the truth per row."""
     benign = [c for c in concepts if not c.unsafe]
@@ -298,20 +314,26 @@ def _packet(
     entries.insert(where, hidden)
     truth = list(members)
     truth.insert(where, injected)
-    return _build(entries, states, anchors), truth
+    return _build(entries, states, carried), truth
 
 
 def _build(
     entries: list[tuple[str, list[str], torch.Tensor]],
     states: dict[str, torch.Tensor],
-    anchors: tuple[AnchorSet, list[str], torch.Tensor] | None,
+    carried: Carried,
 ) -> Packet:
-    """A knowledge packet with parts C, P and N: the probe and anchor states are the teacher's."""
+    """A knowledge packet with parts C, P, N and S: the probe, anchor and screen text states are
+    the teacher's (part S in half precision, as `m2kt extract` writes it)."""
+    anchors, screen_part = carried
     probe_states = torch.stack([states[p] for _, probes, _ in entries for p in probes])
     tensors = {
         CONCEPTS_TENSOR: torch.stack([e[2] for e in entries]).float(),
         PROBE_STATES_TENSOR: probe_states.float(),
     }
+    part_s = None
+    if screen_part is not None:
+        tensors[SCREEN_STATES_TENSOR] = screen_part[1].to(torch.float16)
+        part_s = {"texts": screen_part[0]}
     part_n = None
     if anchors is not None:
         anchor_set, texts, anchor_states = anchors
@@ -340,6 +362,7 @@ def _build(
         concepts=concepts,
         probes={"layer": 0, "pooling": "mean", "logit_scale": 20.0},
         anchors=part_n,
+        screen=part_s,
     )
 
 
