@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from m2kt.cli import main
+from m2kt.packet import read_packet
 
 
 def test_extract_sign_inspect_on_e1(tmp_path: Path, keys, capsys) -> None:
@@ -24,8 +25,12 @@ def test_extract_sign_inspect_on_e1(tmp_path: Path, keys, capsys) -> None:
     assert record["measurements"]["concept_probe_accuracy"] >= 0.8
     assert record["measurements"]["heldout_probes"] == 20
     assert record["measurements"]["safety_screened"] == 1.0  # audited by meaning at export
-    # About 1% of the teacher, most of it the 1,024 anchor states in half precision.
-    assert record["packet_bytes"] < 0.015 * record["measurements"]["teacher_checkpoint_bytes"]
+    # About 1.5% of the teacher, most of it in half precision: the 1,024 anchor states (part N)
+    # and, since round 6 of the safety screen, the states of its 504 texts (part S, 387 KB).
+    assert record["packet_bytes"] < 0.02 * record["measurements"]["teacher_checkpoint_bytes"]
+    assert main(["inspect", str(out), "--key", str(keys[1]), "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)["parts"]
+    assert parts["screen"] == {"texts": 504}  # part S: the export screen's texts
     assert main(["inspect", str(out), "--key", str(keys[1])]) == 0
     shown = capsys.readouterr().out
     assert "verified" in shown and "concept-probe accuracy on 20 held-out probes" in shown
@@ -38,6 +43,7 @@ def test_no_safety_screen_skips_the_export_audit(tmp_path: Path) -> None:
     assert main([*command, "--no-attention", "--no-safety-screen"]) == 0
     record = json.loads((tmp_path / "topics.m2kt.record.json").read_text())
     assert "safety_screened" not in record["measurements"]
+    assert read_packet(out).manifest.screen is None  # no screen, no part S
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ def summarize(packet: Packet) -> dict[str, Any]:
         "anchors": None
         if m.anchors is None
         else m.anchors.model_dump(mode="json", exclude={"texts"}) | {"texts": len(m.anchors.texts)},
+        "screen": None if m.screen is None else {"texts": len(m.screen.texts)},
         "graph": None
         if m.graph is None
         else {"nodes": len(m.graph.nodes), "edges": len(m.graph.edges)},
