@@ -11,6 +11,7 @@ from m2kt.cli import main
 from m2kt.concepts.spec import load_spec
 from m2kt.extract.pipeline import extract_packet
 from m2kt.models.load import load_model
+from m2kt.packet import read_packet
 
 from conftest import TWO_PROBES, patch_packet, shifted_concepts
 
@@ -155,6 +156,8 @@ def test_the_main_job_transfers_a_verified_packet(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "| verdict | accepted |" in printed and "ok   transfer" in printed
     assert (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").is_file()
+    # the packet is what `m2kt extract` writes: screened, with the screen's texts (part S)
+    assert read_packet(tmp_path / "demo" / "topics.m2kt").manifest.screen is not None
     assert (
         main(
             [

@@ -13,7 +13,9 @@ list. It does not catch, because the broker runs no model:
   - a harmful vector under a benign name and benign probes (a trojan), or blended into one;
   - harmful probes worded unlike every list line (synonyms, paraphrase, another language,
     misspellings), and any harm the list does not name (stalking, kidnapping, sabotage, ...);
-  - harm in reasoning traces, attention or anchor states: only concept names and probes are read.
+  - harm in reasoning traces, attention or anchor states: only concept names and probes are read;
+  - a forged part S (the teacher's states of the screen's texts): the broker does not fit the
+    screen from it; `m2kt ingest` does, beside the student's own reading.
 The meaning screen runs where a model is: at `m2kt extract` (teacher) and `m2kt ingest`
 (student), which drop what it flags; pulling a packet from a broker is no substitute.
 

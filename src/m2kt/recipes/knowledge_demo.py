@@ -25,7 +25,7 @@ from m2kt.models.load import load_model
 from m2kt.packet import load_packet
 from m2kt.progress import StageProgress, quiet
 from m2kt.recipes.patch_demo import fresh_keys
-from m2kt.safety import ExportScreen
+from m2kt.safety import ExportScreen, finish_export
 
 TEACHER, STUDENT, SPEC = "e1", "e2", "topics"
 
@@ -105,8 +105,10 @@ def run_knowledge_demo(
 
     log(f"1/3 teacher {TEACHER} reads the {SPEC} spec into a packet")
     teacher = load_model(TEACHER)
-    extraction = extract_packet(teacher, load_spec(SPEC), progress=progress, audit=ExportScreen())
-    path = extraction.packet.signed(private).save(out / f"{SPEC}.m2kt")
+    audit = ExportScreen()  # what `m2kt extract` runs: screen, carry part S, drop what it flags
+    extraction = extract_packet(teacher, load_spec(SPEC), progress=progress, audit=audit)
+    exported, _ = finish_export(extraction.packet, audit)
+    path = exported.signed(private).save(out / f"{SPEC}.m2kt")
 
     log(f"2/3 the packet is verified against {public.name} and ingested by {STUDENT}")
     packet = load_packet(path, trusted_keys=[public])
