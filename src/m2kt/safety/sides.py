@@ -148,6 +148,12 @@ def audit_student(
     error cancels and a smaller margin counts; beside the first drift, not instead, because a
     forger can fit part P to the hidden vector but not the student's reading of the texts.
 
+    With part S (round 6), the export screen is fitted again in the teacher's own space from
+    the packet's states of its texts (`teacher_screen`): φ(c_k)'s fourth reference is the
+    teacher's vector against its probes' teacher states on that screen, where no map blurs
+    harm, and without a `judge` the teacher's reading of the probes counts beside the
+    student's (the higher score). A forged part S leaves the checks above standing.
+
     With a `judge`, what the probes *say* is judged in the auditor's space (its reading of them,
     on its own calibrated screen), and what a vector *hides* (its drift) in the student's, where
     the vector lands, and with part P and pairs to fit ψ on, ψ(c_k) against ψ of its probes'
@@ -458,8 +464,8 @@ def finish_export(
     flagged unless `keep_flagged`.
 
     Part S is the teacher's states of the texts the screen learnt from, so that a student can
-    fit the same screen in the teacher's space (`teacher_drift`); it costs no reading, the
-    audit read them. Either way the provenance says what was flagged and whether it was kept
+    fit the same screen in the teacher's space (`teacher_screen`); it costs no reading,
+    the audit read them. Either way the provenance says what was flagged and whether it was kept
     (`safety_flagged_concepts`, `safety_flagged_traces`, `safety_kept_flagged`). A packet whose
     every concept is flagged is refused (`UnsafePacketError`) unless kept.
     """
