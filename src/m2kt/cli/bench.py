@@ -18,6 +18,7 @@
                                        test3, test4, test5: the second to fifth frozen
                                        sets, written blind; --set dev: the development set),
                                        teacher e1, student e2, 2 or 10 seeds
+                                       (--no-screen-texts: packets without part S)
   m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
                                        processes, SQLite and PostgreSQL, 1,000 or 10,000
                                        operations a run, loopback only (docs/broker.md)
@@ -147,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "extract --auditor` and `m2kt ingest --auditor` do; efficiency (latent), adds the row "
         "of each packet ingested with it, screen on",
     )
+    safety.add_argument(
+        "--no-screen-texts",
+        action="store_true",
+        help="packets without part S (the teacher's states of the screen's texts), as before "
+        "round 6 of the auditor or as `m2kt extract --no-safety-screen` writes them",
+    )
     merge = parser.add_argument_group("merge only")
     merge.add_argument("--teachers", default="e1,l1", type=model_pair, metavar="A,B")
     merge.add_argument(
@@ -266,6 +273,7 @@ def _safety(args: argparse.Namespace, out: Path) -> int:
         teacher=args.teacher,
         student=args.student,
         auditor=args.auditor,
+        screen_texts=not args.no_screen_texts,
     )
     return _printed(run_safety(plan, out, log=lambda m: console.log(m)), out)
 
