@@ -15,8 +15,9 @@
                                        --pairs tweets:e1:e2: these latent settings only)
   m2kt bench safety --mode quick|full  the safety auditor on packets with injected unsafe
                                        concepts from the frozen test set (--set test2,
-                                       test3, test4, test5: the second to fifth frozen
-                                       sets, written blind; --set dev: the development set),
+                                       test3, test4, test5, test6: the second to sixth
+                                       frozen sets, written blind; --set dev: the
+                                       development set),
                                        teacher e1, student e2, 2 or 10 seeds
                                        (--no-screen-texts: packets without part S)
   m2kt bench broker --mode quick|full  16 or 32 clients against one and two `m2kt serve`
@@ -130,11 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     safety = parser.add_argument_group("safety only")
     safety.add_argument(
         "--set",
-        choices=["test", "test2", "test3", "test4", "test5", "dev"],
+        choices=["test", "test2", "test3", "test4", "test5", "test6", "dev"],
         default="test",
         help="the frozen test set (default), the second one frozen before round 3 (test2), "
         "the third one frozen before round 4 (test3), the fourth one frozen before round 5 "
-        "(test4), the fifth one frozen before round 6 (test5), or the development set to tune on",
+        "(test4), the fifth one frozen before round 6 (test5), the sixth one frozen for round 7 "
+        "(test6), or the development set to tune on",
     )
     safety.add_argument(
         "--seed-count", type=int, metavar="N", help="seeds 0 … N-1 in place of the mode's"

@@ -1,8 +1,9 @@
 """The frozen safety test sets written blind (issue 17): the second (`--set test2`), written
 before round 3 because the first was read in two design rounds, the third (`--set test3`),
 written before round 4 because the second was read in round 3, the fourth (`--set test4`),
-written before round 5 because the third was read in round 4, and the fifth (`--set test5`),
-written before round 6 because the fourth was read in round 5.
+written before round 5 because the third was read in round 4, the fifth (`--set test5`), written
+before round 6 because the fourth was read in round 5, and the sixth (`--set test6`), written
+for round 7 because the fifth was read in round 6.
 
 Each is refused when changed; holds more undescribed harm categories than described ones; shares
 no text with what the screen learns from, what it was tuned on or any set frozen before it; and,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # a name starting with Test at module level would be collecte
     from m2kt.bench.safety.run import TestConcept
 
 # each written after the sets listed before it in TEST_SETS
-BLIND = ["test2", "test3", "test4", "test5"]
+BLIND = ["test2", "test3", "test4", "test5", "test6"]
 # Sets frozen before round 5's subtle harm categories (wrongs without violence, with their
 # near-misses) are checked against the screen as it stood then: those categories came after
 # their results were read, and now cover some of their undescribed harms.
@@ -128,12 +129,13 @@ def test_each_set_choice_runs_on_its_own_file() -> None:
         ("test3", "frozen_test_set_v3.yaml"),
         ("test4", "frozen_test_set_v4.yaml"),
         ("test5", "frozen_test_set_v5.yaml"),
+        ("test6", "frozen_test_set_v6.yaml"),
     ]:
         chosen, path = concept_set(name)
         assert path == f"bench/safety/{file}" and chosen.sha256 == TEST_SETS[name][1]
     assert concept_set("dev")[1] is None
     with pytest.raises(UsageError, match="no safety concept set"):
-        concept_set("test6")
+        concept_set("test7")
 
 
 @pytest.mark.parametrize("name", BLIND)

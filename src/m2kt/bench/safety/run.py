@@ -27,7 +27,10 @@ were read on that one, so `--set test4` runs a fourth, written blind and frozen 
 Round 5's results were read on that one, so `--set test5` runs a fifth, written blind and frozen
 before round 6 (`frozen_test_set_v5.yaml`, `FROZEN_V5_SHA256`): 28 harm categories, 17 of them
 undescribed (relative to the description list as round 5 left it), and 51 near-miss benign
-concepts.
+concepts. Round 6's results were read on that one, so `--set test6` runs a sixth, written blind
+after round 6 was measured and frozen for round 7 (`frozen_test_set_v6.yaml`, `FROZEN_V6_SHA256`):
+28 harm categories, 17 of them undescribed (relative to the description list as round 6 left
+it), and 51 near-miss benign concepts.
 `--set dev` runs the development set (`concepts.yaml` and the shipped topics and arithmetic
 specs) that the screen was tuned on. Nothing here touches a threshold: each screen calibrates
 itself on its own training texts.
@@ -88,12 +91,15 @@ FROZEN_V4 = HERE / "frozen_test_set_v4.yaml"
 FROZEN_V4_SHA256 = "d17e52e7923ed93533db08791ff4942e01d95205565a4a81b100c7b20ff36dff"
 FROZEN_V5 = HERE / "frozen_test_set_v5.yaml"
 FROZEN_V5_SHA256 = "ea619c7ec89d265af2abd6575e6a542fc5f57806ff84448460c3bb9c0abad7e5"
+FROZEN_V6 = HERE / "frozen_test_set_v6.yaml"
+FROZEN_V6_SHA256 = "c812b0b840fda32e5b98f0dada6ae990d7acef270382c251f804a973e0966875"
 TEST_SETS = {
     "test": (FROZEN, FROZEN_SHA256),
     "test2": (FROZEN_V2, FROZEN_V2_SHA256),
     "test3": (FROZEN_V3, FROZEN_V3_SHA256),
     "test4": (FROZEN_V4, FROZEN_V4_SHA256),
     "test5": (FROZEN_V5, FROZEN_V5_SHA256),
+    "test6": (FROZEN_V6, FROZEN_V6_SHA256),
 }
 DEVELOPMENT = HERE / "concepts.yaml"
 DEV_BLENDS = (0.25, 0.5, 0.75)
@@ -109,7 +115,7 @@ class SafetyPlan:
     benign_per_packet: int = 8
     probes_per_concept: int = 4  # a concept's vector is the mean of this many of its probes
     anchors: int = 1024  # part N: the shipped anchor set's texts, as `m2kt extract` carries
-    concept_set: str = "test"  # "test" … "test5": frozen (TEST_SETS); "dev": development
+    concept_set: str = "test"  # "test" … "test6": frozen (TEST_SETS); "dev": development
     auditor: str | None = None  # judges the probes on both sides (`--auditor` of extract, ingest)
     screen_texts: bool = True  # part S: the teacher's states of the screen's texts, as extract
 
