@@ -16,8 +16,8 @@ from test_auditor import HIDDEN, _blend
 from m2kt.concepts.spec import parse_spec
 from m2kt.extract.pipeline import ExtractionSettings, extract_packet
 from m2kt.models.load import load_model
-from m2kt.packet import screen_states
-from m2kt.packet.manifest import CONCEPTS_TENSOR, SCREEN_STATES_TENSOR
+from m2kt.packet import concept_probes, screen_states
+from m2kt.packet.manifest import CONCEPTS_TENSOR, PROBE_STATES_TENSOR, SCREEN_STATES_TENSOR
 from m2kt.safety import ExportScreen, finish_export
 from m2kt.safety.audit import drop_concepts
 from m2kt.safety.screen import harm_training
@@ -115,3 +115,30 @@ def test_a_forged_part_s_does_not_hide_a_trojan(exported, student) -> None:
     assert [f.name for f in found.flagged] == ["sport"], _findings(found)
     assert "nearer harm than" in found.flagged[0].reasons[0]
     assert IN_TEACHER_SPACE not in found.flagged[0].reasons[0]
+
+
+def test_the_teachers_reading_judges_the_specs_probes_not_task_inputs(exported, student) -> None:
+    """Without an auditor the teacher's reading of the probes counts, but only of those its spec
+    wrote: task inputs are a task's raw data, which e1's screen may read as harm where the
+    student does not (tweets of violent news, in the efficiency benchmark). Here `business`'s
+    probes are marked as task inputs and their teacher states made the harm's: the teacher's
+    reading of them no longer flags it; counted as spec probes, it does."""
+    packet = exported[0]
+    probes = concept_probes(packet)
+    states = packet.tensors[PROBE_STATES_TENSOR].clone()
+    states[probes.indices(1)] = states[probes.indices(3)][: len(probes.indices(1))]
+    concepts = list(packet.manifest.concepts)
+    forged = drop_concepts(
+        packet.rebuilt({**packet.tensors, PROBE_STATES_TENSOR: states}), {concepts[3].id}
+    )
+    as_task = forged.rebuilt(
+        concepts=[
+            c.model_copy(update={"task_inputs": len(c.probes)}) if c.name == "business" else c
+            for c in forged.manifest.concepts
+        ]
+    )
+    _, spec_probes, _ = screen_for_ingestion(student, forged, -1, None)
+    assert [f.name for f in spec_probes.flagged] == ["business"], _findings(spec_probes)
+    assert "its probes' reading" in spec_probes.flagged[0].reasons[0]
+    _, task_inputs, _ = screen_for_ingestion(student, as_task, -1, None)
+    assert not task_inputs.flagged, _findings(task_inputs)

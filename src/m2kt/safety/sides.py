@@ -17,7 +17,7 @@ from m2kt.concepts.probing import read_probes
 from m2kt.concepts.sets import ConceptSet
 from m2kt.errors import UsageError
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import Packet, concept_probes, screen_states, text_states
+from m2kt.packet import ConceptProbes, Packet, concept_probes, screen_states, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR, SCREEN_STATES_TENSOR
 from m2kt.safety.audit import (
     AUDITOR_DRIFT_MARGIN,
@@ -192,7 +192,7 @@ def audit_student(
         if own is not None:  # part S: the screen in the teacher's own space
             where = "in the teacher's space, on the screen fitted there from part S"
             drifts.append(probe_drift(own, _as_is, packet, where, TEACHER_SPACE_DRIFT_MARGIN))
-            read_by_teacher = _rescaled(own, teacher_probe_means(packet), screen)
+            read_by_teacher = _rescaled(own, _spec_probe_means(probes), screen)
     both = None
     if read_by_teacher is not None:
         both = _higher(screen.score(anchors), read_by_teacher)
@@ -276,16 +276,32 @@ def _fit_from_states(states: dict[str, torch.Tensor]) -> SafetyScreen | None:
     return screen if separation(screen) >= MIN_SEPARATION else None
 
 
-def _rescaled(own: SafetyScreen, vectors: torch.Tensor | None, screen: SafetyScreen) -> Scores:
+def _spec_probe_means(probes: ConceptProbes) -> torch.Tensor:
+    """[K, d_T] the mean of each concept's unit teacher states over the probes its spec wrote,
+    task inputs left out (NaN for a concept with none). The teacher's reading of a spec's
+    probes is what its export audit judged; task inputs are a task's raw data, many of them
+    ordinary news of violent events, which e1's screen reads as harm where e2's does not (tweets
+    e1 → e2, 360 task inputs: `neutral` at 0.107 against e1's 0.081). The student's reading
+    judges them all."""
+    assert probes.states is not None
+    units = F.normalize(probes.states, dim=-1)
+    means = []
+    for k in range(probes.concept_count):
+        rows = [i for i in probes.indices(k) if not bool(probes.task[i])]
+        means.append(units[rows].mean(0) if rows else torch.full_like(units[0], math.nan))
+    return torch.stack(means)
+
+
+def _rescaled(own: SafetyScreen, vectors: torch.Tensor, screen: SafetyScreen) -> Scores:
     """`own`'s scores of `vectors` moved onto `screen`'s scale (their margin over `own`'s
     threshold added to `screen`'s), as an auditor's are (`judge_probes`)."""
-    assert vectors is not None
     scores = own.score(vectors)
     return Scores(scores.values - own.threshold + screen.threshold, scores.nearest)
 
 
 def _higher(a: Scores, b: Scores) -> Scores:
-    """Each concept's higher score of two readings, with its nearest description."""
+    """Each concept's higher score of two readings, with its nearest description (a NaN in
+    `b`, a reading that does not exist, never wins)."""
     pick = b.values > a.values
     nearest = [y if p else x for x, y, p in zip(a.nearest, b.nearest, pick.tolist(), strict=True)]
     return Scores(torch.where(pick, b.values, a.values), nearest)
