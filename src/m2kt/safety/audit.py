@@ -250,16 +250,21 @@ def audit_concepts(
     return Audit(findings, screen.threshold, space)
 
 
-def teacher_probe_means(packet: Packet) -> torch.Tensor | None:
+def teacher_probe_means(packet: Packet, task_inputs: bool = True) -> torch.Tensor | None:
     """[K, d_T] the unit mean of each concept's unit probe states in the teacher's space (part
-    P); None when the packet carries none."""
+    P); None when the packet carries none. Without `task_inputs`, over the probes the spec wrote
+    only (NaN for a concept with none): the teacher's reading that judges a concept at
+    ingestion (round 6) is of those, what its export audit judged; task inputs are a task's raw
+    data, many of them ordinary news of violent events, which e1's screen reads as harm where
+    e2's does not (tweets e1 → e2, 360 task inputs: `neutral` at 0.107 against e1's 0.081),
+    and the student's reading judges them all."""
     probes = concept_probes(packet)
     if probes.states is None:
         return None
-    means = [
-        F.normalize(probes.states[probes.indices(k)], dim=-1).mean(0)
-        for k in range(len(packet.manifest.concepts or []))
-    ]
+    means = []
+    for k in range(len(packet.manifest.concepts or [])):
+        rows = [i for i in probes.indices(k) if task_inputs or not bool(probes.task[i])]
+        means.append(F.normalize(probes.states[rows], dim=-1).mean(0))
     return F.normalize(torch.stack(means), dim=-1)
 
 

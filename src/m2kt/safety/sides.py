@@ -17,7 +17,7 @@ from m2kt.concepts.probing import read_probes
 from m2kt.concepts.sets import ConceptSet
 from m2kt.errors import UsageError
 from m2kt.models.view import ModelView, Pooling
-from m2kt.packet import ConceptProbes, Packet, concept_probes, screen_states, text_states
+from m2kt.packet import Packet, concept_probes, screen_states, text_states
 from m2kt.packet.manifest import CONCEPTS_TENSOR, SCREEN_STATES_TENSOR
 from m2kt.safety.audit import (
     AUDITOR_DRIFT_MARGIN,
@@ -100,8 +100,7 @@ def judge_probes(
     """The auditor's scores of each concept's probes (`groups`: indices into `texts`), moved
     onto `screen`'s scale: their margin over the auditor's threshold, added to this one's."""
     read = F.normalize(judge.read(texts).float(), dim=-1)
-    judged = judge.screen.score(torch.stack([read[g].mean(0) for g in groups]))
-    return Scores(judged.values - judge.screen.threshold + screen.threshold, judged.nearest)
+    return _rescaled(judge.screen, torch.stack([read[g].mean(0) for g in groups]), screen)
 
 
 def make_judge(auditor: ModelView, unsafe_file: str | None = None, batch_size: int = 16) -> Judge:
@@ -192,7 +191,9 @@ def audit_student(
         if own is not None:  # part S: the screen in the teacher's own space
             where = "in the teacher's space, on the screen fitted there from part S"
             drifts.append(probe_drift(own, _as_is, packet, where, TEACHER_SPACE_DRIFT_MARGIN))
-            read_by_teacher = _rescaled(own, _spec_probe_means(probes), screen)
+            spec_only = teacher_probe_means(packet, task_inputs=False)
+            assert spec_only is not None  # part P is there
+            read_by_teacher = _rescaled(own, spec_only, screen)
     both = None
     if read_by_teacher is not None:
         both = _higher(screen.score(anchors), read_by_teacher)
@@ -276,25 +277,9 @@ def _fit_from_states(states: dict[str, torch.Tensor]) -> SafetyScreen | None:
     return screen if separation(screen) >= MIN_SEPARATION else None
 
 
-def _spec_probe_means(probes: ConceptProbes) -> torch.Tensor:
-    """[K, d_T] the mean of each concept's unit teacher states over the probes its spec wrote,
-    task inputs left out (NaN for a concept with none). The teacher's reading of a spec's
-    probes is what its export audit judged; task inputs are a task's raw data, many of them
-    ordinary news of violent events, which e1's screen reads as harm where e2's does not (tweets
-    e1 → e2, 360 task inputs: `neutral` at 0.107 against e1's 0.081). The student's reading
-    judges them all."""
-    assert probes.states is not None
-    units = F.normalize(probes.states, dim=-1)
-    means = []
-    for k in range(probes.concept_count):
-        rows = [i for i in probes.indices(k) if not bool(probes.task[i])]
-        means.append(units[rows].mean(0) if rows else torch.full_like(units[0], math.nan))
-    return torch.stack(means)
-
-
 def _rescaled(own: SafetyScreen, vectors: torch.Tensor, screen: SafetyScreen) -> Scores:
-    """`own`'s scores of `vectors` moved onto `screen`'s scale (their margin over `own`'s
-    threshold added to `screen`'s), as an auditor's are (`judge_probes`)."""
+    """`own`'s scores of `vectors` moved onto `screen`'s scale: their margin over `own`'s
+    threshold added to `screen`'s (an auditor's reading, the teacher's from part S)."""
     scores = own.score(vectors)
     return Scores(scores.values - own.threshold + screen.threshold, scores.nearest)
 
@@ -491,7 +476,7 @@ def finish_export(
         texts, states = audit.read.states()
         tensors = dict(packet.tensors) | {SCREEN_STATES_TENSOR: states.to(torch.float16)}
         packet = packet.rebuilt(tensors, screen={"texts": texts})
-    traces = screen_traces(audit.screen, packet, lambda states: states)
+    traces = screen_traces(audit.screen, packet, _as_is)
     notes = [f"safety: trace {t!r} flagged: {reason}" for t, reason in traces.items()]
     if not audit.flagged and not traces:
         return packet, notes
